@@ -1,0 +1,277 @@
+//! The command line: argument definitions and what each subcommand does.
+//! `main.rs` only calls [`main`]; this is the one place that uses `anyhow`
+//! for errors that end the process.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, DEFAULT_CONFIG_PATH};
+use crate::metrics::Metrics;
+use crate::pipeline::{self, Mode};
+use crate::shutdown::Shutdown;
+use crate::sink::SinkExit;
+
+/// tokenbridge: exact, deduplicated Claude Code token usage in ClickHouse.
+#[derive(Debug, Parser)]
+#[command(name = "tokenbridge", version, about)]
+pub struct Cli {
+    /// Config file.
+    #[arg(long, global = true, env = "TOKENBRIDGE_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
+    pub config: PathBuf,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon until SIGTERM/SIGINT.
+    Run,
+    /// Ingest everything present now, wait until ClickHouse acknowledged it, exit.
+    Backfill {
+        /// Files or folders (default: the configured watch folders).
+        paths: Vec<PathBuf>,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Read results from ClickHouse.
+    Report {
+        /// Which report.
+        #[command(subcommand)]
+        kind: ReportKind,
+    },
+    /// Validate the config file and print the effective settings.
+    CheckConfig,
+}
+
+/// Reports.
+#[derive(Debug, Subcommand)]
+pub enum ReportKind {
+    /// Exact deduplicated totals.
+    Totals {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Parses arguments and runs the command. Returns the process exit code.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!(event = "fatal_error", error = %format!("{e:#}"), "tokenbridge stopped");
+            eprintln!("error: {e:#}");
+            1
+        }
+    }
+}
+
+fn load_config(path: &std::path::Path) -> anyhow::Result<Config> {
+    Ok(Config::load(path)?)
+}
+
+fn run(cli: Cli) -> anyhow::Result<i32> {
+    match cli.command {
+        Command::CheckConfig => {
+            let c = load_config(&cli.config)?;
+            println!("{}: ok", c.source.display());
+            println!("{c:#?}");
+            Ok(0)
+        }
+        Command::Run => {
+            let c = load_config(&cli.config)?;
+            crate::logging::init(&c.log.level, c.log.format);
+            let shutdown = Shutdown::new();
+            install_signal_handlers(shutdown.clone())?;
+            let summary = pipeline::run(&c, Mode::Follow, shutdown, Arc::new(Metrics::default()))?;
+            tracing::info!(
+                event = "shutdown_complete",
+                clean = summary.sink != SinkExit::Abandoned,
+                elapsed_ms = summary.elapsed.as_millis() as u64,
+                "tokenbridge stopped"
+            );
+            Ok(0)
+        }
+        Command::Backfill { paths, json } => {
+            let c = load_config(&cli.config)?;
+            crate::logging::init(&c.log.level, c.log.format);
+            let shutdown = Shutdown::new();
+            install_signal_handlers(shutdown.clone())?;
+            let metrics = Arc::new(Metrics::default());
+            let progress = Progress::start(metrics.clone());
+            let summary = pipeline::run(&c, Mode::Backfill(paths), shutdown, metrics.clone());
+            progress.finish();
+            let summary = summary?;
+            let m = &summary.metrics;
+            let secs = summary.elapsed.as_secs_f64();
+            let bytes = m.bytes_read.load(Relaxed);
+            let out = serde_json::json!({
+                "complete": summary.sink == SinkExit::Drained,
+                "files": m.files_discovered.load(Relaxed),
+                "bytes": bytes,
+                "usageLines": m.lines_usage.load(Relaxed),
+                "otherLines": m.lines_other.load(Relaxed),
+                "blankLines": m.lines_blank.load(Relaxed),
+                "malformedLines": m.malformed_total(),
+                "rowsInserted": m.rows_inserted.load(Relaxed),
+                "duplicatesDropped": m.duplicates_dropped.load(Relaxed),
+                "fileErrors": m.file_errors.load(Relaxed),
+                "elapsedSeconds": secs,
+                "megabytesPerSecond": bytes as f64 / 1e6 / secs.max(1e-9),
+            });
+            if json {
+                println!("{out}");
+            } else {
+                println!(
+                    "backfill {}: {} files, {:.1} MB in {:.2} s ({:.1} MB/s); {} usage lines -> {} rows inserted, {} duplicates dropped, {} malformed lines",
+                    if summary.sink == SinkExit::Drained { "complete" } else { "interrupted" },
+                    out["files"], bytes as f64 / 1e6, secs, out["megabytesPerSecond"].as_f64().unwrap_or(0.0),
+                    out["usageLines"], out["rowsInserted"], out["duplicatesDropped"], out["malformedLines"],
+                );
+            }
+            Ok(if summary.sink == SinkExit::Drained {
+                0
+            } else {
+                2
+            })
+        }
+        Command::Report { kind } => {
+            let c = load_config(&cli.config)?;
+            crate::logging::init(
+                if std::env::var_os("RUST_LOG").is_some() {
+                    &c.log.level
+                } else {
+                    "warn"
+                },
+                c.log.format,
+            );
+            match kind {
+                ReportKind::Totals { json } => {
+                    let t = pipeline::totals(&c)?;
+                    if json {
+                        println!("{}", serde_json::to_string(&t)?);
+                    } else {
+                        println!("input tokens           {:>16}", t.input_tokens);
+                        println!("output tokens          {:>16}", t.output_tokens);
+                        println!("cache creation tokens  {:>16}", t.cache_creation_tokens);
+                        println!("cache read tokens      {:>16}", t.cache_read_tokens);
+                        println!("total tokens           {:>16}", t.total_tokens);
+                        println!("messages               {:>16}", t.messages);
+                    }
+                    Ok(0)
+                }
+            }
+        }
+    }
+}
+
+/// First SIGTERM/SIGINT: graceful shutdown. A second one: exit at once (the
+/// state on disk is always consistent, only in-flight work is lost and re-read).
+fn install_signal_handlers(shutdown: Shutdown) -> anyhow::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
+        .context("installing signal handlers")?;
+    std::thread::Builder::new()
+        .name("tokenbridge-signals".into())
+        .spawn(move || {
+            for sig in signals.forever() {
+                if shutdown.is_triggered() {
+                    tracing::warn!(
+                        event = "shutdown_forced",
+                        signal = sig,
+                        "second signal; exiting now"
+                    );
+                    std::process::exit(130);
+                }
+                tracing::info!(
+                    event = "shutdown_requested",
+                    signal = sig,
+                    "stopping: flushing what is in flight"
+                );
+                shutdown.trigger();
+            }
+        })
+        .context("starting the signal thread")?;
+    Ok(())
+}
+
+/// Backfill progress: a bar on a terminal, a plain line every 5 s otherwise.
+struct Progress {
+    stop: Shutdown,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Progress {
+    fn start(metrics: Arc<Metrics>) -> Progress {
+        let stop = Shutdown::new();
+        let rx = stop.receiver().clone();
+        let tty = std::io::stderr().is_terminal();
+        let thread = std::thread::spawn(move || {
+            let started = Instant::now();
+            let bar = tty.then(|| {
+                let b = indicatif::ProgressBar::new(0);
+                b.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "{bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}",
+                    )
+                    .expect("progress template"),
+                );
+                b
+            });
+            let mut last_line = Instant::now();
+            loop {
+                let read = metrics.bytes_read.load(Relaxed);
+                let total = read + metrics.backlog_bytes.load(Relaxed);
+                let files = metrics.files_discovered.load(Relaxed);
+                if let Some(b) = &bar {
+                    b.set_length(total.max(read));
+                    b.set_position(read);
+                    b.set_message(format!("{files} files"));
+                } else if last_line.elapsed() >= Duration::from_secs(5) {
+                    last_line = Instant::now();
+                    let secs = started.elapsed().as_secs_f64().max(1e-9);
+                    eprintln!(
+                        "backfill progress: {files} files, {:.1}/{:.1} MB, {:.1} MB/s",
+                        read as f64 / 1e6,
+                        total as f64 / 1e6,
+                        read as f64 / 1e6 / secs
+                    );
+                }
+                if rx.recv_timeout(Duration::from_millis(200)).is_err() && stop_requested(&rx) {
+                    break;
+                }
+            }
+            if let Some(b) = bar {
+                b.finish_and_clear();
+            }
+        });
+        Progress {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn finish(mut self) {
+        self.stop.trigger();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn stop_requested(rx: &crossbeam_channel::Receiver<()>) -> bool {
+    matches!(
+        rx.try_recv(),
+        Err(crossbeam_channel::TryRecvError::Disconnected)
+    )
+}

@@ -1,0 +1,255 @@
+//! A connected ClickHouse: detects the server version at start-up, gates
+//! version-specific settings, creates and migrates the schema, inserts rows and
+//! runs the few read queries tokenbridge needs.
+//!
+//! The `clickhouse` crate's schema validation issues a `DESCRIBE` with a setting
+//! 18.16 does not know, so validation is off; the insert's column list comes
+//! from [`UsageRow`] and is checked against [`schema::MESSAGE_COLUMNS`] by a test.
+
+use std::time::Duration;
+
+use crate::ch::error::ChError;
+use crate::ch::schema::{self, Engine};
+use crate::dedup::DedupIndex;
+use crate::record::UsageRow;
+use crate::secret::Secret;
+
+/// What the server told us about itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerInfo {
+    /// `SELECT version()`, e.g. `18.16.1` or `25.3.2.39`.
+    pub version: String,
+    /// Major version number.
+    pub major: u32,
+    /// Whether the server knows the `async_insert` setting (sending an unknown
+    /// setting fails the whole query on 18.16).
+    pub knows_async_insert: bool,
+}
+
+/// Exact deduplicated totals.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Totals {
+    /// Σ input_tokens.
+    pub input_tokens: u64,
+    /// Σ output_tokens.
+    pub output_tokens: u64,
+    /// Σ cache_creation_input_tokens.
+    pub cache_creation_tokens: u64,
+    /// Σ cache_read_input_tokens.
+    pub cache_read_tokens: u64,
+    /// The four above added.
+    pub total_tokens: u64,
+    /// Deduplicated messages.
+    pub messages: u64,
+}
+
+/// Where and as whom to connect.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    /// HTTP URL.
+    pub url: String,
+    /// Database for tokenbridge's tables.
+    pub database: String,
+    /// User.
+    pub user: String,
+    /// Password (may be empty).
+    pub password: Secret,
+    /// Per-request timeout.
+    pub request_timeout: Duration,
+}
+
+/// A ClickHouse server with tokenbridge's schema.
+#[derive(Clone)]
+pub struct ChClient {
+    client: clickhouse::Client,
+    database: String,
+    timeout: Duration,
+    /// Version facts detected at connect time.
+    pub info: ServerInfo,
+}
+
+impl std::fmt::Debug for ChClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChClient")
+            .field("database", &self.database)
+            .field("info", &self.info)
+            .finish()
+    }
+}
+
+async fn with_timeout<T>(
+    timeout: Duration,
+    fut: impl std::future::Future<Output = clickhouse::error::Result<T>>,
+) -> Result<T, ChError> {
+    match tokio::time::timeout(timeout, fut).await {
+        Ok(r) => r.map_err(ChError::from_client),
+        Err(_) => Err(ChError::Unreachable(format!(
+            "no answer within {} ms",
+            timeout.as_millis()
+        ))),
+    }
+}
+
+impl ChClient {
+    /// Connects, detects the version and applies version-gated settings. Does
+    /// not touch the schema.
+    pub async fn connect(opts: &ConnectOptions) -> Result<ChClient, ChError> {
+        let mut base = clickhouse::Client::default()
+            .with_url(opts.url.clone())
+            .with_user(opts.user.clone())
+            .with_validation(false);
+        if !opts.password.is_empty() {
+            base = base.with_password(opts.password.expose());
+        }
+        let version: String = with_timeout(
+            opts.request_timeout,
+            base.query("SELECT version()").fetch_one::<String>(),
+        )
+        .await?;
+        let major = version
+            .split('.')
+            .next()
+            .and_then(|m| m.parse().ok())
+            .unwrap_or(0);
+        let knows_async_insert: u64 = with_timeout(
+            opts.request_timeout,
+            base.query("SELECT count() FROM system.settings WHERE name = 'async_insert'")
+                .fetch_one::<u64>(),
+        )
+        .await?;
+        let knows_async_insert = knows_async_insert > 0;
+        if knows_async_insert {
+            // 26.2 turned async inserts on by default; an acknowledged insert
+            // must mean the rows are written, or checkpoints would run ahead.
+            base = base.with_setting("async_insert", "0");
+        }
+        Ok(ChClient {
+            client: base,
+            database: opts.database.clone(),
+            timeout: opts.request_timeout,
+            info: ServerInfo {
+                version,
+                major,
+                knows_async_insert,
+            },
+        })
+    }
+
+    /// The database name.
+    pub fn database(&self) -> &str {
+        &self.database
+    }
+
+    /// The underlying client (settings applied, no default database).
+    pub fn raw(&self) -> &clickhouse::Client {
+        &self.client
+    }
+
+    /// Runs a statement that returns nothing.
+    pub async fn execute(&self, sql: &str) -> Result<(), ChError> {
+        with_timeout(self.timeout, self.client.query(sql).execute()).await
+    }
+
+    /// Creates the database and tables if missing and adds missing columns.
+    /// Idempotent; never drops or changes existing columns.
+    pub async fn ensure_schema(&self) -> Result<(), ChError> {
+        let db = &self.database;
+        self.execute(&schema::create_database(db)).await?;
+        self.execute(&schema::create_messages(db, Engine::Single))
+            .await?;
+        let existing: Vec<String> = with_timeout(
+            self.timeout,
+            self.client
+                .query(&format!(
+                    "SELECT name FROM system.columns WHERE database = '{db}' AND table = '{}'",
+                    schema::MESSAGES
+                ))
+                .fetch_all::<String>(),
+        )
+        .await?;
+        for alter in schema::missing_message_columns(db, &existing) {
+            self.execute(&alter).await?;
+        }
+        Ok(())
+    }
+
+    /// Inserts rows in one RowBinary insert. Success means ClickHouse has
+    /// written them (async inserts are off where the server knows them).
+    pub async fn insert_rows(&self, rows: &[UsageRow]) -> Result<(), ChError> {
+        let table = format!("{}.{}", self.database, schema::MESSAGES);
+        let fut = async {
+            let mut insert = self
+                .client
+                .insert::<UsageRow>(&table)
+                .await?
+                .with_timeouts(Some(self.timeout), Some(self.timeout));
+            for row in rows {
+                insert.write(row).await?;
+            }
+            insert.end().await
+        };
+        with_timeout(self.timeout * 2, fut).await
+    }
+
+    /// Exact deduplicated totals.
+    pub async fn totals(&self) -> Result<Totals, ChError> {
+        let (i, o, cc, cr, n) = with_timeout(
+            self.timeout,
+            self.client
+                .query(&schema::totals_query(&self.database))
+                .fetch_one::<(u64, u64, u64, u64, u64)>(),
+        )
+        .await?;
+        Ok(Totals {
+            input_tokens: i,
+            output_tokens: o,
+            cache_creation_tokens: cc,
+            cache_read_tokens: cr,
+            total_tokens: i + o + cc + cr,
+            messages: n,
+        })
+    }
+
+    /// Loads the best version of every key ClickHouse holds into `index`.
+    pub async fn load_known_versions(&self, index: &mut DedupIndex) -> Result<usize, ChError> {
+        let sql = schema::known_versions_query(&self.database);
+        let fut = async {
+            let mut cursor = self.client.query(&sql).fetch::<(String, u64)>()?;
+            let mut n = 0usize;
+            while let Some((key, version)) = cursor.next().await? {
+                index.remember(&key, version);
+                n += 1;
+            }
+            Ok(n)
+        };
+        // The load scales with the table; give it far more than one request.
+        with_timeout(self.timeout * 20, fut).await
+    }
+
+    /// A cheap round trip.
+    pub async fn ping(&self) -> Result<(), ChError> {
+        with_timeout(
+            self.timeout,
+            self.client.query("SELECT 1").fetch_one::<u8>(),
+        )
+        .await
+        .map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clickhouse::Row;
+
+    #[test]
+    fn insert_columns_match_the_schema() {
+        let schema_cols: Vec<&str> = schema::MESSAGE_COLUMNS
+            .iter()
+            .filter(|(_, t)| !t.contains("DEFAULT"))
+            .map(|(n, _)| *n)
+            .collect();
+        assert_eq!(UsageRow::COLUMN_NAMES, schema_cols.as_slice());
+    }
+}

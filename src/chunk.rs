@@ -1,0 +1,78 @@
+//! What flows from the reader to the sink through the bounded channel.
+//!
+//! Messages of one file arrive in the order they were read, so the sink can
+//! apply checkpoint changes (advance, reset, forget) in that order once the
+//! rows before them are acknowledged.
+
+use std::sync::Arc;
+
+use crate::fingerprint::{FileKey, Fingerprint};
+use crate::parse::MalformedKind;
+use crate::record::UsageRow;
+
+/// Which file, as identified at read time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileIdentity {
+    /// Device and inode.
+    pub key: FileKey,
+    /// Leading-bytes fingerprint.
+    pub fingerprint: Fingerprint,
+    /// Path it was read at.
+    pub path: Arc<str>,
+}
+
+/// A malformed line, for logs and the dead-letter file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadLine {
+    /// Byte offset of the line in its file.
+    pub offset: u64,
+    /// Why it was rejected.
+    pub kind: MalformedKind,
+    /// Its first bytes (lossy UTF-8).
+    pub head: String,
+}
+
+/// Lines of a chunk by class.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LineCounts {
+    /// Usage entries.
+    pub usage: u64,
+    /// Valid entries without usage.
+    pub other: u64,
+    /// Blank lines.
+    pub blank: u64,
+    /// Malformed lines.
+    pub malformed: u64,
+}
+
+/// Complete lines `[start, end)` of one file, parsed.
+#[derive(Debug, Clone)]
+pub struct Chunk {
+    /// The file.
+    pub file: FileIdentity,
+    /// First byte.
+    pub start: u64,
+    /// One past the last byte (just after a newline).
+    pub end: u64,
+    /// Usage entries in file order.
+    pub rows: Vec<UsageRow>,
+    /// Malformed lines.
+    pub bad: Vec<BadLine>,
+    /// Lines by class.
+    pub counts: LineCounts,
+}
+
+/// A message to the sink.
+#[derive(Debug)]
+pub enum SinkMsg {
+    /// Parsed lines.
+    Chunk(Chunk),
+    /// The file was truncated or replaced: its offset restarts at 0.
+    Reset(FileIdentity),
+    /// The file is gone: drop its checkpoint.
+    Forget(FileKey),
+    /// The reader has nothing more right now: flush without waiting.
+    CaughtUp,
+    /// Backfill: everything was read; flush, commit and stop.
+    Drain,
+}

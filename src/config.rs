@@ -1,0 +1,605 @@
+//! The TOML configuration: parsing, defaults, validation, path resolution.
+//!
+//! Every error names the file and the field. Unknown keys are rejected (a typo
+//! must not silently fall back to a default). Relative paths are resolved
+//! against the folder of the config file and `~` against `$HOME`, so the same
+//! file works from any working directory. Secrets may be inline, in a file or
+//! in an environment variable, and are held as [`Secret`].
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::secret::Secret;
+
+/// Where the daemon looks when `--config` is not given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/tokenbridge/config.toml";
+
+/// A configuration problem. Callers branch on it (e.g. SIGHUP keeps the old
+/// config on any of these).
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{file}: cannot read config: {source}")]
+    Read {
+        /// Config file.
+        file: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// TOML syntax error, unknown key or wrong type.
+    #[error("{file}: {message}")]
+    Parse {
+        /// Config file.
+        file: PathBuf,
+        /// The parser's message, which names the key and its line.
+        message: String,
+    },
+    /// A value that parses but is not acceptable.
+    #[error("{file}: field `{field}`: {reason}")]
+    Invalid {
+        /// Config file.
+        file: PathBuf,
+        /// Dotted key, e.g. `clickhouse.mode`.
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// Where ClickHouse comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClickHouseMode {
+    /// The daemon runs `clickhouse-server` itself, data under the state dir.
+    Managed,
+    /// Connect to `url`.
+    External,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// JSON when stderr is not a terminal, text when it is.
+    Auto,
+    /// One JSON object per line.
+    Json,
+    /// Human-readable text.
+    Text,
+}
+
+/// The whole configuration, after defaults and path resolution.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this was loaded from (for messages and reloads).
+    pub source: PathBuf,
+    /// `[watch]`.
+    pub watch: WatchConfig,
+    /// `[state]`.
+    pub state: StateConfig,
+    /// `[clickhouse]`.
+    pub clickhouse: ClickHouseConfig,
+    /// `[batch]`.
+    pub batch: BatchConfig,
+    /// `[log]`.
+    pub log: LogConfig,
+    /// `[service]`.
+    pub service: ServiceConfig,
+}
+
+/// `[service]`: process life cycle.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// After SIGTERM/SIGINT, how long to keep trying to deliver what is in
+    /// flight before exiting anyway (undelivered bytes are re-read next start).
+    pub shutdown_timeout: Duration,
+}
+
+/// `[watch]`: which files to tail and how.
+#[derive(Debug, Clone)]
+pub struct WatchConfig {
+    /// Folders searched for `**/*.jsonl`. A folder that does not exist yet is
+    /// picked up when it appears.
+    pub dirs: Vec<PathBuf>,
+    /// Full rescan period even when the watcher is quiet (default 10 s).
+    pub rescan_interval: Duration,
+    /// A line longer than this is rejected as `too_long` (default 64 MiB).
+    pub max_line_bytes: usize,
+    /// At most this many bytes of one file are read per round (default 4 MiB).
+    pub read_chunk_bytes: usize,
+}
+
+/// `[state]`: where checkpoints (and managed ClickHouse data) live.
+#[derive(Debug, Clone)]
+pub struct StateConfig {
+    /// State folder; created with mode 0700 if missing.
+    pub dir: PathBuf,
+}
+
+/// `[clickhouse]`: where rows go.
+#[derive(Debug, Clone)]
+pub struct ClickHouseConfig {
+    /// `managed` (default) or `external`.
+    pub mode: ClickHouseMode,
+    /// HTTP URL of an external server.
+    pub url: String,
+    /// Database for tokenbridge's tables (created if missing).
+    pub database: String,
+    /// User name.
+    pub user: String,
+    /// Password (from `password`, `password_file` or `password_env`).
+    pub password: Secret,
+    /// Managed mode: HTTP port of the child server.
+    pub managed_http_port: u16,
+    /// Managed mode: native-protocol port of the child server.
+    pub managed_tcp_port: u16,
+    /// Managed mode: the server binary.
+    pub server_binary: PathBuf,
+    /// How long to wait for a server to answer at start-up.
+    pub startup_timeout: Duration,
+    /// Timeout of one HTTP request (insert or query).
+    pub request_timeout: Duration,
+}
+
+/// `[batch]`: how rows are grouped into inserts.
+#[derive(Debug, Clone)]
+pub struct BatchConfig {
+    /// Flush when a batch has this many rows.
+    pub max_rows: usize,
+    /// Flush when a batch has about this many bytes.
+    pub max_bytes: usize,
+    /// Flush a non-empty batch at least this often.
+    pub flush_interval: Duration,
+    /// Parsed chunks waiting for the sink; when full, reading stops.
+    pub channel_capacity: usize,
+    /// First retry delay of a failed insert (doubles, with jitter).
+    pub retry_initial: Duration,
+    /// Longest retry delay.
+    pub retry_max: Duration,
+    /// Inserts slower than this are logged with `slow = true`.
+    pub slow_insert: Duration,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    /// `error`, `warn`, `info`, `debug` or `trace`; `RUST_LOG` overrides.
+    pub level: String,
+    /// `auto`, `json` or `text`.
+    pub format: LogFormat,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    watch: RawWatch,
+    #[serde(default)]
+    state: RawState,
+    #[serde(default)]
+    clickhouse: RawClickHouse,
+    #[serde(default)]
+    batch: RawBatch,
+    #[serde(default)]
+    log: RawLog,
+    #[serde(default)]
+    service: RawService,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawService {
+    shutdown_timeout_ms: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawWatch {
+    dirs: Option<Vec<String>>,
+    rescan_interval_ms: Option<u64>,
+    max_line_bytes: Option<u64>,
+    read_chunk_bytes: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawState {
+    dir: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawClickHouse {
+    mode: Option<ClickHouseMode>,
+    url: Option<String>,
+    database: Option<String>,
+    user: Option<String>,
+    password: Option<String>,
+    password_file: Option<String>,
+    password_env: Option<String>,
+    managed_http_port: Option<u16>,
+    managed_tcp_port: Option<u16>,
+    server_binary: Option<String>,
+    startup_timeout_ms: Option<u64>,
+    request_timeout_ms: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawBatch {
+    max_rows: Option<u64>,
+    max_bytes: Option<u64>,
+    flush_interval_ms: Option<u64>,
+    channel_capacity: Option<u64>,
+    retry_initial_ms: Option<u64>,
+    retry_max_ms: Option<u64>,
+    slow_insert_ms: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    level: Option<String>,
+    format: Option<LogFormat>,
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_toml(&text, path)
+    }
+
+    /// Parses config text as if it had been read from `path`.
+    pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            file: path.to_path_buf(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        let base = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let v = Validator {
+            file: path,
+            base: &base,
+        };
+        v.build(raw)
+    }
+}
+
+struct Validator<'a> {
+    file: &'a Path,
+    base: &'a Path,
+}
+
+impl Validator<'_> {
+    fn invalid(&self, field: &str, reason: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            file: self.file.to_path_buf(),
+            field: field.to_string(),
+            reason: reason.into(),
+        }
+    }
+
+    fn path(&self, field: &str, s: &str) -> Result<PathBuf, ConfigError> {
+        if s.is_empty() {
+            return Err(self.invalid(field, "must not be empty"));
+        }
+        let expanded = if let Some(rest) = s.strip_prefix("~/") {
+            let home = std::env::var_os("HOME")
+                .ok_or_else(|| self.invalid(field, "uses ~ but HOME is not set"))?;
+            PathBuf::from(home).join(rest)
+        } else {
+            PathBuf::from(s)
+        };
+        Ok(if expanded.is_absolute() {
+            expanded
+        } else {
+            self.base.join(expanded)
+        })
+    }
+
+    fn range(&self, field: &str, v: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
+        if v < min || v > max {
+            return Err(self.invalid(field, format!("{v} is outside {min}..={max}")));
+        }
+        Ok(v)
+    }
+
+    fn build(&self, raw: RawConfig) -> Result<Config, ConfigError> {
+        let w = raw.watch;
+        let dirs = w.dirs.unwrap_or_else(|| vec!["~/.claude".to_string()]);
+        let dirs = dirs
+            .iter()
+            .map(|d| self.path("watch.dirs", d))
+            .collect::<Result<Vec<_>, _>>()?;
+        let max_line_bytes = self.range(
+            "watch.max_line_bytes",
+            w.max_line_bytes.unwrap_or(64 << 20),
+            1024,
+            1 << 32,
+        )? as usize;
+        let watch = WatchConfig {
+            dirs,
+            rescan_interval: Duration::from_millis(self.range(
+                "watch.rescan_interval_ms",
+                w.rescan_interval_ms.unwrap_or(10_000),
+                50,
+                3_600_000,
+            )?),
+            max_line_bytes,
+            read_chunk_bytes: self.range(
+                "watch.read_chunk_bytes",
+                w.read_chunk_bytes.unwrap_or(4 << 20),
+                4096,
+                1 << 30,
+            )? as usize,
+        };
+
+        let state = StateConfig {
+            dir: self.path(
+                "state.dir",
+                raw.state
+                    .dir
+                    .as_deref()
+                    .unwrap_or("~/.local/state/tokenbridge"),
+            )?,
+        };
+
+        let c = raw.clickhouse;
+        let password_sources = [
+            c.password.is_some(),
+            c.password_file.is_some(),
+            c.password_env.is_some(),
+        ];
+        if password_sources.iter().filter(|x| **x).count() > 1 {
+            return Err(self.invalid(
+                "clickhouse.password",
+                "set at most one of password, password_file, password_env",
+            ));
+        }
+        let password = if let Some(p) = c.password {
+            Secret::new(p)
+        } else if let Some(f) = c.password_file {
+            let p = self.path("clickhouse.password_file", &f)?;
+            let text = std::fs::read_to_string(&p).map_err(|e| {
+                self.invalid(
+                    "clickhouse.password_file",
+                    format!("cannot read {}: {e}", p.display()),
+                )
+            })?;
+            Secret::new(text.trim_end_matches(['\n', '\r']))
+        } else if let Some(var) = c.password_env {
+            Secret::new(std::env::var(&var).map_err(|_| {
+                self.invalid(
+                    "clickhouse.password_env",
+                    format!("environment variable {var} is not set"),
+                )
+            })?)
+        } else {
+            Secret::default()
+        };
+        let url = c.url.unwrap_or_else(|| "http://127.0.0.1:8123".to_string());
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(self.invalid("clickhouse.url", "must start with http:// or https://"));
+        }
+        let database = c.database.unwrap_or_else(|| "tokenbridge".to_string());
+        if database.is_empty()
+            || !database
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
+        {
+            return Err(self.invalid("clickhouse.database", "use letters, digits and _ only"));
+        }
+        let managed_http_port = c.managed_http_port.unwrap_or(18123);
+        let managed_tcp_port = c.managed_tcp_port.unwrap_or(19000);
+        if managed_http_port == 0 || managed_tcp_port == 0 || managed_http_port == managed_tcp_port
+        {
+            return Err(self.invalid(
+                "clickhouse.managed_tcp_port",
+                "ports must be non-zero and distinct",
+            ));
+        }
+        let clickhouse = ClickHouseConfig {
+            mode: c.mode.unwrap_or(ClickHouseMode::Managed),
+            url,
+            database,
+            user: c.user.unwrap_or_else(|| "default".to_string()),
+            password,
+            managed_http_port,
+            managed_tcp_port,
+            server_binary: PathBuf::from(
+                c.server_binary
+                    .unwrap_or_else(|| "/usr/sbin/clickhouse-server".to_string()),
+            ),
+            startup_timeout: Duration::from_millis(self.range(
+                "clickhouse.startup_timeout_ms",
+                c.startup_timeout_ms.unwrap_or(30_000),
+                100,
+                600_000,
+            )?),
+            request_timeout: Duration::from_millis(self.range(
+                "clickhouse.request_timeout_ms",
+                c.request_timeout_ms.unwrap_or(30_000),
+                100,
+                600_000,
+            )?),
+        };
+
+        let b = raw.batch;
+        let retry_initial = self.range(
+            "batch.retry_initial_ms",
+            b.retry_initial_ms.unwrap_or(100),
+            1,
+            60_000,
+        )?;
+        let retry_max = self.range(
+            "batch.retry_max_ms",
+            b.retry_max_ms.unwrap_or(10_000),
+            1,
+            3_600_000,
+        )?;
+        if retry_max < retry_initial {
+            return Err(self.invalid(
+                "batch.retry_max_ms",
+                "must be at least batch.retry_initial_ms",
+            ));
+        }
+        let batch = BatchConfig {
+            max_rows: self.range(
+                "batch.max_rows",
+                b.max_rows.unwrap_or(50_000),
+                1,
+                10_000_000,
+            )? as usize,
+            max_bytes: self.range(
+                "batch.max_bytes",
+                b.max_bytes.unwrap_or(16 << 20),
+                1024,
+                1 << 31,
+            )? as usize,
+            flush_interval: Duration::from_millis(self.range(
+                "batch.flush_interval_ms",
+                b.flush_interval_ms.unwrap_or(1000),
+                1,
+                600_000,
+            )?),
+            channel_capacity: self.range(
+                "batch.channel_capacity",
+                b.channel_capacity.unwrap_or(16),
+                1,
+                4096,
+            )? as usize,
+            retry_initial: Duration::from_millis(retry_initial),
+            retry_max: Duration::from_millis(retry_max),
+            slow_insert: Duration::from_millis(self.range(
+                "batch.slow_insert_ms",
+                b.slow_insert_ms.unwrap_or(1000),
+                1,
+                3_600_000,
+            )?),
+        };
+
+        let level = raw.log.level.unwrap_or_else(|| "info".to_string());
+        if !["error", "warn", "info", "debug", "trace"].contains(&level.as_str()) {
+            return Err(self.invalid("log.level", "one of error, warn, info, debug, trace"));
+        }
+        let log = LogConfig {
+            level,
+            format: raw.log.format.unwrap_or(LogFormat::Auto),
+        };
+
+        let service = ServiceConfig {
+            shutdown_timeout: Duration::from_millis(self.range(
+                "service.shutdown_timeout_ms",
+                raw.service.shutdown_timeout_ms.unwrap_or(20_000),
+                0,
+                600_000,
+            )?),
+        };
+
+        Ok(Config {
+            source: self.file.to_path_buf(),
+            watch,
+            state,
+            clickhouse,
+            batch,
+            log,
+            service,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(text, Path::new("/etc/tb/config.toml"))
+    }
+
+    #[test]
+    fn defaults() {
+        let c = load("").unwrap();
+        assert_eq!(c.clickhouse.mode, ClickHouseMode::Managed);
+        assert_eq!(c.clickhouse.database, "tokenbridge");
+        assert_eq!(c.batch.flush_interval, Duration::from_secs(1));
+        assert_eq!(c.watch.rescan_interval, Duration::from_secs(10));
+        assert_eq!(c.watch.max_line_bytes, 64 << 20);
+        assert_eq!(c.log.format, LogFormat::Auto);
+    }
+
+    #[test]
+    fn repo_example_config_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml");
+        let c = Config::load(&path).unwrap();
+        assert_eq!(c.clickhouse.mode, ClickHouseMode::Managed);
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_the_config_folder() {
+        let c = load("[state]\ndir = \"state\"\n[watch]\ndirs = [\"in\", \"/abs\"]\n").unwrap();
+        assert_eq!(c.state.dir, PathBuf::from("/etc/tb/state"));
+        assert_eq!(
+            c.watch.dirs,
+            vec![PathBuf::from("/etc/tb/in"), PathBuf::from("/abs")]
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_named_with_the_file() {
+        let e = load("[clickhouse]\nurll = \"http://x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("/etc/tb/config.toml"), "{e}");
+        assert!(e.contains("urll"), "{e}");
+        let e = load("[wat]\n").unwrap_err().to_string();
+        assert!(e.contains("wat"), "{e}");
+    }
+
+    #[test]
+    fn invalid_values_name_the_field() {
+        let e = load("[clickhouse]\nmode = \"cloud\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("mode") && e.contains("cloud"), "{e}");
+        let e = load("[batch]\nmax_rows = 0\n").unwrap_err().to_string();
+        assert!(e.contains("batch.max_rows"), "{e}");
+        let e = load("[clickhouse]\nurl = \"localhost:8123\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("clickhouse.url") && e.contains("config.toml"),
+            "{e}"
+        );
+        let e = load("[clickhouse]\npassword = \"a\"\npassword_env = \"B\"\n").unwrap_err();
+        assert!(e.to_string().contains("clickhouse.password"));
+    }
+
+    #[test]
+    fn password_from_file_and_env_never_printed() {
+        let dir = tempfile::tempdir().unwrap();
+        let pw = dir.path().join("pw");
+        std::fs::write(&pw, "s3cr3t-from-file\n").unwrap();
+        let cfg = dir.path().join("c.toml");
+        let c = Config::from_toml(
+            &format!("[clickhouse]\npassword_file = \"{}\"\n", pw.display()),
+            &cfg,
+        )
+        .unwrap();
+        assert_eq!(c.clickhouse.password.expose(), "s3cr3t-from-file");
+        assert!(!format!("{c:?}").contains("s3cr3t"));
+        std::env::set_var("TB_TEST_PW_ENV", "s3cr3t-env");
+        let c = load("[clickhouse]\npassword_env = \"TB_TEST_PW_ENV\"\n").unwrap();
+        assert_eq!(c.clickhouse.password.expose(), "s3cr3t-env");
+        let e = load("[clickhouse]\npassword_env = \"TB_TEST_PW_ENV_MISSING\"\n").unwrap_err();
+        assert!(e.to_string().contains("password_env"));
+    }
+}

@@ -1,0 +1,192 @@
+//! Deduplication: the key of a usage entry, the version that ranks entries of
+//! one key, and the in-memory index of the best version known per key.
+//!
+//! Claude Code writes one line per content block of a response, all with the
+//! same `message.id` + `requestId`; earlier lines carry a partial
+//! `output_tokens`. Of the entries with one key exactly one is kept:
+//! non-sidechain over sidechain, then the largest token total, then the first
+//! seen. The version encodes the first two; "first seen" holds because only a
+//! strictly higher version ever replaces the known one.
+//!
+//! The index is what makes dedup exact across files, batches and restarts: it
+//! is loaded from ClickHouse at start-up (`max(version)` per key) and updated as
+//! rows are accepted, so only rows that beat what ClickHouse holds are sent.
+//! ClickHouse's `ReplacingMergeTree(version)` plus `FINAL` then returns the one
+//! winner per key on read.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// The dedup key of an entry, by the first rule that applies:
+/// `message.id|requestId`; `message.id|` when there is no request id;
+/// `uuid:<uuid>` when there is no message id; else `hash:<hex>` of the entry's
+/// content (whitespace-insensitive).
+pub fn dedup_key(
+    message_id: &str,
+    request_id: &str,
+    uuid: &str,
+    content_hash: impl FnOnce() -> u128,
+) -> String {
+    if !message_id.is_empty() {
+        let mut k = String::with_capacity(message_id.len() + request_id.len() + 1);
+        k.push_str(message_id);
+        k.push('|');
+        k.push_str(request_id);
+        k
+    } else if !uuid.is_empty() {
+        format!("uuid:{uuid}")
+    } else {
+        format!("hash:{:032x}", content_hash())
+    }
+}
+
+/// Ranks entries of one key: the top bit says "main chain" (not sidechain),
+/// the rest is the token total. Higher wins.
+pub fn version(is_sidechain: bool, total_tokens: u64) -> u64 {
+    let main = u64::from(!is_sidechain) << 63;
+    main | total_tokens.min((1 << 63) - 1)
+}
+
+/// The 128-bit hash under which a key is remembered.
+pub fn key_hash(key: &str) -> KeyHash {
+    let h = xxhash_rust::xxh3::xxh3_128(key.as_bytes());
+    KeyHash([h as u64, (h >> 64) as u64])
+}
+
+/// A key's 128-bit hash. Two keys collide with probability ~n²/2¹²⁹.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct KeyHash([u64; 2]);
+
+/// The keys are already uniform hashes; rehashing them would be wasted work.
+#[derive(Default)]
+pub struct PassThroughHasher(u64);
+
+impl Hasher for PassThroughHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.0 ^= u64::from_le_bytes(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 ^= n;
+    }
+    fn write_usize(&mut self, _: usize) {}
+}
+
+/// What [`DedupIndex::offer`] decided for an entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offer {
+    /// The first entry of its key: insert it.
+    New,
+    /// Beats the known entry of its key: insert it, it supersedes the old row.
+    Supersedes,
+    /// No better than the known entry: drop it.
+    Dropped,
+}
+
+/// Best known version per key.
+#[derive(Default)]
+pub struct DedupIndex {
+    map: HashMap<KeyHash, u64, BuildHasherDefault<PassThroughHasher>>,
+}
+
+impl DedupIndex {
+    /// An empty index.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Decides whether an entry of `key` with `version` should be inserted,
+    /// and remembers it when it should.
+    pub fn offer(&mut self, key: &str, version: u64) -> Offer {
+        self.offer_hash(key_hash(key), version)
+    }
+
+    /// [`DedupIndex::offer`] for an already hashed key.
+    pub fn offer_hash(&mut self, h: KeyHash, version: u64) -> Offer {
+        match self.map.get_mut(&h) {
+            None => {
+                self.map.insert(h, version);
+                Offer::New
+            }
+            Some(known) if version > *known => {
+                *known = version;
+                Offer::Supersedes
+            }
+            Some(_) => Offer::Dropped,
+        }
+    }
+
+    /// Records what ClickHouse already holds (start-up load).
+    pub fn remember(&mut self, key: &str, version: u64) {
+        let v = self.map.entry(key_hash(key)).or_insert(version);
+        *v = (*v).max(version);
+    }
+
+    /// Number of keys known.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// True when no key is known.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Heap bytes held by the index (table slots plus control bytes).
+    pub fn heap_bytes(&self) -> usize {
+        let slot = std::mem::size_of::<(KeyHash, u64)>() + 1;
+        self.map.capacity() * slot
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_rules() {
+        assert_eq!(dedup_key("m", "r", "u", || 1), "m|r");
+        assert_eq!(dedup_key("m", "", "u", || 1), "m|");
+        assert_eq!(dedup_key("", "r", "u", || 1), "uuid:u");
+        assert_eq!(
+            dedup_key("", "r", "", || 0xab),
+            format!("hash:{:032x}", 0xab)
+        );
+    }
+
+    #[test]
+    fn main_chain_beats_any_sidechain_total() {
+        assert!(version(false, 1) > version(true, 1_000_000));
+        assert!(version(true, 5) > version(true, 4));
+        assert!(version(false, 5) > version(false, 4));
+    }
+
+    #[test]
+    fn keeps_the_largest_and_the_first_on_a_tie() {
+        let mut idx = DedupIndex::new();
+        assert_eq!(idx.offer("k", version(false, 10)), Offer::New);
+        assert_eq!(idx.offer("k", version(false, 10)), Offer::Dropped);
+        assert_eq!(idx.offer("k", version(false, 9)), Offer::Dropped);
+        assert_eq!(idx.offer("k", version(false, 12)), Offer::Supersedes);
+        assert_eq!(idx.offer("k", version(true, 100)), Offer::Dropped);
+        assert_eq!(idx.offer("other", version(true, 100)), Offer::New);
+        assert_eq!(idx.offer("other", version(false, 1)), Offer::Supersedes);
+        assert_eq!(idx.len(), 2);
+    }
+
+    #[test]
+    fn remembered_versions_gate_new_offers() {
+        let mut idx = DedupIndex::new();
+        idx.remember("k", version(false, 10));
+        idx.remember("k", version(false, 7));
+        assert_eq!(idx.offer("k", version(false, 10)), Offer::Dropped);
+        assert_eq!(idx.offer("k", version(false, 11)), Offer::Supersedes);
+        assert!(idx.heap_bytes() > 0);
+    }
+}

@@ -1,0 +1,116 @@
+//! The paths provider: every `*.jsonl` file under the watched folders.
+//!
+//! Symlinked folders and files are followed (operators link transcript
+//! folders into a spool); a folder reached twice, through a link cycle or two
+//! roots, is walked once. A folder that does not exist is skipped silently (it
+//! is picked up by a later scan); any other error is returned per path so the
+//! caller can count and log it while the rest of the scan goes on.
+
+use std::collections::HashSet;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// The result of one scan.
+#[derive(Debug, Default)]
+pub struct Scan {
+    /// Transcript files found.
+    pub files: Vec<PathBuf>,
+    /// Paths that could not be read, with the reason.
+    pub errors: Vec<(PathBuf, std::io::Error)>,
+}
+
+/// True for the files tokenbridge reads.
+pub fn is_transcript(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "jsonl")
+}
+
+/// Walks every folder in `roots`.
+pub fn scan(roots: &[PathBuf]) -> Scan {
+    let mut out = Scan::default();
+    let mut seen = HashSet::new();
+    for root in roots {
+        walk(root, &mut seen, &mut out);
+    }
+    out
+}
+
+fn walk(dir: &Path, seen: &mut HashSet<(u64, u64)>, out: &mut Scan) {
+    let meta = match std::fs::metadata(dir) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+        Err(e) => {
+            out.errors.push((dir.to_path_buf(), e));
+            return;
+        }
+    };
+    if !meta.is_dir() {
+        if meta.is_file() && is_transcript(dir) {
+            out.files.push(dir.to_path_buf());
+        }
+        return;
+    }
+    if !seen.insert((meta.dev(), meta.ino())) {
+        return;
+    }
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) => {
+            out.errors.push((dir.to_path_buf(), e));
+            return;
+        }
+    };
+    let mut subdirs = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Ok(ft) = entry.file_type() else { continue };
+        if ft.is_dir() {
+            subdirs.push(path);
+        } else if ft.is_file() {
+            if is_transcript(&path) {
+                out.files.push(path);
+            }
+        } else if ft.is_symlink() {
+            match std::fs::metadata(&path) {
+                Ok(m) if m.is_dir() => subdirs.push(path),
+                Ok(m) if m.is_file() && is_transcript(&path) => out.files.push(path),
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => out.errors.push((path, e)),
+            }
+        }
+    }
+    for sub in subdirs {
+        walk(&sub, seen, out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_nested_and_symlinked_transcripts_once() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("root");
+        let sub = root.join("projects/p/s1/subagents");
+        std::fs::create_dir_all(&sub).unwrap();
+        std::fs::write(root.join("projects/p/s1.jsonl"), "").unwrap();
+        std::fs::write(sub.join("agent-a.jsonl"), "").unwrap();
+        std::fs::write(root.join("projects/p/notes.txt"), "").unwrap();
+        let outside = d.path().join("outside");
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("x.jsonl"), "").unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("linked")).unwrap();
+        // A cycle must not loop.
+        std::os::unix::fs::symlink(&root, root.join("projects/p/loop")).unwrap();
+        let s = scan(&[root.clone(), d.path().join("missing")]);
+        let mut names: Vec<String> = s
+            .files
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, vec!["agent-a.jsonl", "s1.jsonl", "x.jsonl"]);
+        assert!(s.errors.is_empty());
+    }
+}

@@ -1,0 +1,30 @@
+//! tokenbridge tails Claude Code JSONL transcripts, counts tokens exactly
+//! (deduplicating the streaming lines Claude Code writes per response), and
+//! batch-inserts the winning entry per message into ClickHouse.
+//!
+//! Data flow: [`discovery`] + [`watcher`] → [`reader`] (parse with [`parse`],
+//! in parallel) → bounded channel of [`chunk::SinkMsg`] → [`sink`] (dedup with
+//! [`dedup`], insert through [`ch`], then advance [`checkpoint`]s).
+
+pub mod app;
+pub mod ch;
+pub mod checkpoint;
+pub mod chunk;
+pub mod config;
+pub mod corpus;
+pub mod dedup;
+pub mod discovery;
+pub mod fingerprint;
+pub mod lines;
+pub mod logging;
+pub mod metrics;
+pub mod parse;
+pub mod pipeline;
+pub mod reader;
+pub mod record;
+pub mod secret;
+pub mod shutdown;
+pub mod sink;
+pub mod state;
+pub mod timestamp;
+pub mod watcher;

@@ -1,0 +1,84 @@
+//! Log set-up and the few logging helpers the pipeline shares.
+//!
+//! Logs go to stderr (stdout carries report output): JSON lines when stderr is
+//! not a terminal (journald keeps them), readable text on a terminal. Every
+//! event has a stable snake_case `event` field; fields carry their unit in the
+//! name (`latency_ms`, `bytes`). The README lists them.
+
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use tracing_subscriber::EnvFilter;
+
+use crate::chunk::BadLine;
+use crate::config::LogFormat;
+
+/// Installs the global subscriber. `RUST_LOG` overrides `level`. Safe to call
+/// more than once (later calls are ignored).
+pub fn init(level: &str, format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let json = match format {
+        LogFormat::Json => true,
+        LogFormat::Text => false,
+        LogFormat::Auto => !std::io::stderr().is_terminal(),
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    let _ = if json {
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn unix_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A number in [0, 1) for retry jitter (not for anything secret).
+pub fn jitter_unit() -> f64 {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let seed = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+        ^ COUNTER.fetch_add(0x9e37_79b9_7f4a_7c15, Relaxed);
+    let h = xxhash_rust::xxh3::xxh3_64(&seed.to_le_bytes());
+    (h >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// Logs a malformed line, at most 20 lines per 10 s window; the rest are
+/// only counted (and summarised when the window ends).
+pub fn malformed_line(file: &str, bad: &BadLine) {
+    static WINDOW: Mutex<Option<(Instant, u64)>> = Mutex::new(None);
+    let mut w = WINDOW.lock().expect("malformed log window");
+    let now = Instant::now();
+    let (start, count) = w.get_or_insert((now, 0));
+    if now.duration_since(*start).as_secs() >= 10 {
+        if *count > 20 {
+            tracing::warn!(
+                event = "line_malformed_suppressed",
+                lines = *count - 20,
+                "more malformed lines were not logged individually"
+            );
+        }
+        *start = now;
+        *count = 0;
+    }
+    *count += 1;
+    if *count <= 20 {
+        tracing::warn!(event = "line_malformed", file, offset = bad.offset, kind = bad.kind.as_str(), head = %bad.head, "malformed line skipped");
+    }
+}

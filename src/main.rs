@@ -1,0 +1,5 @@
+//! The `tokenbridge` binary: all behaviour lives in the library.
+
+fn main() {
+    std::process::exit(tokenbridge::app::main());
+}

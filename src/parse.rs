@@ -1,0 +1,548 @@
+//! Classifying one JSONL line: usage entry, other entry, blank, or malformed.
+//!
+//! The hot path: simd-json builds a tape into buffers this parser reuses, and
+//! fields are looked up on the tape without building a DOM. Strings borrow from
+//! the line until the winning fields are copied into a [`UsageRow`]. Failures
+//! are a small `Copy` enum, counted by the caller, never boxed.
+//!
+//! Validity rules (also in the README):
+//! - a line must be a JSON object (blank lines are skipped, not errors);
+//! - it is a usage entry when `message.usage` is present and not null, or when
+//!   it is a `progress` line whose `data.type` is `agent_progress` and which
+//!   carries `data.message.message.usage`;
+//! - a usage entry needs a string RFC 3339 `timestamp`, and integer
+//!   `input_tokens` and `output_tokens` in `0..=MAX_TOKENS`; the cache and
+//!   server-tool counts are optional (absent or null is 0) but follow the same
+//!   rule when present;
+//! - the string fields it reads (`message.id`, `requestId`, `uuid`,
+//!   `sessionId`, `message.model`, `cwd`, `gitBranch`, `version`, `agentId`,
+//!   `service_tier`) may be absent or null, and must be strings otherwise;
+//!   `isSidechain` must be a boolean when present.
+
+use simd_json::prelude::*;
+use simd_json::tape::Value as TapeValue;
+use simd_json::{Buffers, ErrorType, Tape, ValueType};
+
+use crate::dedup;
+use crate::record::{SourceContext, UsageRow};
+use crate::timestamp::parse_rfc3339_ms;
+
+/// Largest token count one field of one message may carry. Anything above is
+/// treated as corrupt input rather than silently inflating totals.
+pub const MAX_TOKENS: u64 = 1_000_000_000;
+
+/// Why a line was rejected. Cheap to copy and count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum MalformedKind {
+    /// Not parseable as JSON (syntax, truncation, trailing data, bad escapes).
+    InvalidJson,
+    /// Bytes that are not UTF-8.
+    InvalidUtf8,
+    /// Nested deeper than the parser's limit (1024).
+    TooDeep,
+    /// Valid JSON, but not an object.
+    NotObject,
+    /// Longer than `max_line_bytes`.
+    TooLong,
+    /// A usage entry without a required field (`timestamp`, `input_tokens`, `output_tokens`).
+    MissingField,
+    /// A field with the wrong JSON type.
+    MistypedField,
+    /// A token count that is negative, fractional, a string, or above [`MAX_TOKENS`].
+    BadTokenCount,
+    /// A `timestamp` that is not RFC 3339.
+    BadTimestamp,
+}
+
+impl MalformedKind {
+    /// Every kind, for metrics and reports.
+    pub const ALL: [MalformedKind; 9] = [
+        MalformedKind::InvalidJson,
+        MalformedKind::InvalidUtf8,
+        MalformedKind::TooDeep,
+        MalformedKind::NotObject,
+        MalformedKind::TooLong,
+        MalformedKind::MissingField,
+        MalformedKind::MistypedField,
+        MalformedKind::BadTokenCount,
+        MalformedKind::BadTimestamp,
+    ];
+
+    /// Stable snake_case name used in logs, metrics and the dead-letter file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MalformedKind::InvalidJson => "invalid_json",
+            MalformedKind::InvalidUtf8 => "invalid_utf8",
+            MalformedKind::TooDeep => "too_deep",
+            MalformedKind::NotObject => "not_object",
+            MalformedKind::TooLong => "too_long",
+            MalformedKind::MissingField => "missing_field",
+            MalformedKind::MistypedField => "mistyped_field",
+            MalformedKind::BadTokenCount => "bad_token_count",
+            MalformedKind::BadTimestamp => "bad_timestamp",
+        }
+    }
+
+    /// Index into [`MalformedKind::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// The class of one line.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Parsed {
+    /// Empty or whitespace only.
+    Blank,
+    /// A valid entry without usage (user, system, progress, summary, …).
+    Other,
+    /// A usage entry.
+    Usage(Box<UsageRow>),
+    /// Rejected.
+    Malformed(MalformedKind),
+}
+
+/// Reusable per-thread parser state.
+pub struct LineParser {
+    buffers: Buffers,
+    tape: Option<Tape<'static>>,
+}
+
+impl Default for LineParser {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+type Field<'t, 'i> = Option<TapeValue<'t, 'i>>;
+
+impl LineParser {
+    /// A parser with empty buffers; they grow to the largest line seen.
+    pub fn new() -> Self {
+        LineParser {
+            buffers: Buffers::new(4096),
+            tape: Some(Tape::null()),
+        }
+    }
+
+    /// Classifies `line` (without its newline). simd-json unescapes strings in
+    /// place, so the line's bytes are scratch afterwards. `offset` is the line's
+    /// byte offset in its file.
+    pub fn classify(&mut self, line: &mut [u8], ctx: &SourceContext, offset: u64) -> Parsed {
+        if line.iter().all(|b| b.is_ascii_whitespace()) {
+            return Parsed::Blank;
+        }
+        let mut tape = self.tape.take().unwrap_or_else(Tape::null).reset();
+        let result = match simd_json::fill_tape(line, &mut self.buffers, &mut tape) {
+            Ok(()) => match extract(tape.as_value(), ctx, offset) {
+                Ok(Some(row)) => Parsed::Usage(Box::new(row)),
+                Ok(None) => Parsed::Other,
+                Err(kind) => Parsed::Malformed(kind),
+            },
+            Err(e) => Parsed::Malformed(match e.error() {
+                ErrorType::InvalidUtf8 => MalformedKind::InvalidUtf8,
+                ErrorType::DepthLimitExceeded => MalformedKind::TooDeep,
+                _ => MalformedKind::InvalidJson,
+            }),
+        };
+        self.tape = Some(tape.reset());
+        result
+    }
+}
+
+fn is_null(v: &TapeValue<'_, '_>) -> bool {
+    v.value_type() == ValueType::Null
+}
+
+/// A present, non-null value.
+fn present<'t, 'i>(v: Field<'t, 'i>) -> Field<'t, 'i> {
+    v.filter(|v| !is_null(v))
+}
+
+fn opt_str<'i>(v: Field<'_, 'i>) -> Result<&'i str, MalformedKind> {
+    match present(v) {
+        None => Ok(""),
+        Some(v) => v.into_string().ok_or(MalformedKind::MistypedField),
+    }
+}
+
+fn tokens(v: Field<'_, '_>, required: bool) -> Result<u64, MalformedKind> {
+    match present(v) {
+        None if required => Err(MalformedKind::MissingField),
+        None => Ok(0),
+        Some(v) => match v.as_u64() {
+            Some(n) if n <= MAX_TOKENS => Ok(n),
+            _ => Err(MalformedKind::BadTokenCount),
+        },
+    }
+}
+
+fn extract(
+    root: TapeValue<'_, '_>,
+    ctx: &SourceContext,
+    offset: u64,
+) -> Result<Option<UsageRow>, MalformedKind> {
+    if !root.is_object() {
+        return Err(MalformedKind::NotObject);
+    }
+    let line_type = opt_str(root.get("type"))?;
+
+    // Where the assistant message lives: the line itself, or the subagent
+    // message a progress line carries.
+    let (envelope, message, entry_type) = match present(root.get("message")) {
+        Some(m) if present(m.get("usage")).is_some() => (root, m, "assistant"),
+        _ => {
+            let data = present(root.get("data"));
+            let inner = data
+                .filter(|_| line_type == "progress")
+                .filter(|d| d.get("type").and_then(|t| t.into_string()) == Some("agent_progress"))
+                .and_then(|d| present(d.get("message")));
+            match inner.and_then(|env| present(env.get("message")).map(|m| (env, m))) {
+                Some((env, m)) if present(m.get("usage")).is_some() => (env, m, "agent_progress"),
+                _ => {
+                    check_other(root)?;
+                    return Ok(None);
+                }
+            }
+        }
+    };
+    let progress = entry_type == "agent_progress";
+    let usage = message.get("usage").ok_or(MalformedKind::MissingField)?;
+    if !usage.is_object() {
+        return Err(MalformedKind::MistypedField);
+    }
+
+    let input_tokens = tokens(usage.get("input_tokens"), true)?;
+    let output_tokens = tokens(usage.get("output_tokens"), true)?;
+    let cache_creation_input_tokens = tokens(usage.get("cache_creation_input_tokens"), false)?;
+    let cache_read_input_tokens = tokens(usage.get("cache_read_input_tokens"), false)?;
+    let (cache_creation_5m_tokens, cache_creation_1h_tokens) =
+        match present(usage.get("cache_creation")) {
+            None => (0, 0),
+            Some(cc) if cc.is_object() => (
+                tokens(cc.get("ephemeral_5m_input_tokens"), false)?,
+                tokens(cc.get("ephemeral_1h_input_tokens"), false)?,
+            ),
+            Some(_) => return Err(MalformedKind::MistypedField),
+        };
+    let (web_search_requests, web_fetch_requests) = match present(usage.get("server_tool_use")) {
+        None => (0, 0),
+        Some(st) if st.is_object() => (
+            tokens(st.get("web_search_requests"), false)? as u32,
+            tokens(st.get("web_fetch_requests"), false)? as u32,
+        ),
+        Some(_) => return Err(MalformedKind::MistypedField),
+    };
+    let service_tier = opt_str(usage.get("service_tier"))?;
+
+    // A progress line's own timestamp stands in when the carried message has none.
+    let ts_field = present(envelope.get("timestamp")).or_else(|| present(root.get("timestamp")));
+    let ts_str = match ts_field {
+        None => return Err(MalformedKind::MissingField),
+        Some(v) => v.into_string().ok_or(MalformedKind::BadTimestamp)?,
+    };
+    let ts_ms = parse_rfc3339_ms(ts_str).ok_or(MalformedKind::BadTimestamp)?;
+    if !(0..=u32::MAX as i64 * 1000).contains(&ts_ms) {
+        return Err(MalformedKind::BadTimestamp);
+    }
+
+    let message_id = opt_str(message.get("id"))?;
+    let model = opt_str(message.get("model"))?;
+    let request_id = opt_str(envelope.get("requestId"))?;
+    let uuid = opt_str(envelope.get("uuid"))?;
+    let session_id = opt_str(root.get("sessionId"))?;
+    let cwd = opt_str(root.get("cwd"))?;
+    let git_branch = opt_str(root.get("gitBranch"))?;
+    let cc_version = opt_str(root.get("version"))?;
+    let agent_id = if progress {
+        let data = root.get("data");
+        opt_str(data.and_then(|d| d.get("agentId")))?
+    } else {
+        opt_str(root.get("agentId"))?
+    };
+    let is_sidechain = match present(root.get("isSidechain")) {
+        None => false,
+        Some(v) => v.as_bool().ok_or(MalformedKind::MistypedField)?,
+    };
+    // A subagent's message carried by a progress line competes with the
+    // subagent's own (sidechain) line, so it is a sidechain entry too.
+    let is_sidechain = is_sidechain || progress;
+
+    let total =
+        input_tokens + output_tokens + cache_creation_input_tokens + cache_read_input_tokens;
+    let key = dedup::dedup_key(message_id, request_id, uuid, || content_hash(root));
+    let agent_id = if agent_id.is_empty() {
+        ctx.agent_from_path.as_str()
+    } else {
+        agent_id
+    };
+    Ok(Some(UsageRow {
+        key,
+        version: dedup::version(is_sidechain, total),
+        ts: (ts_ms / 1000) as u32,
+        ts_ms,
+        session_id: if session_id.is_empty() {
+            ctx.session_from_path.clone()
+        } else {
+            session_id.to_string()
+        },
+        project: ctx.project.clone(),
+        is_sidechain: u8::from(is_sidechain),
+        agent_id: agent_id.to_string(),
+        model: model.to_string(),
+        message_id: message_id.to_string(),
+        request_id: request_id.to_string(),
+        entry_type: entry_type.to_string(),
+        input_tokens,
+        output_tokens,
+        cache_creation_input_tokens,
+        cache_creation_5m_tokens,
+        cache_creation_1h_tokens,
+        cache_read_input_tokens,
+        web_search_requests,
+        web_fetch_requests,
+        service_tier: service_tier.to_string(),
+        cwd: cwd.to_string(),
+        git_branch: git_branch.to_string(),
+        cc_version: cc_version.to_string(),
+        source_file: ctx.path.clone(),
+        source_offset: offset,
+    }))
+}
+
+/// Checks the few fields an entry without usage must get right to be "valid".
+fn check_other(root: TapeValue<'_, '_>) -> Result<(), MalformedKind> {
+    opt_str(root.get("type"))?;
+    Ok(())
+}
+
+/// A stable hash of an entry's content for the last-resort dedup key (no
+/// message id, no uuid). Computed over the tape's strings and numbers, so the
+/// same entry hashes the same whatever its whitespace.
+fn content_hash(root: TapeValue<'_, '_>) -> u128 {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    hash_value(&mut h, root);
+    h.digest128()
+}
+
+fn hash_value(h: &mut xxhash_rust::xxh3::Xxh3, v: TapeValue<'_, '_>) {
+    if let Some(obj) = v.as_object() {
+        h.update(b"{");
+        for (k, val) in obj.iter() {
+            h.update(k.as_bytes());
+            h.update(b":");
+            hash_value(h, val);
+        }
+        h.update(b"}");
+    } else if let Some(arr) = v.as_array() {
+        h.update(b"[");
+        for val in arr.iter() {
+            hash_value(h, val);
+            h.update(b",");
+        }
+        h.update(b"]");
+    } else if let Some(s) = v.as_str() {
+        h.update(b"\"");
+        h.update(s.as_bytes());
+        h.update(b"\"");
+    } else if let Some(n) = v.as_u64() {
+        h.update(&n.to_le_bytes());
+    } else if let Some(n) = v.as_i64() {
+        h.update(&n.to_le_bytes());
+    } else if let Some(f) = v.as_f64() {
+        h.update(&f.to_bits().to_le_bytes());
+    } else if let Some(b) = v.as_bool() {
+        h.update(if b { b"t" } else { b"f" });
+    } else {
+        h.update(b"n");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx() -> SourceContext {
+        SourceContext::from_path(std::path::Path::new("/c/projects/proj/sess-1.jsonl"))
+    }
+
+    fn parse(s: &str) -> Parsed {
+        LineParser::new().classify(&mut s.as_bytes().to_vec(), &ctx(), 7)
+    }
+
+    fn usage(s: &str) -> UsageRow {
+        match parse(s) {
+            Parsed::Usage(r) => *r,
+            other => panic!("expected usage, got {other:?} for {s}"),
+        }
+    }
+
+    const LINE: &str = r#"{"parentUuid":null,"isSidechain":false,"cwd":"/home/u/p","sessionId":"s-1","version":"1.0.51","gitBranch":"main","message":{"id":"msg_1","type":"message","role":"assistant","model":"claude-sonnet-4-20250514","content":[{"type":"text","text":"hi \u00e9"}],"usage":{"input_tokens":4,"cache_creation_input_tokens":100,"cache_read_input_tokens":200,"cache_creation":{"ephemeral_5m_input_tokens":60,"ephemeral_1h_input_tokens":40},"output_tokens":7,"service_tier":"standard","server_tool_use":{"web_search_requests":2,"web_fetch_requests":1}}},"requestId":"req_1","type":"assistant","uuid":"u-1","timestamp":"2025-07-15T10:00:00.123Z"}"#;
+
+    #[test]
+    fn extracts_every_field() {
+        let r = usage(LINE);
+        assert_eq!(r.key, "msg_1|req_1");
+        assert_eq!(r.session_id, "s-1");
+        assert_eq!(r.project, "proj");
+        assert_eq!(r.model, "claude-sonnet-4-20250514");
+        assert_eq!(
+            (
+                r.input_tokens,
+                r.output_tokens,
+                r.cache_creation_input_tokens,
+                r.cache_read_input_tokens
+            ),
+            (4, 7, 100, 200)
+        );
+        assert_eq!(
+            (r.cache_creation_5m_tokens, r.cache_creation_1h_tokens),
+            (60, 40)
+        );
+        assert_eq!((r.web_search_requests, r.web_fetch_requests), (2, 1));
+        assert_eq!(r.service_tier, "standard");
+        assert_eq!(
+            (r.cwd.as_str(), r.git_branch.as_str(), r.cc_version.as_str()),
+            ("/home/u/p", "main", "1.0.51")
+        );
+        assert_eq!(r.ts_ms, 1_752_573_600_123);
+        assert_eq!(r.ts, 1_752_573_600);
+        assert_eq!(r.source_offset, 7);
+        assert_eq!(r.is_sidechain, 0);
+        assert_eq!(r.entry_type, "assistant");
+        assert_eq!(r.version, dedup::version(false, 311));
+    }
+
+    #[test]
+    fn key_fallbacks() {
+        let no_req = LINE.replace(r#""requestId":"req_1","#, "");
+        assert_eq!(usage(&no_req).key, "msg_1|");
+        let no_id = LINE.replace(r#""id":"msg_1","#, "");
+        assert_eq!(usage(&no_id).key, "uuid:u-1");
+        let neither = no_id.replace(r#""uuid":"u-1","#, "");
+        let k = usage(&neither).key;
+        assert!(k.starts_with("hash:"), "{k}");
+        // Whitespace does not change the content hash.
+        let spaced = neither.replace(",\"", ", \"").replace("\":", "\" : ");
+        assert_eq!(usage(&spaced).key, k);
+    }
+
+    #[test]
+    fn session_falls_back_to_path() {
+        let r = usage(&LINE.replace(r#""sessionId":"s-1","#, ""));
+        assert_eq!(r.session_id, "sess-1");
+    }
+
+    #[test]
+    fn other_and_blank_lines() {
+        assert_eq!(parse(""), Parsed::Blank);
+        assert_eq!(parse("   \t"), Parsed::Blank);
+        assert_eq!(
+            parse(r#"{"type":"user","message":{"role":"user","content":"x"}}"#),
+            Parsed::Other
+        );
+        assert_eq!(
+            parse(r#"{"type":"summary","summary":"s","leafUuid":"l"}"#),
+            Parsed::Other
+        );
+        assert_eq!(
+            parse(r#"{"type":"assistant","message":{"usage":null}}"#),
+            Parsed::Other
+        );
+    }
+
+    #[test]
+    fn agent_progress_is_a_sidechain_usage_entry() {
+        let line = r#"{"type":"progress","sessionId":"s-1","timestamp":"2025-07-15T10:00:01Z","data":{"type":"agent_progress","agentId":"ag1","message":{"type":"assistant","requestId":"req_9","timestamp":"2025-07-15T10:00:00Z","message":{"id":"msg_9","model":"claude-haiku","usage":{"input_tokens":1,"output_tokens":2}}}}}"#;
+        let r = usage(line);
+        assert_eq!(r.key, "msg_9|req_9");
+        assert_eq!(r.is_sidechain, 1);
+        assert_eq!(r.agent_id, "ag1");
+        assert_eq!(r.entry_type, "agent_progress");
+        assert_eq!(r.ts_ms, 1_752_573_600_000);
+        // A progress line of another kind is just another entry.
+        assert_eq!(
+            parse(&line.replace("agent_progress", "bash_progress")),
+            Parsed::Other
+        );
+    }
+
+    #[test]
+    fn malformed_kinds() {
+        use MalformedKind::*;
+        let cases: Vec<(String, MalformedKind)> = vec![
+            ("{\"type\":".into(), InvalidJson),
+            ("[1,2]".into(), NotObject),
+            ("42".into(), NotObject),
+            (
+                LINE.replace("\"input_tokens\":4", "\"input_tokens\":-4"),
+                BadTokenCount,
+            ),
+            (
+                LINE.replace("\"input_tokens\":4", "\"input_tokens\":4.5"),
+                BadTokenCount,
+            ),
+            (
+                LINE.replace("\"input_tokens\":4", "\"input_tokens\":\"4\""),
+                BadTokenCount,
+            ),
+            (
+                LINE.replace("\"input_tokens\":4", "\"input_tokens\":99999999999999"),
+                BadTokenCount,
+            ),
+            (LINE.replace("\"input_tokens\":4,", ""), MissingField),
+            (
+                LINE.replace(
+                    "\"timestamp\":\"2025-07-15T10:00:00.123Z\"",
+                    "\"timestamp\":\"yesterday\"",
+                ),
+                BadTimestamp,
+            ),
+            (
+                LINE.replace(
+                    "\"timestamp\":\"2025-07-15T10:00:00.123Z\"",
+                    "\"timestamp\":5",
+                ),
+                BadTimestamp,
+            ),
+            (
+                LINE.replace(",\"timestamp\":\"2025-07-15T10:00:00.123Z\"", ""),
+                MissingField,
+            ),
+            (
+                LINE.replace("\"model\":\"claude-sonnet-4-20250514\"", "\"model\":5"),
+                MistypedField,
+            ),
+            (
+                LINE.replace("\"isSidechain\":false", "\"isSidechain\":\"no\""),
+                MistypedField,
+            ),
+            (format!("{}{}", "[".repeat(2000), "]".repeat(2000)), TooDeep),
+        ];
+        for (line, kind) in cases {
+            assert_eq!(parse(&line), Parsed::Malformed(kind), "{line:.80}");
+        }
+        let mut bad_utf8 = LINE.as_bytes().to_vec();
+        let pos = LINE.find("hi ").unwrap();
+        bad_utf8[pos] = 0xff;
+        assert_eq!(
+            LineParser::new().classify(&mut bad_utf8, &ctx(), 0),
+            Parsed::Malformed(InvalidUtf8)
+        );
+    }
+
+    #[test]
+    fn parser_is_reusable_across_lines() {
+        let mut p = LineParser::new();
+        for _ in 0..3 {
+            assert!(matches!(
+                p.classify(&mut LINE.as_bytes().to_vec(), &ctx(), 0),
+                Parsed::Usage(_)
+            ));
+            assert_eq!(
+                p.classify(&mut b"{oops".to_vec(), &ctx(), 0),
+                Parsed::Malformed(MalformedKind::InvalidJson)
+            );
+        }
+    }
+}

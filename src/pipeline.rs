@@ -1,0 +1,236 @@
+//! Wires the daemon and backfill together: state dir, ClickHouse (managed or
+//! external), schema, dedup index, checkpoints, reader and sink threads.
+//!
+//! Start-up order matters: the dedup index is loaded from ClickHouse before any
+//! file is read, so a restart knows every key ClickHouse already holds.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+use crate::ch::client::{ConnectOptions, Totals};
+use crate::ch::managed::{ManagedOptions, ManagedServer};
+use crate::ch::ChClient;
+use crate::checkpoint::CheckpointStore;
+use crate::config::{ClickHouseMode, Config};
+use crate::dedup::DedupIndex;
+use crate::metrics::Metrics;
+use crate::reader::{Reader, ReaderExit, ReaderOptions};
+use crate::shutdown::Shutdown;
+use crate::sink::{Sink, SinkExit, SinkOptions};
+use crate::state::StateDir;
+
+/// Run until stopped, or read what is there and stop.
+#[derive(Debug, Clone)]
+pub enum Mode {
+    /// The daemon.
+    Follow,
+    /// Backfill these paths (the configured folders when empty).
+    Backfill(Vec<PathBuf>),
+}
+
+/// What a run did.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    /// How the sink ended.
+    pub sink: SinkExit,
+    /// Wall time.
+    pub elapsed: Duration,
+    /// Counters at the end.
+    pub metrics: Arc<Metrics>,
+}
+
+/// A connected ClickHouse, with the managed server that backs it if any.
+pub struct Connection {
+    /// The client.
+    pub client: ChClient,
+    /// Kept alive for as long as the connection is used; stopped on drop.
+    pub managed: Option<ManagedServer>,
+    /// Runtime the client runs on.
+    pub runtime: tokio::runtime::Runtime,
+}
+
+/// Starts managed ClickHouse if configured (its data lives in `state`, which
+/// managed mode requires), connects, and ensures the schema.
+pub fn connect(config: &Config, state: Option<&StateDir>) -> anyhow::Result<Connection> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("tokenbridge-io")
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let ch = &config.clickhouse;
+    let (url, managed) = match ch.mode {
+        ClickHouseMode::Managed => {
+            let state = state.context("managed clickhouse needs the state dir")?;
+            let server = ManagedServer::start(ManagedOptions {
+                binary: ch.server_binary.clone(),
+                dir: state.path().join("clickhouse"),
+                http_port: ch.managed_http_port,
+                tcp_port: ch.managed_tcp_port,
+                startup_timeout: ch.startup_timeout,
+            })?;
+            tracing::info!(event = "managed_clickhouse_started", url = %server.url(), pid = server.pid(), "managed clickhouse-server is up");
+            (server.url(), Some(server))
+        }
+        ClickHouseMode::External => (ch.url.clone(), None),
+    };
+    let opts = ConnectOptions {
+        url,
+        database: ch.database.clone(),
+        user: ch.user.clone(),
+        password: ch.password.clone(),
+        request_timeout: ch.request_timeout,
+    };
+    // An external server may come up after us: retry until the start-up timeout.
+    let deadline = Instant::now() + ch.startup_timeout;
+    let client = loop {
+        match runtime.block_on(ChClient::connect(&opts)) {
+            Ok(c) => break c,
+            Err(e) if e.is_retriable() && Instant::now() < deadline => {
+                tracing::warn!(event = "clickhouse_connect_failed", error = %e, "clickhouse not reachable yet; retrying");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Err(e) => return Err(e).context(format!("connecting to clickhouse at {}", opts.url)),
+        }
+    };
+    runtime
+        .block_on(client.ensure_schema())
+        .context("creating the schema")?;
+    tracing::info!(
+        event = "clickhouse_connected",
+        version = %client.info.version,
+        async_insert_disabled = client.info.knows_async_insert,
+        database = %client.database(),
+        "connected to clickhouse"
+    );
+    Ok(Connection {
+        client,
+        managed,
+        runtime,
+    })
+}
+
+/// Runs the pipeline: the daemon (`Mode::Follow`) until `shutdown`, or a
+/// backfill until everything present is acknowledged.
+pub fn run(
+    config: &Config,
+    mode: Mode,
+    shutdown: Shutdown,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<Summary> {
+    let started = Instant::now();
+    let state = StateDir::open(&config.state.dir)?;
+    let conn = connect(config, Some(&state))?;
+    let mut index = DedupIndex::new();
+    let load_started = Instant::now();
+    let known = conn
+        .runtime
+        .block_on(conn.client.load_known_versions(&mut index))
+        .context("loading known dedup keys from clickhouse")?;
+    tracing::info!(
+        event = "dedup_index_loaded",
+        keys = known,
+        heap_bytes = index.heap_bytes(),
+        latency_ms = load_started.elapsed().as_millis() as u64,
+        "dedup index loaded"
+    );
+    let store = CheckpointStore::load(state.path())?;
+    let checkpoints = store.entries().cloned().collect();
+
+    let (tx, rx) = crossbeam_channel::bounded(config.batch.channel_capacity);
+    let (dirs, follow) = match &mode {
+        Mode::Follow => (config.watch.dirs.clone(), true),
+        Mode::Backfill(paths) if paths.is_empty() => (config.watch.dirs.clone(), false),
+        Mode::Backfill(paths) => (paths.clone(), false),
+    };
+    let reader = Reader::new(
+        ReaderOptions {
+            dirs,
+            rescan_interval: config.watch.rescan_interval,
+            max_line_bytes: config.watch.max_line_bytes,
+            read_chunk_bytes: config.watch.read_chunk_bytes,
+            follow,
+        },
+        checkpoints,
+        tx,
+        shutdown.clone(),
+        metrics.clone(),
+    );
+    let sink = Sink::new(
+        rx,
+        conn.client.clone(),
+        conn.runtime.handle().clone(),
+        store,
+        index,
+        SinkOptions {
+            max_rows: config.batch.max_rows,
+            max_bytes: config.batch.max_bytes,
+            flush_interval: config.batch.flush_interval,
+            retry_initial: config.batch.retry_initial,
+            retry_max: config.batch.retry_max,
+            shutdown_timeout: config.service.shutdown_timeout,
+            slow_insert: config.batch.slow_insert,
+        },
+        metrics.clone(),
+        shutdown.clone(),
+    );
+    let sink_thread = std::thread::Builder::new()
+        .name("tokenbridge-sink".into())
+        .spawn(move || sink.run())
+        .context("starting the sink thread")?;
+    let reader_thread = std::thread::Builder::new()
+        .name("tokenbridge-reader".into())
+        .spawn(move || reader.run())
+        .context("starting the reader thread")?;
+    tracing::info!(event = "pipeline_started", follow, "reading transcripts");
+    let reader_exit = reader_thread.join().expect("reader thread panicked");
+    let sink_exit = sink_thread.join().expect("sink thread panicked");
+    tracing::info!(event = "pipeline_stopped", reader = ?reader_exit, sink = ?sink_exit, "pipeline stopped");
+    if reader_exit == ReaderExit::SinkGone
+        && sink_exit != SinkExit::Abandoned
+        && !shutdown.is_triggered()
+    {
+        anyhow::bail!("the sink stopped unexpectedly");
+    }
+    drop(conn);
+    Ok(Summary {
+        sink: sink_exit,
+        elapsed: started.elapsed(),
+        metrics,
+    })
+}
+
+/// A connection for read-only commands (reports). In managed mode, when a
+/// daemon holds the state dir, its running server is used; otherwise the
+/// managed server is started for the duration of the command.
+pub fn connect_for_query(config: &Config) -> anyhow::Result<(Connection, Option<StateDir>)> {
+    if config.clickhouse.mode == ClickHouseMode::Managed {
+        match StateDir::open(&config.state.dir) {
+            Ok(state) => {
+                let conn = connect(config, Some(&state))?;
+                return Ok((conn, Some(state)));
+            }
+            Err(crate::state::StateError::Locked { .. }) => {
+                let mut cfg = config.clone();
+                cfg.clickhouse.mode = ClickHouseMode::External;
+                cfg.clickhouse.url =
+                    format!("http://127.0.0.1:{}", config.clickhouse.managed_http_port);
+                cfg.clickhouse.user = "default".into();
+                cfg.clickhouse.password = crate::secret::Secret::default();
+                return Ok((connect(&cfg, None)?, None));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok((connect(config, None)?, None))
+}
+
+/// Exact totals from ClickHouse.
+pub fn totals(config: &Config) -> anyhow::Result<Totals> {
+    let (conn, _state) = connect_for_query(config)?;
+    let t = conn.runtime.block_on(conn.client.totals())?;
+    Ok(t)
+}

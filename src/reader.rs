@@ -1,0 +1,853 @@
+//! The reader: tracks every transcript file, reads complete lines past each
+//! file's position, parses them in parallel and sends the chunks to the sink.
+//!
+//! A file is identified by device/inode plus a fingerprint of its first bytes
+//! (see [`crate::fingerprint`]); its position starts at its committed
+//! checkpoint. The reader's position runs ahead of the checkpoint by whatever
+//! is in flight; only the sink moves checkpoints, after ClickHouse acknowledges.
+//!
+//! Sending blocks when the channel is full, which is the backpressure: when
+//! ClickHouse is slow or down the reader stops, and the backlog stays in the
+//! source files on disk instead of in memory.
+
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{select, Receiver, Sender};
+use rayon::prelude::*;
+
+use crate::checkpoint::FileCheckpoint;
+use crate::chunk::{BadLine, Chunk, FileIdentity, LineCounts, SinkMsg};
+use crate::discovery;
+use crate::fingerprint::{self, FileKey, Fingerprint, FINGERPRINT_BYTES};
+use crate::lines;
+use crate::metrics::Metrics;
+use crate::parse::{LineParser, MalformedKind, Parsed};
+use crate::record::SourceContext;
+use crate::shutdown::Shutdown;
+use crate::watcher::{DirWatcher, Wake};
+
+/// How much of a malformed line is kept for logs and the dead-letter file.
+const BAD_LINE_HEAD: usize = 200;
+/// At most this many files are read in one parallel round.
+const FILES_PER_ROUND: usize = 64;
+/// Lines per chunk above which a chunk's lines are parsed in parallel.
+const PARALLEL_LINES: usize = 64;
+
+/// What the reader reads and how.
+#[derive(Debug, Clone)]
+pub struct ReaderOptions {
+    /// Folders (or single files) to read.
+    pub dirs: Vec<PathBuf>,
+    /// Full rescan period (follow mode).
+    pub rescan_interval: Duration,
+    /// Longest acceptable line.
+    pub max_line_bytes: usize,
+    /// Bytes read from one file per round.
+    pub read_chunk_bytes: usize,
+    /// `true`: run until shutdown, following appends. `false`: read what is
+    /// there now, send [`SinkMsg::Drain`], return (backfill).
+    pub follow: bool,
+}
+
+/// Outcome of a [`Reader::run`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReaderExit {
+    /// Backfill read everything and sent `Drain`.
+    Drained,
+    /// Stopped by the shutdown signal.
+    Shutdown,
+    /// The sink went away (it failed or stopped).
+    SinkGone,
+}
+
+struct Tracked {
+    identity: FileIdentity,
+    ctx: Arc<SourceContext>,
+    /// Everything before this offset has been sent to the sink.
+    offset: u64,
+    /// Inside a line longer than `max_line_bytes`: scanned up to here without
+    /// finding its newline. The line started at `offset`.
+    long_scan: Option<u64>,
+    /// Kept open while the file has unread data, so a file deleted while it is
+    /// being read is still read to the end.
+    file: Option<File>,
+    /// No longer found by a scan.
+    gone: bool,
+}
+
+struct Task {
+    key: FileKey,
+    file: File,
+    start: u64,
+    size: u64,
+    long_scan: Option<u64>,
+    ctx: Arc<SourceContext>,
+}
+
+struct TaskResult {
+    key: FileKey,
+    /// New position and the parsed lines, when complete lines were read.
+    chunk: Option<(u64, Vec<crate::record::UsageRow>, Vec<BadLine>, LineCounts)>,
+    long_scan: Option<u64>,
+    more: bool,
+    error: Option<std::io::Error>,
+}
+
+/// The reader. Create with [`Reader::new`], then [`Reader::run`] on its own thread.
+pub struct Reader {
+    opts: ReaderOptions,
+    tx: Sender<SinkMsg>,
+    wake_rx: Receiver<Wake>,
+    watcher: Option<DirWatcher>,
+    shutdown: Shutdown,
+    metrics: Arc<Metrics>,
+    resume: HashMap<FileKey, FileCheckpoint>,
+    files: HashMap<FileKey, Tracked>,
+    dirty: HashSet<FileKey>,
+    logged_errors: HashSet<PathBuf>,
+}
+
+#[derive(Debug)]
+struct SinkGone;
+
+thread_local! {
+    static READ_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    static PARSER: RefCell<Option<LineParser>> = const { RefCell::new(None) };
+}
+
+impl Reader {
+    /// A reader resuming from `checkpoints` (the committed state at start-up).
+    pub fn new(
+        opts: ReaderOptions,
+        checkpoints: Vec<FileCheckpoint>,
+        tx: Sender<SinkMsg>,
+        shutdown: Shutdown,
+        metrics: Arc<Metrics>,
+    ) -> Reader {
+        let (wake_tx, wake_rx) = crossbeam_channel::bounded(1024);
+        let watcher = if opts.follow {
+            match DirWatcher::new(wake_tx) {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    tracing::warn!(event = "watcher_failed", error = %e, "file notifications unavailable; relying on periodic rescans");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        Reader {
+            opts,
+            tx,
+            wake_rx,
+            watcher,
+            shutdown,
+            metrics,
+            resume: checkpoints.into_iter().map(|c| (c.key, c)).collect(),
+            files: HashMap::new(),
+            dirty: HashSet::new(),
+            logged_errors: HashSet::new(),
+        }
+    }
+
+    /// Reads until shutdown (follow) or until everything present is read (backfill).
+    pub fn run(mut self) -> ReaderExit {
+        match self.run_inner() {
+            Ok(exit) => exit,
+            Err(SinkGone) => ReaderExit::SinkGone,
+        }
+    }
+
+    fn run_inner(&mut self) -> Result<ReaderExit, SinkGone> {
+        self.full_scan()?;
+        if !self.opts.follow {
+            self.drain_pending()?;
+            if self.shutdown.is_triggered() {
+                return Ok(ReaderExit::Shutdown);
+            }
+            self.send(SinkMsg::Drain)?;
+            return Ok(ReaderExit::Drained);
+        }
+        let mut next_scan = Instant::now() + self.opts.rescan_interval;
+        loop {
+            self.drain_pending()?;
+            if self.shutdown.is_triggered() {
+                return Ok(ReaderExit::Shutdown);
+            }
+            let wait = next_scan.saturating_duration_since(Instant::now());
+            let shutdown = self.shutdown.receiver().clone();
+            let wake_rx = self.wake_rx.clone();
+            select! {
+                recv(wake_rx) -> w => {
+                    let mut wakes: Vec<Wake> = w.into_iter().collect();
+                    wakes.extend(wake_rx.try_iter());
+                    if wakes.contains(&Wake::FullScan) {
+                        tracing::info!(event = "watcher_overflow", "file events may have been lost; rescanning");
+                        self.full_scan()?;
+                        next_scan = Instant::now() + self.opts.rescan_interval;
+                    } else {
+                        let mut paths: Vec<PathBuf> = wakes
+                            .into_iter()
+                            .flat_map(|w| match w { Wake::Paths(p) => p, Wake::FullScan => Vec::new() })
+                            .collect();
+                        paths.sort();
+                        paths.dedup();
+                        if self.hint(&paths)? {
+                            self.full_scan()?;
+                            next_scan = Instant::now() + self.opts.rescan_interval;
+                        }
+                    }
+                }
+                recv(crossbeam_channel::after(wait)) -> _ => {
+                    self.full_scan()?;
+                    next_scan = Instant::now() + self.opts.rescan_interval;
+                }
+                recv(shutdown) -> _ => return Ok(ReaderExit::Shutdown),
+            }
+        }
+    }
+
+    /// Replaces the watched folders (config reload). The next scan uses them.
+    pub fn set_dirs(&mut self, dirs: Vec<PathBuf>) {
+        self.opts.dirs = dirs;
+    }
+
+    fn send(&self, msg: SinkMsg) -> Result<(), SinkGone> {
+        // Blocks while the channel is full: backpressure. A shutdown does not
+        // interrupt it: the sink keeps draining until the reader is done.
+        self.tx.send(msg).map_err(|_| SinkGone)
+    }
+
+    /// Reacts to changed paths. Returns true when a full scan is needed
+    /// (something disappeared or a folder appeared).
+    fn hint(&mut self, paths: &[PathBuf]) -> Result<bool, SinkGone> {
+        let mut rescan = false;
+        for p in paths {
+            match std::fs::metadata(p) {
+                Ok(m) if m.is_dir() => rescan = true,
+                Ok(m) if m.is_file() && discovery::is_transcript(p) => {
+                    let key = FileKey::of(&m);
+                    if self.files.contains_key(&key) {
+                        self.dirty.insert(key);
+                    } else {
+                        self.observe(p)?;
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => rescan = true,
+            }
+        }
+        Ok(rescan)
+    }
+
+    fn full_scan(&mut self) -> Result<(), SinkGone> {
+        if let Some(w) = self.watcher.as_mut() {
+            for (dir, e) in w.sync(&self.opts.dirs) {
+                tracing::warn!(event = "watch_failed", dir = %dir.display(), error = %e, "cannot watch folder; relying on periodic rescans");
+            }
+        }
+        let scan = discovery::scan(&self.opts.dirs);
+        for (path, e) in &scan.errors {
+            self.metrics.file_errors.fetch_add(1, Relaxed);
+            if self.logged_errors.insert(path.clone()) {
+                tracing::warn!(event = "file_unreadable", file = %path.display(), error = %e, "cannot read path; will retry");
+            }
+        }
+        let mut seen = HashSet::with_capacity(scan.files.len());
+        for path in &scan.files {
+            if let Some(key) = self.observe(path)? {
+                seen.insert(key);
+            }
+        }
+        let missing: Vec<FileKey> = self
+            .files
+            .keys()
+            .filter(|k| !seen.contains(k))
+            .copied()
+            .collect();
+        for key in missing {
+            let t = self.files.get_mut(&key).expect("tracked");
+            if !t.gone {
+                t.gone = true;
+                tracing::info!(event = "file_gone", file = %t.identity.path, offset = t.offset, "file no longer found");
+            }
+            // Finish reading through the open handle, then forget it.
+            self.dirty.insert(key);
+        }
+        let mut backlog = 0u64;
+        for t in self.files.values() {
+            if let Ok(m) = std::fs::metadata(&*t.identity.path) {
+                backlog += m.len().saturating_sub(t.offset);
+            }
+        }
+        self.metrics.backlog_bytes.store(backlog, Relaxed);
+        self.metrics
+            .files_tracked
+            .store(self.files.len() as u64, Relaxed);
+        Ok(())
+    }
+
+    /// Starts tracking a file, or notes a known file's new path.
+    fn observe(&mut self, path: &Path) -> Result<Option<FileKey>, SinkGone> {
+        let file = match File::open(path) {
+            Ok(f) => f,
+            Err(e) => {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    self.metrics.file_errors.fetch_add(1, Relaxed);
+                    if self.logged_errors.insert(path.to_path_buf()) {
+                        tracing::warn!(event = "file_unreadable", file = %path.display(), error = %e, "cannot open file; will retry");
+                    }
+                }
+                return Ok(None);
+            }
+        };
+        let Ok(meta) = file.metadata() else {
+            return Ok(None);
+        };
+        if !meta.is_file() {
+            return Ok(None);
+        }
+        if self.logged_errors.remove(path) {
+            tracing::info!(event = "file_readable", file = %path.display(), "file can be read again");
+        }
+        let key = FileKey::of(&meta);
+        if let Some(t) = self.files.get_mut(&key) {
+            // Same inode under a new name (rotation) or a second link to it.
+            if *t.identity.path != *path.to_string_lossy() && !Path::new(&*t.identity.path).exists()
+            {
+                tracing::info!(event = "file_renamed", from = %t.identity.path, to = %path.display(), "file moved");
+                let p: Arc<str> = Arc::from(path.to_string_lossy().as_ref());
+                t.identity.path = p;
+                t.ctx = Arc::new(SourceContext::from_path(path));
+            }
+            t.gone = false;
+            self.dirty.insert(key);
+            return Ok(Some(key));
+        }
+        let fp = match fingerprint::fingerprint_prefix(&file, FINGERPRINT_BYTES) {
+            Ok(fp) => fp,
+            Err(e) => {
+                tracing::warn!(event = "file_unreadable", file = %path.display(), error = %e, "cannot read file; will retry");
+                return Ok(None);
+            }
+        };
+        let path_str: Arc<str> = Arc::from(path.to_string_lossy().as_ref());
+        let identity = FileIdentity {
+            key,
+            fingerprint: fp,
+            path: path_str,
+        };
+        let mut offset = 0;
+        if let Some(cp) = self.resume.remove(&key) {
+            if fingerprint::still_matches(&file, &cp.fingerprint).unwrap_or(false) {
+                if meta.len() < cp.offset {
+                    tracing::info!(event = "file_truncated", file = %path.display(), size_bytes = meta.len(), checkpoint = cp.offset, "file shorter than its checkpoint; reading from the start");
+                    self.send(SinkMsg::Reset(identity.clone()))?;
+                } else {
+                    offset = cp.offset;
+                }
+            } else {
+                // The inode was reused by a different file.
+                tracing::info!(event = "file_replaced", file = %path.display(), "inode reused by a new file; reading from the start");
+                self.send(SinkMsg::Reset(identity.clone()))?;
+            }
+        }
+        tracing::debug!(event = "file_discovered", file = %path.display(), offset, size_bytes = meta.len(), "tracking file");
+        self.metrics.files_discovered.fetch_add(1, Relaxed);
+        self.files.insert(
+            key,
+            Tracked {
+                identity,
+                ctx: Arc::new(SourceContext::from_path(path)),
+                offset,
+                long_scan: None,
+                file: Some(file),
+                gone: false,
+            },
+        );
+        self.dirty.insert(key);
+        Ok(Some(key))
+    }
+
+    /// Reads every dirty file until none has complete unread lines.
+    fn drain_pending(&mut self) -> Result<(), SinkGone> {
+        let mut sent_any = false;
+        while !self.dirty.is_empty() {
+            if self.shutdown.is_triggered() {
+                return Ok(());
+            }
+            let mut keys: Vec<FileKey> = self.dirty.iter().copied().collect();
+            keys.sort();
+            keys.truncate(FILES_PER_ROUND);
+            let mut tasks = Vec::with_capacity(keys.len());
+            for key in keys {
+                self.dirty.remove(&key);
+                if let Some(task) = self.plan(key)? {
+                    tasks.push(task);
+                }
+            }
+            if tasks.is_empty() {
+                continue;
+            }
+            let max_line = self.opts.max_line_bytes;
+            let chunk_bytes = self.opts.read_chunk_bytes;
+            let results: Vec<TaskResult> = tasks
+                .into_par_iter()
+                .map(|t| run_task(t, chunk_bytes, max_line))
+                .collect();
+            for r in results {
+                sent_any |= self.apply(r)?;
+            }
+        }
+        if sent_any {
+            self.metrics.backlog_bytes.store(0, Relaxed);
+            self.send(SinkMsg::CaughtUp)?;
+        }
+        Ok(())
+    }
+
+    /// Decides what to read from one file, handling truncation, in-place
+    /// rewrites and files that are gone.
+    fn plan(&mut self, key: FileKey) -> Result<Option<Task>, SinkGone> {
+        let Some(t) = self.files.get_mut(&key) else {
+            return Ok(None);
+        };
+        if t.file.is_none() {
+            match File::open(&*t.identity.path) {
+                Ok(f) => match f.metadata() {
+                    Ok(m) if FileKey::of(&m) == key => t.file = Some(f),
+                    _ => {
+                        // The path now names another file; a scan sorts it out.
+                        t.gone = true;
+                    }
+                },
+                Err(_) => t.gone = true,
+            }
+        }
+        let Some(file) = t.file.as_ref() else {
+            return self.forget(key).map(|_| None);
+        };
+        let size = match file.metadata() {
+            Ok(m) => m.len(),
+            Err(_) => return self.forget(key).map(|_| None),
+        };
+        let mut reset = false;
+        if size < t.offset {
+            tracing::info!(event = "file_truncated", file = %t.identity.path, size_bytes = size, offset = t.offset, "file truncated; reading from the start");
+            reset = true;
+        } else if !fingerprint::still_matches(file, &t.identity.fingerprint).unwrap_or(false) {
+            tracing::info!(event = "file_replaced", file = %t.identity.path, "file content replaced; reading from the start");
+            reset = true;
+        }
+        if reset {
+            t.offset = 0;
+            t.long_scan = None;
+            t.identity.fingerprint = fingerprint::fingerprint_prefix(file, FINGERPRINT_BYTES)
+                .unwrap_or(Fingerprint::EMPTY);
+            let identity = t.identity.clone();
+            self.send(SinkMsg::Reset(identity))?;
+        }
+        let t = self.files.get_mut(&key).expect("tracked");
+        let file = t.file.as_ref().expect("open");
+        if !t.identity.fingerprint.is_complete() && size > u64::from(t.identity.fingerprint.len) {
+            if let Ok(fp) = fingerprint::fingerprint_prefix(file, FINGERPRINT_BYTES) {
+                t.identity.fingerprint = fp;
+            }
+        }
+        if size <= t.long_scan.unwrap_or(t.offset) {
+            // Caught up. Close the handle; a gone file is done.
+            t.file = None;
+            if t.gone {
+                self.forget(key)?;
+            }
+            return Ok(None);
+        }
+        let file = match t.file.as_ref().expect("open").try_clone() {
+            Ok(f) => f,
+            Err(_) => return Ok(None),
+        };
+        Ok(Some(Task {
+            key,
+            file,
+            start: t.offset,
+            size,
+            long_scan: t.long_scan,
+            ctx: t.ctx.clone(),
+        }))
+    }
+
+    fn forget(&mut self, key: FileKey) -> Result<(), SinkGone> {
+        if self.files.remove(&key).is_some() {
+            self.metrics
+                .files_tracked
+                .store(self.files.len() as u64, Relaxed);
+            self.send(SinkMsg::Forget(key))?;
+        }
+        Ok(())
+    }
+
+    /// Applies a task's outcome and sends its chunk. Returns true if a chunk was sent.
+    fn apply(&mut self, r: TaskResult) -> Result<bool, SinkGone> {
+        let Some(t) = self.files.get_mut(&r.key) else {
+            return Ok(false);
+        };
+        if let Some(e) = r.error {
+            self.metrics.file_errors.fetch_add(1, Relaxed);
+            tracing::warn!(event = "file_read_failed", file = %t.identity.path, error = %e, "read failed; will retry");
+            t.file = None;
+            return Ok(false);
+        }
+        t.long_scan = r.long_scan;
+        if r.more {
+            self.dirty.insert(r.key);
+        }
+        let Some((end, rows, bad, counts)) = r.chunk else {
+            return Ok(false);
+        };
+        let start = t.offset;
+        t.offset = end;
+        let m = &self.metrics;
+        m.bytes_read.fetch_add(end - start, Relaxed);
+        m.lines_usage.fetch_add(counts.usage, Relaxed);
+        m.lines_other.fetch_add(counts.other, Relaxed);
+        m.lines_blank.fetch_add(counts.blank, Relaxed);
+        for b in &bad {
+            m.malformed(b.kind);
+        }
+        let chunk = Chunk {
+            file: t.identity.clone(),
+            start,
+            end,
+            rows,
+            bad,
+            counts,
+        };
+        self.send(SinkMsg::Chunk(chunk))?;
+        Ok(true)
+    }
+}
+
+/// Reads `len` bytes at `start` into `buf` (fewer at end of file).
+fn read_at(file: &File, start: u64, len: usize, buf: &mut Vec<u8>) -> std::io::Result<()> {
+    buf.clear();
+    buf.resize(len, 0);
+    let mut got = 0;
+    while got < len {
+        let n = file.read_at(&mut buf[got..], start + got as u64)?;
+        if n == 0 {
+            break;
+        }
+        got += n;
+    }
+    buf.truncate(got);
+    Ok(())
+}
+
+/// Looks for the newline ending an over-long line, from `from` to `size`.
+fn find_newline(
+    file: &File,
+    from: u64,
+    size: u64,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<Option<u64>> {
+    let mut pos = from;
+    while pos < size {
+        let len = ((size - pos) as usize).min(1 << 20);
+        read_at(file, pos, len, buf)?;
+        if buf.is_empty() {
+            break;
+        }
+        if let Some(i) = memchr::memchr(b'\n', buf) {
+            return Ok(Some(pos + i as u64));
+        }
+        pos += buf.len() as u64;
+    }
+    Ok(None)
+}
+
+fn run_task(task: Task, chunk_bytes: usize, max_line: usize) -> TaskResult {
+    // Taken out, not borrowed: a nested rayon job on this thread may want one too.
+    let mut buf = READ_BUF.with(|b| std::mem::take(&mut *b.borrow_mut()));
+    let result = read_task(&task, chunk_bytes, max_line, &mut buf);
+    if buf.capacity() <= 2 * chunk_bytes.max(1 << 20) {
+        READ_BUF.with(|b| *b.borrow_mut() = buf);
+    }
+    match result {
+        Ok(r) => r,
+        Err(e) => TaskResult {
+            key: task.key,
+            chunk: None,
+            long_scan: task.long_scan,
+            more: false,
+            error: Some(e),
+        },
+    }
+}
+
+fn read_task(
+    task: &Task,
+    chunk_bytes: usize,
+    max_line: usize,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<TaskResult> {
+    let mut result = TaskResult {
+        key: task.key,
+        chunk: None,
+        long_scan: None,
+        more: false,
+        error: None,
+    };
+    let too_long = |end: u64| {
+        let bad = vec![BadLine {
+            offset: task.start,
+            kind: MalformedKind::TooLong,
+            head: String::new(),
+        }];
+        let counts = LineCounts {
+            malformed: 1,
+            ..LineCounts::default()
+        };
+        (end, Vec::new(), bad, counts)
+    };
+    if let Some(scanned) = task.long_scan {
+        match find_newline(&task.file, scanned, task.size, buf)? {
+            Some(nl) => {
+                result.chunk = Some(too_long(nl + 1));
+                result.more = nl + 1 < task.size;
+            }
+            None => result.long_scan = Some(task.size),
+        }
+        return Ok(result);
+    }
+    let available = task.size - task.start;
+    let len = (available as usize).min(chunk_bytes);
+    read_at(&task.file, task.start, len, buf)?;
+    let mut complete = lines::complete_prefix_len(buf);
+    if complete == 0 && (buf.len() as u64) < available {
+        // One line longer than a chunk: read up to the line limit.
+        let len = (available as usize).min(max_line + 1);
+        read_at(&task.file, task.start, len, buf)?;
+        complete = lines::complete_prefix_len(buf);
+        if complete == 0 && buf.len() > max_line {
+            let scanned = task.start + buf.len() as u64;
+            match find_newline(&task.file, scanned, task.size, buf)? {
+                Some(nl) => {
+                    result.chunk = Some(too_long(nl + 1));
+                    result.more = nl + 1 < task.size;
+                }
+                None => result.long_scan = Some(task.size),
+            }
+            return Ok(result);
+        }
+    }
+    if complete == 0 {
+        // A half-written last line: wait for its newline.
+        return Ok(result);
+    }
+    let end = task.start + complete as u64;
+    let (rows, bad, counts) = parse_lines(&mut buf[..complete], task.start, &task.ctx, max_line);
+    result.chunk = Some((end, rows, bad, counts));
+    // More to read when this read stopped short of the end of the file.
+    result.more = end < task.size && (buf.len() as u64) < available;
+    Ok(result)
+}
+
+/// Parses complete lines (in parallel when there are many). `base` is the
+/// file offset of `buf[0]`.
+pub fn parse_lines(
+    buf: &mut [u8],
+    base: u64,
+    ctx: &SourceContext,
+    max_line: usize,
+) -> (Vec<crate::record::UsageRow>, Vec<BadLine>, LineCounts) {
+    let lines = lines::split_lines_mut(buf);
+    let parse_one = |(off, line): (usize, &mut [u8])| -> (u64, Parsed, Option<String>) {
+        let offset = base + off as u64;
+        if line.len() > max_line {
+            return (
+                offset,
+                Parsed::Malformed(MalformedKind::TooLong),
+                Some(head_of(line)),
+            );
+        }
+        let mut head = [0u8; BAD_LINE_HEAD];
+        let n = line.len().min(BAD_LINE_HEAD);
+        head[..n].copy_from_slice(&line[..n]);
+        let mut parser = PARSER.with(|p| p.borrow_mut().take()).unwrap_or_default();
+        let parsed = parser.classify(line, ctx, offset);
+        PARSER.with(|p| *p.borrow_mut() = Some(parser));
+        let head = matches!(parsed, Parsed::Malformed(_))
+            .then(|| String::from_utf8_lossy(&head[..n]).into_owned());
+        (offset, parsed, head)
+    };
+    let parsed: Vec<(u64, Parsed, Option<String>)> = if lines.len() > PARALLEL_LINES {
+        lines.into_par_iter().map(parse_one).collect()
+    } else {
+        lines.into_iter().map(parse_one).collect()
+    };
+    let mut rows = Vec::new();
+    let mut bad = Vec::new();
+    let mut counts = LineCounts::default();
+    for (offset, p, head) in parsed {
+        match p {
+            Parsed::Blank => counts.blank += 1,
+            Parsed::Other => counts.other += 1,
+            Parsed::Usage(row) => {
+                counts.usage += 1;
+                rows.push(*row);
+            }
+            Parsed::Malformed(kind) => {
+                counts.malformed += 1;
+                bad.push(BadLine {
+                    offset,
+                    kind,
+                    head: head.unwrap_or_default(),
+                });
+            }
+        }
+    }
+    (rows, bad, counts)
+}
+
+fn head_of(line: &[u8]) -> String {
+    String::from_utf8_lossy(&line[..line.len().min(BAD_LINE_HEAD)]).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn opts(dir: &Path) -> ReaderOptions {
+        ReaderOptions {
+            dirs: vec![dir.to_path_buf()],
+            rescan_interval: Duration::from_secs(10),
+            max_line_bytes: 4096,
+            read_chunk_bytes: 4096,
+            follow: false,
+        }
+    }
+
+    fn usage_line(id: &str, out: u64) -> String {
+        format!(
+            r#"{{"type":"assistant","sessionId":"s","timestamp":"2025-01-01T00:00:00Z","requestId":"r{id}","message":{{"id":"m{id}","model":"x","usage":{{"input_tokens":1,"output_tokens":{out}}}}}}}"#
+        ) + "\n"
+    }
+
+    fn collect(dir: &Path, checkpoints: Vec<FileCheckpoint>, o: ReaderOptions) -> Vec<SinkMsg> {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let r = Reader::new(
+            o,
+            checkpoints,
+            tx,
+            Shutdown::new(),
+            Arc::new(Metrics::default()),
+        );
+        assert_eq!(r.run(), ReaderExit::Drained);
+        let _ = dir;
+        rx.try_iter().collect()
+    }
+
+    fn chunks(msgs: &[SinkMsg]) -> Vec<&Chunk> {
+        msgs.iter()
+            .filter_map(|m| match m {
+                SinkMsg::Chunk(c) => Some(c),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn reads_complete_lines_only() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("a.jsonl");
+        let mut f = File::create(&p).unwrap();
+        f.write_all(usage_line("1", 5).as_bytes()).unwrap();
+        f.write_all(b"{\"type\":\"user\"}\n{\"type\":\"assis")
+            .unwrap();
+        let msgs = collect(d.path(), vec![], opts(d.path()));
+        let cs = chunks(&msgs);
+        assert_eq!(cs.len(), 1);
+        let c = cs[0];
+        assert_eq!(c.rows.len(), 1);
+        assert_eq!(c.counts.other, 1);
+        assert_eq!(
+            c.end as usize,
+            usage_line("1", 5).len() + "{\"type\":\"user\"}\n".len()
+        );
+        assert!(matches!(msgs.last(), Some(SinkMsg::Drain)));
+    }
+
+    #[test]
+    fn too_long_line_is_skipped_and_the_next_is_read() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("a.jsonl");
+        let long = format!("{{\"x\":\"{}\"}}\n", "y".repeat(20_000));
+        std::fs::write(
+            &p,
+            format!("{}{}{}", usage_line("1", 1), long, usage_line("2", 2)),
+        )
+        .unwrap();
+        let msgs = collect(d.path(), vec![], opts(d.path()));
+        let cs = chunks(&msgs);
+        let rows: usize = cs.iter().map(|c| c.rows.len()).sum();
+        let bad: Vec<_> = cs.iter().flat_map(|c| c.bad.iter()).collect();
+        assert_eq!(rows, 2);
+        assert_eq!(bad.len(), 1);
+        assert_eq!(bad[0].kind, MalformedKind::TooLong);
+        assert_eq!(bad[0].offset as usize, usage_line("1", 1).len());
+        assert_eq!(cs.last().unwrap().end, std::fs::metadata(&p).unwrap().len());
+    }
+
+    #[test]
+    fn resumes_from_a_matching_checkpoint_and_restarts_a_replaced_file() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("a.jsonl");
+        let first = usage_line("1", 1);
+        std::fs::write(&p, format!("{}{}", first, usage_line("2", 2))).unwrap();
+        let f = File::open(&p).unwrap();
+        let meta = f.metadata().unwrap();
+        let cp = FileCheckpoint {
+            key: FileKey::of(&meta),
+            fingerprint: fingerprint::fingerprint_prefix(&f, FINGERPRINT_BYTES).unwrap(),
+            path: p.to_string_lossy().into(),
+            offset: first.len() as u64,
+        };
+        let msgs = collect(d.path(), vec![cp.clone()], opts(d.path()));
+        let cs = chunks(&msgs);
+        assert_eq!(cs.len(), 1);
+        assert_eq!(cs[0].start, first.len() as u64);
+        assert_eq!(cs[0].rows[0].message_id, "m2");
+        // Same inode, different content: a reset, then everything from 0.
+        let wrong = FileCheckpoint {
+            fingerprint: Fingerprint { len: 10, hash: 1 },
+            ..cp
+        };
+        let msgs = collect(d.path(), vec![wrong], opts(d.path()));
+        assert!(matches!(msgs[0], SinkMsg::Reset(_)));
+        assert_eq!(chunks(&msgs)[0].start, 0);
+    }
+
+    #[test]
+    fn parses_many_lines_in_parallel_in_file_order() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("a.jsonl");
+        let text: String = (0..500).map(|i| usage_line(&i.to_string(), i)).collect();
+        std::fs::write(&p, &text).unwrap();
+        let mut o = opts(d.path());
+        o.read_chunk_bytes = 1 << 20;
+        let msgs = collect(d.path(), vec![], o);
+        let rows: Vec<u64> = chunks(&msgs)
+            .iter()
+            .flat_map(|c| c.rows.iter().map(|r| r.output_tokens))
+            .collect();
+        assert_eq!(rows, (0..500).collect::<Vec<u64>>());
+    }
+}

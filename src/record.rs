@@ -1,0 +1,172 @@
+//! The per-message usage row as it is stored in ClickHouse, and the context a
+//! source file contributes to every row read from it (session, project, agent).
+
+use std::path::Path;
+
+/// One usage entry: a row of the `messages` table. Column order and names
+/// here are the insert's column list; the DDL lives in [`crate::ch::schema`].
+#[derive(Debug, Clone, PartialEq, Eq, clickhouse::Row, serde::Serialize, serde::Deserialize)]
+pub struct UsageRow {
+    /// Dedup key: `message.id|requestId`, `message.id|`, `uuid:<uuid>` or `hash:<hex>`.
+    pub key: String,
+    /// ReplacingMergeTree version: main-chain bit, then the token total. The
+    /// highest version of a key is the winner.
+    pub version: u64,
+    /// Entry time, seconds (ClickHouse `DateTime`, UTC).
+    pub ts: u32,
+    /// Entry time, Unix milliseconds (18.16 has no `DateTime64`).
+    pub ts_ms: i64,
+    /// The line's `sessionId`, else the session derived from the path.
+    pub session_id: String,
+    /// The folder under `projects/`.
+    pub project: String,
+    /// 1 for subagent (sidechain) entries, including `agent_progress` copies.
+    pub is_sidechain: u8,
+    /// Subagent id (`agentId`, else from an `agent-<id>.jsonl` file name).
+    pub agent_id: String,
+    /// `message.model`.
+    pub model: String,
+    /// `message.id`.
+    pub message_id: String,
+    /// `requestId`.
+    pub request_id: String,
+    /// `assistant` for a plain entry, `agent_progress` for a subagent message
+    /// carried by a progress line.
+    pub entry_type: String,
+    /// `usage.input_tokens`.
+    pub input_tokens: u64,
+    /// `usage.output_tokens`.
+    pub output_tokens: u64,
+    /// `usage.cache_creation_input_tokens`.
+    pub cache_creation_input_tokens: u64,
+    /// `usage.cache_creation.ephemeral_5m_input_tokens`.
+    pub cache_creation_5m_tokens: u64,
+    /// `usage.cache_creation.ephemeral_1h_input_tokens`.
+    pub cache_creation_1h_tokens: u64,
+    /// `usage.cache_read_input_tokens`.
+    pub cache_read_input_tokens: u64,
+    /// `usage.server_tool_use.web_search_requests`.
+    pub web_search_requests: u32,
+    /// `usage.server_tool_use.web_fetch_requests`.
+    pub web_fetch_requests: u32,
+    /// `usage.service_tier`.
+    pub service_tier: String,
+    /// `cwd`.
+    pub cwd: String,
+    /// `gitBranch`.
+    pub git_branch: String,
+    /// Claude Code `version`.
+    pub cc_version: String,
+    /// Path of the file the winning line came from.
+    pub source_file: String,
+    /// Byte offset of that line in its file.
+    pub source_offset: u64,
+}
+
+impl UsageRow {
+    /// input + output + cache creation + cache read.
+    pub fn total_tokens(&self) -> u64 {
+        self.input_tokens
+            + self.output_tokens
+            + self.cache_creation_input_tokens
+            + self.cache_read_input_tokens
+    }
+
+    /// Approximate bytes this row occupies in a RowBinary insert, for batch sizing.
+    pub fn approx_bytes(&self) -> usize {
+        120 + self.key.len()
+            + self.session_id.len()
+            + self.project.len()
+            + self.agent_id.len()
+            + self.model.len()
+            + self.message_id.len()
+            + self.request_id.len()
+            + self.service_tier.len()
+            + self.cwd.len()
+            + self.git_branch.len()
+            + self.cc_version.len()
+            + self.source_file.len()
+    }
+}
+
+/// What a source file's path says about the rows in it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SourceContext {
+    /// The path as stored in `source_file`.
+    pub path: String,
+    /// Session id used when a line has no `sessionId`.
+    pub session_from_path: String,
+    /// The folder directly under `projects/` (empty when the path has none).
+    pub project: String,
+    /// Agent id of a `subagents/agent-<id>.jsonl` file (empty otherwise).
+    pub agent_from_path: String,
+}
+
+impl SourceContext {
+    /// Derives the context from a transcript path:
+    /// `…/projects/<project>/<session>.jsonl` or
+    /// `…/projects/<project>/<session>/subagents/agent-<id>.jsonl`.
+    pub fn from_path(path: &Path) -> Self {
+        let comps: Vec<&str> = path
+            .components()
+            .filter_map(|c| c.as_os_str().to_str())
+            .collect();
+        let stem = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default()
+            .to_string();
+        let project = comps
+            .iter()
+            .rposition(|c| *c == "projects")
+            .and_then(|i| comps.get(i + 1))
+            .filter(|_| comps.len() >= 3)
+            .map(|s| s.to_string())
+            .unwrap_or_default();
+        let n = comps.len();
+        let in_subagents = n >= 3 && comps[n - 2] == "subagents";
+        let (session, agent) = if in_subagents {
+            let agent = stem.strip_prefix("agent-").unwrap_or(&stem).to_string();
+            (comps[n - 3].to_string(), agent)
+        } else {
+            (stem, String::new())
+        };
+        // A session file directly in `projects/` has no project folder.
+        let project = if project.ends_with(".jsonl") {
+            String::new()
+        } else {
+            project
+        };
+        SourceContext {
+            path: path.to_string_lossy().into_owned(),
+            session_from_path: session,
+            project,
+            agent_from_path: agent,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn context_of_main_and_subagent_files() {
+        let c =
+            SourceContext::from_path(Path::new("/h/.claude/projects/-home-me-app/abc-123.jsonl"));
+        assert_eq!(c.project, "-home-me-app");
+        assert_eq!(c.session_from_path, "abc-123");
+        assert_eq!(c.agent_from_path, "");
+        let c = SourceContext::from_path(Path::new(
+            "/h/.claude/projects/-home-me-app/abc-123/subagents/agent-a9f.jsonl",
+        ));
+        assert_eq!(c.project, "-home-me-app");
+        assert_eq!(c.session_from_path, "abc-123");
+        assert_eq!(c.agent_from_path, "a9f");
+        let c = SourceContext::from_path(Path::new("/spool/loose.jsonl"));
+        assert_eq!(c.project, "");
+        assert_eq!(c.session_from_path, "loose");
+        let c = SourceContext::from_path(Path::new("/x/projects/s.jsonl"));
+        assert_eq!(c.project, "");
+    }
+}

@@ -1,0 +1,375 @@
+//! The sink: receives parsed chunks, keeps the winning entry per dedup key,
+//! batches rows, inserts them into ClickHouse, and only then advances the
+//! checkpoints of the bytes those rows came from.
+//!
+//! A batch is flushed on rows, bytes, age (`flush_interval`), or as soon as the
+//! reader reports it has caught up, so a freshly appended line does not wait
+//! for the timer. A failed insert is retried with exponential backoff and
+//! jitter and never skipped; while it is retried nothing else is consumed, the
+//! channel fills, and the reader stops (backpressure).
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+
+use crate::ch::{ChClient, ChError};
+use crate::checkpoint::CheckpointStore;
+use crate::chunk::{FileIdentity, SinkMsg};
+use crate::dedup::{key_hash, DedupIndex, KeyHash, Offer};
+use crate::fingerprint::FileKey;
+use crate::metrics::Metrics;
+use crate::record::UsageRow;
+use crate::shutdown::Shutdown;
+
+/// Batching and retry settings.
+#[derive(Debug, Clone)]
+pub struct SinkOptions {
+    /// Flush at this many rows.
+    pub max_rows: usize,
+    /// Flush at about this many bytes.
+    pub max_bytes: usize,
+    /// Flush a non-empty batch at least this often.
+    pub flush_interval: Duration,
+    /// First retry delay.
+    pub retry_initial: Duration,
+    /// Longest retry delay.
+    pub retry_max: Duration,
+    /// After shutdown is triggered, keep trying to deliver for this long.
+    pub shutdown_timeout: Duration,
+    /// An insert slower than this is logged with `slow = true`.
+    pub slow_insert: Duration,
+}
+
+/// How the sink ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SinkExit {
+    /// Backfill drained: everything read is acknowledged and committed.
+    Drained,
+    /// The reader stopped and everything it sent is acknowledged.
+    Finished,
+    /// Shutdown deadline passed with rows not acknowledged (they will be
+    /// re-read from the checkpoints on the next start).
+    Abandoned,
+}
+
+/// A checkpoint change that waits for the batch before it.
+#[derive(Debug)]
+enum Ack {
+    Commit(FileIdentity, u64),
+    Reset(FileIdentity),
+    Forget(FileKey),
+}
+
+#[derive(Default)]
+struct Batch {
+    rows: Vec<UsageRow>,
+    /// Position of each key's row in `rows`: a later, better entry of the same
+    /// key replaces it in place instead of adding a second row.
+    pos: HashMap<KeyHash, usize, std::hash::BuildHasherDefault<crate::dedup::PassThroughHasher>>,
+    bytes: usize,
+    acks: Vec<Ack>,
+    opened: Option<Instant>,
+    superseding: u64,
+}
+
+impl Batch {
+    fn is_empty(&self) -> bool {
+        self.rows.is_empty() && self.acks.is_empty()
+    }
+}
+
+/// The sink. Create with [`Sink::new`], then [`Sink::run`] on its own thread.
+pub struct Sink {
+    rx: Receiver<SinkMsg>,
+    client: ChClient,
+    runtime: tokio::runtime::Handle,
+    store: CheckpointStore,
+    index: DedupIndex,
+    opts: SinkOptions,
+    metrics: Arc<Metrics>,
+    shutdown: Shutdown,
+    batch: Batch,
+    failing_since: Option<Instant>,
+    last_failure_log: Option<Instant>,
+    checkpoint_failing: bool,
+}
+
+impl Sink {
+    /// A sink writing through `client`, committing into `store`, deduplicating
+    /// against `index` (already loaded with what ClickHouse holds).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        rx: Receiver<SinkMsg>,
+        client: ChClient,
+        runtime: tokio::runtime::Handle,
+        store: CheckpointStore,
+        index: DedupIndex,
+        opts: SinkOptions,
+        metrics: Arc<Metrics>,
+        shutdown: Shutdown,
+    ) -> Sink {
+        Sink {
+            rx,
+            client,
+            runtime,
+            store,
+            index,
+            opts,
+            metrics,
+            shutdown,
+            batch: Batch::default(),
+            failing_since: None,
+            last_failure_log: None,
+            checkpoint_failing: false,
+        }
+    }
+
+    /// Consumes messages until the reader hangs up or sends `Drain`.
+    pub fn run(mut self) -> SinkExit {
+        loop {
+            let timeout = match self.batch.opened {
+                Some(t) => self.opts.flush_interval.saturating_sub(t.elapsed()),
+                None => Duration::from_secs(3600),
+            };
+            match self.rx.recv_timeout(timeout) {
+                Ok(SinkMsg::Chunk(chunk)) => {
+                    self.batch.opened.get_or_insert_with(Instant::now);
+                    for bad in &chunk.bad {
+                        crate::logging::malformed_line(&chunk.file.path, bad);
+                    }
+                    for row in chunk.rows {
+                        self.accept(row);
+                    }
+                    self.batch.acks.push(Ack::Commit(chunk.file, chunk.end));
+                    if self.batch.rows.len() >= self.opts.max_rows
+                        || self.batch.bytes >= self.opts.max_bytes
+                    {
+                        if !self.flush() {
+                            return SinkExit::Abandoned;
+                        }
+                    }
+                }
+                Ok(SinkMsg::Reset(identity)) => {
+                    self.batch.opened.get_or_insert_with(Instant::now);
+                    self.batch.acks.push(Ack::Reset(identity));
+                }
+                Ok(SinkMsg::Forget(key)) => {
+                    self.batch.opened.get_or_insert_with(Instant::now);
+                    self.batch.acks.push(Ack::Forget(key));
+                }
+                Ok(SinkMsg::CaughtUp) => {
+                    if !self.flush() {
+                        return SinkExit::Abandoned;
+                    }
+                }
+                Ok(SinkMsg::Drain) => {
+                    return if self.flush() {
+                        SinkExit::Drained
+                    } else {
+                        SinkExit::Abandoned
+                    };
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    if !self.flush() {
+                        return SinkExit::Abandoned;
+                    }
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    return if self.flush() {
+                        SinkExit::Finished
+                    } else {
+                        SinkExit::Abandoned
+                    };
+                }
+            }
+        }
+    }
+
+    fn accept(&mut self, row: UsageRow) {
+        let h = key_hash(&row.key);
+        match self.index.offer_hash(h, row.version) {
+            Offer::Dropped => {
+                self.metrics.duplicates_dropped.fetch_add(1, Relaxed);
+            }
+            offer => {
+                if let Some(&i) = self.batch.pos.get(&h) {
+                    // The row it beats is still in this batch: replace it.
+                    self.metrics.duplicates_dropped.fetch_add(1, Relaxed);
+                    self.batch.bytes += row.approx_bytes();
+                    self.batch.rows[i] = row;
+                } else {
+                    if offer == Offer::Supersedes {
+                        self.batch.superseding += 1;
+                    }
+                    self.batch.bytes += row.approx_bytes();
+                    self.batch.pos.insert(h, self.batch.rows.len());
+                    self.batch.rows.push(row);
+                }
+            }
+        }
+    }
+
+    /// Inserts the batch (retrying) and applies its checkpoint changes.
+    /// Returns false when the shutdown deadline passed before ClickHouse
+    /// acknowledged.
+    fn flush(&mut self) -> bool {
+        if self.batch.is_empty() {
+            self.batch.opened = None;
+            return true;
+        }
+        let batch = std::mem::take(&mut self.batch);
+        if !batch.rows.is_empty() {
+            let started = Instant::now();
+            if !self.insert_with_retry(&batch.rows) {
+                self.batch = batch;
+                return false;
+            }
+            let latency = started.elapsed();
+            let bytes: usize = batch.bytes;
+            self.metrics
+                .rows_inserted
+                .fetch_add(batch.rows.len() as u64, Relaxed);
+            self.metrics
+                .rows_superseding
+                .fetch_add(batch.superseding, Relaxed);
+            self.metrics.batches_committed.fetch_add(1, Relaxed);
+            self.metrics
+                .last_commit_unix_ms
+                .store(crate::logging::unix_ms(), Relaxed);
+            tracing::info!(
+                event = "batch_committed",
+                rows = batch.rows.len(),
+                bytes,
+                latency_ms = latency.as_millis() as u64,
+                slow = latency > self.opts.slow_insert,
+                "batch committed"
+            );
+        }
+        for ack in batch.acks {
+            match ack {
+                Ack::Commit(id, end) => self.store.commit(id.key, id.fingerprint, &id.path, end),
+                Ack::Reset(id) => self.store.reset(id.key, id.fingerprint, &id.path),
+                Ack::Forget(key) => self.store.forget(&key),
+            }
+        }
+        self.save_checkpoints();
+        true
+    }
+
+    fn save_checkpoints(&mut self) {
+        match self.store.save() {
+            Ok(saved) => {
+                if saved {
+                    tracing::debug!(
+                        event = "checkpoint_saved",
+                        files = self.store.len(),
+                        "checkpoints saved"
+                    );
+                }
+                if self.checkpoint_failing {
+                    self.checkpoint_failing = false;
+                    tracing::info!(
+                        event = "checkpoint_recovered",
+                        "checkpoints can be saved again"
+                    );
+                }
+            }
+            Err(e) => {
+                // Offsets stay in memory and are saved by the next flush; on a
+                // crash meanwhile the older file is used and the gap re-read.
+                if !self.checkpoint_failing {
+                    tracing::error!(event = "checkpoint_save_failed", error = %e, "cannot save checkpoints; will retry");
+                }
+                self.checkpoint_failing = true;
+            }
+        }
+    }
+
+    fn insert_with_retry(&mut self, rows: &[UsageRow]) -> bool {
+        let mut attempt: u32 = 0;
+        let mut delay = self.opts.retry_initial;
+        loop {
+            attempt += 1;
+            let started = Instant::now();
+            let result = self.runtime.block_on(self.client.insert_rows(rows));
+            match result {
+                Ok(()) => {
+                    if let Some(since) = self.failing_since.take() {
+                        self.metrics.clickhouse_down.store(0, Relaxed);
+                        tracing::info!(
+                            event = "clickhouse_recovered",
+                            attempts = attempt,
+                            down_ms = since.elapsed().as_millis() as u64,
+                            "inserts succeed again"
+                        );
+                    }
+                    return true;
+                }
+                Err(e) => {
+                    self.metrics.insert_failures.fetch_add(1, Relaxed);
+                    let deadline = self
+                        .shutdown
+                        .triggered_at()
+                        .map(|t| t + self.opts.shutdown_timeout);
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        tracing::warn!(event = "insert_abandoned", rows = rows.len(), error = %e, "shutdown deadline passed; unacknowledged rows will be re-read on the next start");
+                        return false;
+                    }
+                    let jitter = 0.8 + 0.4 * crate::logging::jitter_unit();
+                    let wait = delay.mul_f64(jitter).min(self.opts.retry_max);
+                    self.log_failure(&e, attempt, wait, started.elapsed());
+                    let wait = match deadline {
+                        Some(d) => wait.min(d.saturating_duration_since(Instant::now())),
+                        None => wait,
+                    };
+                    // Sleep, but wake at once if shutdown starts meanwhile.
+                    let _ = self.shutdown.receiver().recv_timeout(wait);
+                    if self.shutdown.is_triggered() && deadline.is_none() {
+                        // Shutdown just started: retry right away once more.
+                        delay = self.opts.retry_initial;
+                        continue;
+                    }
+                    delay = (delay * 2).min(self.opts.retry_max);
+                }
+            }
+        }
+    }
+
+    fn log_failure(&mut self, e: &ChError, attempt: u32, next: Duration, took: Duration) {
+        let now = Instant::now();
+        if self.failing_since.is_none() {
+            self.failing_since = Some(now);
+            self.last_failure_log = Some(now);
+            self.metrics.clickhouse_down.store(1, Relaxed);
+            tracing::warn!(
+                event = "insert_failed",
+                attempt,
+                error = %e,
+                retriable = e.is_retriable(),
+                latency_ms = took.as_millis() as u64,
+                next_retry_ms = next.as_millis() as u64,
+                "insert failed; retrying until it succeeds"
+            );
+            return;
+        }
+        // Rate-limited: one line per 30 s while the failure lasts.
+        if self
+            .last_failure_log
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(30))
+        {
+            self.last_failure_log = Some(now);
+            tracing::warn!(
+                event = "insert_failed",
+                attempt,
+                error = %e,
+                retriable = e.is_retriable(),
+                latency_ms = took.as_millis() as u64,
+                next_retry_ms = next.as_millis() as u64,
+                "insert still failing"
+            );
+        }
+    }
+}
