@@ -9,7 +9,9 @@
 //! - a line must be a JSON object (blank lines are skipped, not errors);
 //! - it is a usage entry when `message.usage` is present and not null, or when
 //!   it is a `progress` line whose `data.type` is `agent_progress` and which
-//!   carries `data.message.message.usage`;
+//!   carries `data.message.message.usage` (such an entry takes `requestId`,
+//!   `uuid` and `timestamp` from `data.message`, and `isSidechain` from the
+//!   line itself);
 //! - a usage entry needs a string RFC 3339 `timestamp`, and integer
 //!   `input_tokens` and `output_tokens` in `0..=MAX_TOKENS`; the cache and
 //!   server-tool counts are optional (absent or null is 0) but follow the same
@@ -264,9 +266,9 @@ fn extract(
         None => false,
         Some(v) => v.as_bool().ok_or(MalformedKind::MistypedField)?,
     };
-    // A subagent's message carried by a progress line competes with the
-    // subagent's own (sidechain) line, so it is a sidechain entry too.
-    let is_sidechain = is_sidechain || progress;
+    // A progress line sits in the parent's file and says `isSidechain:false`,
+    // so the copy of a subagent message it carries beats the subagent's own
+    // sidechain line (the rule "non-sidechain over sidechain"; ccusage agrees).
 
     let total =
         input_tokens + output_tokens + cache_creation_input_tokens + cache_read_input_tokens;
@@ -452,11 +454,12 @@ mod tests {
     }
 
     #[test]
-    fn agent_progress_is_a_sidechain_usage_entry() {
+    fn agent_progress_is_a_usage_entry_of_the_parent_line() {
         let line = r#"{"type":"progress","sessionId":"s-1","timestamp":"2025-07-15T10:00:01Z","data":{"type":"agent_progress","agentId":"ag1","message":{"type":"assistant","requestId":"req_9","timestamp":"2025-07-15T10:00:00Z","message":{"id":"msg_9","model":"claude-haiku","usage":{"input_tokens":1,"output_tokens":2}}}}}"#;
         let r = usage(line);
         assert_eq!(r.key, "msg_9|req_9");
-        assert_eq!(r.is_sidechain, 1);
+        assert_eq!(r.is_sidechain, 0);
+        assert_eq!(r.version, dedup::version(false, 3));
         assert_eq!(r.agent_id, "ag1");
         assert_eq!(r.entry_type, "agent_progress");
         assert_eq!(r.ts_ms, 1_752_573_600_000);

@@ -144,12 +144,10 @@ impl Sink {
                         self.accept(row);
                     }
                     self.batch.acks.push(Ack::Commit(chunk.file, chunk.end));
-                    if self.batch.rows.len() >= self.opts.max_rows
-                        || self.batch.bytes >= self.opts.max_bytes
-                    {
-                        if !self.flush() {
-                            return SinkExit::Abandoned;
-                        }
+                    let full = self.batch.rows.len() >= self.opts.max_rows
+                        || self.batch.bytes >= self.opts.max_bytes;
+                    if full && !self.flush() {
+                        return SinkExit::Abandoned;
                     }
                 }
                 Ok(SinkMsg::Reset(identity)) => {

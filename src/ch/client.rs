@@ -63,6 +63,9 @@ pub struct ConnectOptions {
 #[derive(Clone)]
 pub struct ChClient {
     client: clickhouse::Client,
+    /// The same client with the database set: the crate quotes an insert's
+    /// table name as one identifier, so `db.table` cannot be spelled there.
+    db_client: clickhouse::Client,
     database: String,
     timeout: Duration,
     /// Version facts detected at connect time.
@@ -125,6 +128,7 @@ impl ChClient {
             base = base.with_setting("async_insert", "0");
         }
         Ok(ChClient {
+            db_client: base.clone().with_database(opts.database.clone()),
             client: base,
             database: opts.database.clone(),
             timeout: opts.request_timeout,
@@ -177,11 +181,10 @@ impl ChClient {
     /// Inserts rows in one RowBinary insert. Success means ClickHouse has
     /// written them (async inserts are off where the server knows them).
     pub async fn insert_rows(&self, rows: &[UsageRow]) -> Result<(), ChError> {
-        let table = format!("{}.{}", self.database, schema::MESSAGES);
         let fut = async {
             let mut insert = self
-                .client
-                .insert::<UsageRow>(&table)
+                .db_client
+                .insert::<UsageRow>(schema::MESSAGES)
                 .await?
                 .with_timeouts(Some(self.timeout), Some(self.timeout));
             for row in rows {

@@ -1,0 +1,306 @@
+//! Shared integration-test harness: a real `clickhouse-server` per test (own
+//! ports, temp data dir, started with the same code as managed mode), the real
+//! `tokenbridge` binary, and helpers to read results back with SQL.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use tokenbridge::ch::client::{ConnectOptions, Totals};
+use tokenbridge::ch::managed::{ManagedOptions, ManagedServer};
+use tokenbridge::ch::ChClient;
+use tokenbridge::corpus::Tokens;
+use tokenbridge::secret::Secret;
+
+/// A free TCP port on 127.0.0.1 (released before return; good enough for tests).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A real ClickHouse for one test.
+pub struct TestClickHouse {
+    pub server: ManagedServer,
+    pub dir: tempfile::TempDir,
+}
+
+impl TestClickHouse {
+    pub fn start() -> TestClickHouse {
+        let dir = tempfile::tempdir().unwrap();
+        let mut last = None;
+        for _ in 0..3 {
+            let opts = ManagedOptions {
+                binary: PathBuf::from("/usr/sbin/clickhouse-server"),
+                dir: dir.path().join("ch"),
+                http_port: free_port(),
+                tcp_port: free_port(),
+                startup_timeout: Duration::from_secs(60),
+            };
+            match ManagedServer::start(opts) {
+                Ok(server) => return TestClickHouse { server, dir },
+                Err(e) => last = Some(e),
+            }
+        }
+        panic!("cannot start clickhouse-server: {}", last.unwrap());
+    }
+
+    pub fn url(&self) -> String {
+        self.server.url()
+    }
+
+    pub fn http_port(&self) -> u16 {
+        self.server.options().http_port
+    }
+
+    /// A client on `db` (schema ensured).
+    pub fn client(&self, db: &str) -> (tokio::runtime::Runtime, ChClient) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let c = rt
+            .block_on(ChClient::connect(&ConnectOptions {
+                url: self.url(),
+                database: db.to_string(),
+                user: "default".into(),
+                password: Secret::default(),
+                request_timeout: Duration::from_secs(30),
+            }))
+            .unwrap();
+        rt.block_on(c.ensure_schema()).unwrap();
+        (rt, c)
+    }
+
+    pub fn totals(&self, db: &str) -> Totals {
+        let (rt, c) = self.client(db);
+        rt.block_on(c.totals()).unwrap()
+    }
+
+    /// Deduplicated totals grouped by a column of `messages`.
+    pub fn totals_by(&self, db: &str, column: &str) -> BTreeMap<String, Tokens> {
+        let (rt, c) = self.client(db);
+        let sql = format!(
+            "SELECT toString({column}), sum(input_tokens), sum(output_tokens), sum(cache_creation_input_tokens), \
+             sum(cache_read_input_tokens), count() FROM {db}.messages FINAL GROUP BY {column}"
+        );
+        let rows: Vec<(String, u64, u64, u64, u64, u64)> =
+            rt.block_on(c.raw().query(&sql).fetch_all()).unwrap();
+        rows.into_iter()
+            .map(|(k, i, o, cc, cr, n)| {
+                (
+                    k,
+                    Tokens {
+                        input_tokens: i,
+                        output_tokens: o,
+                        cache_creation_tokens: cc,
+                        cache_read_tokens: cr,
+                        total_tokens: i + o + cc + cr,
+                        messages: n,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// Rows inserted twice with the same key and version: must always be 0.
+    pub fn duplicate_rows(&self, db: &str) -> u64 {
+        let (rt, c) = self.client(db);
+        let sql = format!(
+            "SELECT count() FROM (SELECT key, version, count() AS c FROM {db}.messages GROUP BY key, version HAVING c > 1)"
+        );
+        rt.block_on(c.raw().query(&sql).fetch_one::<u64>()).unwrap()
+    }
+
+    /// Raw row count, superseded rows included.
+    pub fn raw_rows(&self, db: &str) -> u64 {
+        let (rt, c) = self.client(db);
+        rt.block_on(
+            c.raw()
+                .query(&format!("SELECT count() FROM {db}.messages"))
+                .fetch_one::<u64>(),
+        )
+        .unwrap()
+    }
+}
+
+pub fn as_tokens(t: &Totals) -> Tokens {
+    Tokens {
+        input_tokens: t.input_tokens,
+        output_tokens: t.output_tokens,
+        cache_creation_tokens: t.cache_creation_tokens,
+        cache_read_tokens: t.cache_read_tokens,
+        total_tokens: t.total_tokens,
+        messages: t.messages,
+    }
+}
+
+/// A config file for the binary against an external test server.
+pub fn write_config(
+    dir: &Path,
+    ch: &TestClickHouse,
+    db: &str,
+    watch: &[&Path],
+    extra: &str,
+) -> PathBuf {
+    let dirs: Vec<String> = watch
+        .iter()
+        .map(|p| format!("{:?}", p.display().to_string()))
+        .collect();
+    let text = format!(
+        r#"[watch]
+dirs = [{dirs}]
+rescan_interval_ms = 2000
+
+[state]
+dir = {state:?}
+
+[clickhouse]
+mode = "external"
+url = "{url}"
+database = "{db}"
+
+[log]
+level = "debug"
+format = "json"
+{extra}
+"#,
+        dirs = dirs.join(", "),
+        state = dir.join("state").display().to_string(),
+        url = ch.url(),
+    );
+    let path = dir.join("config.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+pub fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_tokenbridge"))
+}
+
+/// Runs `tokenbridge backfill --json` and returns its parsed summary.
+pub fn backfill(config: &Path, paths: &[&Path]) -> serde_json::Value {
+    let out: Output = bin()
+        .arg("backfill")
+        .arg("--json")
+        .arg("--config")
+        .arg(config)
+        .args(paths)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "backfill failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("bad summary {e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+/// A running daemon whose stderr (JSON logs) goes to a file.
+pub struct Daemon {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    pub fn start(config: &Path, log: &Path) -> Daemon {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        let child = bin()
+            .arg("run")
+            .arg("--config")
+            .arg(config)
+            .stdout(Stdio::null())
+            .stderr(f)
+            .spawn()
+            .unwrap();
+        Daemon {
+            child,
+            log: log.to_path_buf(),
+        }
+    }
+
+    pub fn signal(&self, sig: i32) {
+        unsafe {
+            libc::kill(self.child.id() as i32, sig);
+        }
+    }
+
+    /// Sends SIGTERM and waits for a clean exit.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        self.signal(libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "daemon did not stop:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Parsed JSON log lines.
+    pub fn events(&self) -> Vec<serde_json::Value> {
+        self.log_text()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `f` until it returns true or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    f()
+}
+
+/// Copies a folder tree.
+pub fn copy_tree(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            std::fs::create_dir_all(&target).unwrap();
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}

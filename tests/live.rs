@@ -1,0 +1,154 @@
+//! The daemon against a real ClickHouse while files grow: lines written in
+//! pieces (half lines included), a partial-output line superseded by its
+//! full-output line after the partial one was already inserted, and a graceful
+//! stop and restart in the middle of ingestion.
+
+mod common;
+
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+
+use common::*;
+use tokenbridge::corpus::{self, Spec};
+
+fn append(path: &Path, bytes: &[u8]) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    f.write_all(bytes).unwrap();
+    f.flush().unwrap();
+}
+
+#[test]
+fn growing_files_converge_to_exact_totals() {
+    let ch = TestClickHouse::start();
+    let work = tempfile::tempdir().unwrap();
+    let watch = work.path().join("claude");
+    // The watched folder does not exist yet when the daemon starts.
+    let cfg = write_config(work.path(), &ch, "tb_live", &[&watch], "");
+    let daemon = Daemon::start(&cfg, &work.path().join("daemon.log"));
+
+    // 1. A partial-output line is ingested; later its full-output line arrives
+    //    and must supersede it.
+    let f = watch.join("projects/p/s-partial.jsonl");
+    let line = |out: u64| {
+        format!(
+            r#"{{"type":"assistant","sessionId":"s-partial","timestamp":"2025-09-01T10:00:00Z","requestId":"req_p","message":{{"id":"msg_p","model":"claude-sonnet-4-20250514","usage":{{"input_tokens":3,"output_tokens":{out}}}}}}}"#
+        ) + "\n"
+    };
+    let partial = line(1);
+    let (a, b) = partial.split_at(40);
+    append(&f, a.as_bytes());
+    std::thread::sleep(Duration::from_millis(300));
+    append(&f, b.as_bytes());
+    assert!(
+        wait_until(Duration::from_secs(30), || ch
+            .totals("tb_live")
+            .output_tokens
+            == 1),
+        "partial line not ingested:\n{}",
+        daemon.log_text()
+    );
+    append(&f, line(250).as_bytes());
+    assert!(
+        wait_until(Duration::from_secs(30), || ch
+            .totals("tb_live")
+            .output_tokens
+            == 250),
+        "full line did not supersede the partial one"
+    );
+    assert_eq!(ch.totals("tb_live").messages, 1);
+
+    // 2. A whole corpus written line by line, each line in two pieces.
+    let (files, exp) = corpus::generate(&Spec {
+        seed: 11,
+        target_bytes: 3 << 20,
+        huge_tool_results: false,
+        ..Spec::default()
+    });
+    let corpus_root = watch.join("gen");
+    let mut cut = 17usize;
+    let max_lines = files.iter().map(|f| f.lines.len()).max().unwrap();
+    for i in 0..max_lines {
+        for gf in &files {
+            if let Some(l) = gf.lines.get(i) {
+                let p = corpus_root.join(&gf.rel_path);
+                cut = (cut * 31 + 7) % l.len().max(1);
+                append(&p, &l.as_bytes()[..cut]);
+                append(&p, &l.as_bytes()[cut..]);
+            }
+        }
+    }
+    let mut want = exp.totals;
+    want.input_tokens += 3;
+    want.output_tokens += 250;
+    want.total_tokens += 253;
+    want.messages += 1;
+    assert!(
+        wait_until(Duration::from_secs(60), || as_tokens(&ch.totals("tb_live"))
+            == want),
+        "totals did not converge: got {:?}, want {want:?}",
+        ch.totals("tb_live")
+    );
+    assert_eq!(ch.duplicate_rows("tb_live"), 0);
+    let status = daemon.stop();
+    assert!(status.success(), "daemon exit {status}");
+}
+
+#[test]
+fn graceful_stop_and_restart_mid_ingestion_loses_and_duplicates_nothing() {
+    let ch = TestClickHouse::start();
+    let work = tempfile::tempdir().unwrap();
+    let watch = work.path().join("claude");
+    let exp = corpus::write_corpus(
+        &watch,
+        &Spec {
+            seed: 23,
+            target_bytes: 24 << 20,
+            ..Spec::default()
+        },
+    )
+    .unwrap();
+    // Small batches so the stop lands in the middle.
+    let cfg = write_config(
+        work.path(),
+        &ch,
+        "tb_restart",
+        &[&watch],
+        "[batch]\nmax_rows = 5\nchannel_capacity = 2\n",
+    );
+    let log = work.path().join("daemon.log");
+    let daemon = Daemon::start(&cfg, &log);
+    assert!(
+        wait_until(Duration::from_secs(30), || ch.totals("tb_restart").messages
+            > 0),
+        "nothing ingested:\n{}",
+        daemon.log_text()
+    );
+    let status = daemon.stop();
+    assert!(status.success(), "exit status {status}");
+    let at_stop = ch.totals("tb_restart").messages;
+    assert!(
+        at_stop < exp.totals.messages,
+        "stop did not land mid-ingestion ({at_stop})"
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("\"shutdown_complete\""), "{text}");
+
+    let daemon = Daemon::start(&cfg, &log);
+    assert!(
+        wait_until(Duration::from_secs(60), || as_tokens(
+            &ch.totals("tb_restart")
+        ) == exp.totals),
+        "after restart: got {:?}, want {:?}",
+        ch.totals("tb_restart"),
+        exp.totals
+    );
+    assert_eq!(ch.duplicate_rows("tb_restart"), 0);
+    assert_eq!(ch.totals_by("tb_restart", "session_id"), exp.by_session);
+    assert!(daemon.stop().success());
+}
