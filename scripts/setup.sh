@@ -20,6 +20,9 @@ if [ "${TOKENBRIDGE_SKIP_CCUSAGE:-0}" != 1 ] && [ ! -x .tools/ccusage/node_modul
     echo "setup: installing ccusage@20.0.24 into .tools/ccusage" >&2
     mkdir -p .tools/ccusage
     (cd .tools/ccusage && npm install --silent --no-audit --no-fund ccusage@20.0.24 >/dev/null)
+    # The package's launcher makes its native binary executable on first use;
+    # the benchmark runs that binary directly.
+    chmod +x .tools/ccusage/node_modules/@ccusage/ccusage-linux-x64/bin/ccusage 2>/dev/null || true
   else
     echo "setup: npm not found; ccusage comparisons will be skipped" >&2
   fi

@@ -141,6 +141,45 @@ pub struct ClickHouseConfig {
     pub startup_timeout: Duration,
     /// Timeout of one HTTP request (insert or query).
     pub request_timeout: Duration,
+    /// `auto` (default), `lz4` or `none`.
+    pub compression: Compression,
+}
+
+/// HTTP body compression towards ClickHouse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// None for a server on this host (LZ4 costs more CPU than it saves on
+    /// loopback: measured 3x slower inserts), LZ4 otherwise.
+    Auto,
+    /// Always LZ4.
+    Lz4,
+    /// Never.
+    None,
+}
+
+impl ClickHouseConfig {
+    /// Whether to compress towards a server at `url`.
+    pub fn compress_for(&self, url: &str) -> bool {
+        match self.compression {
+            Compression::Lz4 => true,
+            Compression::None => false,
+            Compression::Auto => {
+                let host = url
+                    .split("://")
+                    .nth(1)
+                    .unwrap_or(url)
+                    .split(['/', '?'])
+                    .next()
+                    .unwrap_or("");
+                let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
+                let local = host.starts_with("127.")
+                    || host.starts_with("localhost")
+                    || host.starts_with("[::1]");
+                !local
+            }
+        }
+    }
 }
 
 /// `[batch]`: how rows are grouped into inserts.
@@ -224,6 +263,7 @@ struct RawClickHouse {
     server_binary: Option<String>,
     startup_timeout_ms: Option<u64>,
     request_timeout_ms: Option<u64>,
+    compression: Option<Compression>,
 }
 
 #[derive(Deserialize, Default)]
@@ -431,6 +471,7 @@ impl Validator<'_> {
                 100,
                 600_000,
             )?),
+            compression: c.compression.unwrap_or(Compression::Auto),
         };
 
         let b = raw.batch;
@@ -541,6 +582,19 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml");
         let c = Config::load(&path).unwrap();
         assert_eq!(c.clickhouse.mode, ClickHouseMode::Managed);
+    }
+
+    #[test]
+    fn compression_auto_skips_loopback() {
+        let c = load("").unwrap().clickhouse;
+        assert!(!c.compress_for("http://127.0.0.1:18123"));
+        assert!(!c.compress_for("http://localhost:8123/"));
+        assert!(!c.compress_for("http://[::1]:8123"));
+        assert!(c.compress_for("https://abc.clickhouse.cloud:8443"));
+        let c = load("[clickhouse]\ncompression = \"lz4\"\n")
+            .unwrap()
+            .clickhouse;
+        assert!(c.compress_for("http://127.0.0.1:1"));
     }
 
     #[test]

@@ -352,14 +352,21 @@ impl Gen {
             if !last {
                 u.output = self.rng.range(0, usage.output - 1);
             }
+            // Real assistant lines are large too: long thinking, and Write/Edit
+            // tool inputs that carry whole file contents.
             let content = match (b, last) {
                 (0, false) if self.rng.chance(0.5) => {
-                    json!([{"type":"thinking","thinking": self.text(50, 800),"signature": self.rng.ident(40)}])
+                    json!([{"type":"thinking","thinking": self.text(200, 6_000),"signature": self.rng.ident(40)}])
                 }
                 (_, true) if self.rng.chance(0.5) => {
-                    json!([{"type":"tool_use","id": format!("toolu_{}", self.rng.ident(20)),"name":"Bash","input":{"command": self.text(10, 120)}}])
+                    let input = if self.rng.chance(0.4) {
+                        json!({"file_path": format!("/home/dev/src/{}.rs", self.rng.ident(8)), "content": self.text(500, 30_000)})
+                    } else {
+                        json!({"command": self.text(10, 120)})
+                    };
+                    json!([{"type":"tool_use","id": format!("toolu_{}", self.rng.ident(20)),"name":"Write","input": input}])
                 }
-                _ => json!([{"type":"text","text": self.text(20, 1500)}]),
+                _ => json!([{"type":"text","text": self.text(20, 4_000)}]),
             };
             let ts = self.tick(900);
             final_ts = ts;

@@ -29,6 +29,9 @@ use crate::dedup;
 use crate::record::{SourceContext, UsageRow};
 use crate::timestamp::parse_rfc3339_ms;
 
+/// Bytes that must follow a line for [`LineParser::classify_padded`].
+pub const PADDING: usize = simd_json::INPUT_PADDING;
+
 /// Largest token count one field of one message may carry. Anything above is
 /// treated as corrupt input rather than silently inflating totals.
 pub const MAX_TOKENS: u64 = 1_000_000_000;
@@ -131,11 +134,43 @@ impl LineParser {
     /// place, so the line's bytes are scratch afterwards. `offset` is the line's
     /// byte offset in its file.
     pub fn classify(&mut self, line: &mut [u8], ctx: &SourceContext, offset: u64) -> Parsed {
-        if line.iter().all(|b| b.is_ascii_whitespace()) {
+        let len = line.len();
+        self.classify_impl(line, len, false, ctx, offset)
+    }
+
+    /// Like [`LineParser::classify`] for the line `buf[..len]` when at least
+    /// [`PADDING`] more bytes follow it in `buf` (typically the next lines):
+    /// simd-json then parses in place instead of copying the line first. The
+    /// bytes after `len` are read, never written.
+    pub fn classify_padded(
+        &mut self,
+        buf: &mut [u8],
+        len: usize,
+        ctx: &SourceContext,
+        offset: u64,
+    ) -> Parsed {
+        debug_assert!(buf.len() >= len + PADDING);
+        self.classify_impl(buf, len, true, ctx, offset)
+    }
+
+    fn classify_impl(
+        &mut self,
+        buf: &mut [u8],
+        len: usize,
+        padded: bool,
+        ctx: &SourceContext,
+        offset: u64,
+    ) -> Parsed {
+        if buf[..len].iter().all(|b| b.is_ascii_whitespace()) {
             return Parsed::Blank;
         }
         let mut tape = self.tape.take().unwrap_or_else(Tape::null).reset();
-        let result = match simd_json::fill_tape(line, &mut self.buffers, &mut tape) {
+        let filled = if padded {
+            simd_json::fill_tape_padded(buf, len, &mut self.buffers, &mut tape)
+        } else {
+            simd_json::fill_tape(&mut buf[..len], &mut self.buffers, &mut tape)
+        };
+        let result = match filled {
             Ok(()) => match extract(tape.as_value(), ctx, offset) {
                 Ok(Some(row)) => Parsed::Usage(Box::new(row)),
                 Ok(None) => Parsed::Other,
@@ -531,6 +566,25 @@ mod tests {
         assert_eq!(
             LineParser::new().classify(&mut bad_utf8, &ctx(), 0),
             Parsed::Malformed(InvalidUtf8)
+        );
+    }
+
+    #[test]
+    fn padded_parsing_leaves_the_padding_untouched() {
+        let mut buf = LINE.as_bytes().to_vec();
+        let len = buf.len();
+        buf.extend_from_slice(b"\n{\"next\":\"li\\u00e9ne\"}");
+        buf.resize(len + PADDING + 30, b' ');
+        let after = buf[len..].to_vec();
+        let mut p = LineParser::new();
+        assert!(matches!(
+            p.classify_padded(&mut buf, len, &ctx(), 0),
+            Parsed::Usage(_)
+        ));
+        assert_eq!(&buf[len..], &after[..]);
+        assert_eq!(
+            p.classify_padded(&mut buf[..8 + PADDING], 8, &ctx(), 0),
+            Parsed::Malformed(MalformedKind::InvalidJson)
         );
     }
 

@@ -78,6 +78,7 @@ pub fn connect(config: &Config, state: Option<&StateDir>) -> anyhow::Result<Conn
         ClickHouseMode::External => (ch.url.clone(), None),
     };
     let opts = ConnectOptions {
+        compress: ch.compress_for(&url),
         url,
         database: ch.database.clone(),
         user: ch.user.clone(),

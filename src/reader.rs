@@ -28,17 +28,22 @@ use crate::discovery;
 use crate::fingerprint::{self, FileKey, Fingerprint, FINGERPRINT_BYTES};
 use crate::lines;
 use crate::metrics::Metrics;
-use crate::parse::{LineParser, MalformedKind, Parsed};
+use crate::parse::{LineParser, MalformedKind, Parsed, PADDING};
 use crate::record::SourceContext;
 use crate::shutdown::Shutdown;
 use crate::watcher::{DirWatcher, Wake};
 
 /// How much of a malformed line is kept for logs and the dead-letter file.
 const BAD_LINE_HEAD: usize = 200;
-/// At most this many files are read in one parallel round.
-const FILES_PER_ROUND: usize = 64;
-/// Lines per chunk above which a chunk's lines are parsed in parallel.
-const PARALLEL_LINES: usize = 64;
+/// Files read and parsed at once: enough to keep every core busy while the
+/// reader thread applies and sends finished ones, few enough to bound memory.
+fn max_in_flight() -> usize {
+    rayon::current_num_threads() + 2
+}
+/// Chunks at least this large are cut into pieces parsed in parallel.
+const PARALLEL_BYTES: usize = 1 << 20;
+/// Target size of one such piece.
+const PIECE_BYTES: usize = 256 << 10;
 
 /// What the reader reads and how.
 #[derive(Debug, Clone)]
@@ -377,33 +382,49 @@ impl Reader {
     }
 
     /// Reads every dirty file until none has complete unread lines.
+    ///
+    /// A pipeline, not rounds: up to [`max_in_flight`] files are read and
+    /// parsed on the rayon pool at once, each result is applied (and sent) as
+    /// soon as it is done, and a file with more to read is queued again. One
+    /// task per file at a time keeps each file's chunks in order.
     fn drain_pending(&mut self) -> Result<(), SinkGone> {
+        let (res_tx, res_rx) = crossbeam_channel::unbounded::<TaskResult>();
+        let mut queue: Vec<FileKey> = self.dirty.drain().collect();
+        queue.sort_unstable_by(|a, b| b.cmp(a));
+        let mut busy: HashSet<FileKey> = HashSet::new();
         let mut sent_any = false;
-        while !self.dirty.is_empty() {
-            if self.shutdown.is_triggered() {
-                return Ok(());
-            }
-            let mut keys: Vec<FileKey> = self.dirty.iter().copied().collect();
-            keys.sort();
-            keys.truncate(FILES_PER_ROUND);
-            let mut tasks = Vec::with_capacity(keys.len());
-            for key in keys {
-                self.dirty.remove(&key);
+        let limit = max_in_flight();
+        let max_line = self.opts.max_line_bytes;
+        let chunk_bytes = self.opts.read_chunk_bytes;
+        loop {
+            while busy.len() < limit && !self.shutdown.is_triggered() {
+                let Some(key) = queue.pop() else { break };
+                if busy.contains(&key) {
+                    self.dirty.insert(key);
+                    continue;
+                }
                 if let Some(task) = self.plan(key)? {
-                    tasks.push(task);
+                    busy.insert(key);
+                    let tx = res_tx.clone();
+                    rayon::spawn(move || {
+                        let _ = tx.send(run_task(task, chunk_bytes, max_line));
+                    });
                 }
             }
-            if tasks.is_empty() {
+            if busy.is_empty() {
+                // Files dirtied meanwhile (e.g. a finished task wanting more).
+                if self.dirty.is_empty() || self.shutdown.is_triggered() {
+                    break;
+                }
+                queue.extend(self.dirty.drain());
                 continue;
             }
-            let max_line = self.opts.max_line_bytes;
-            let chunk_bytes = self.opts.read_chunk_bytes;
-            let results: Vec<TaskResult> = tasks
-                .into_par_iter()
-                .map(|t| run_task(t, chunk_bytes, max_line))
-                .collect();
-            for r in results {
-                sent_any |= self.apply(r)?;
+            let r = res_rx.recv().expect("a task holds a sender");
+            busy.remove(&r.key);
+            let key = r.key;
+            sent_any |= self.apply(r)?;
+            if self.dirty.remove(&key) {
+                queue.push(key);
             }
         }
         if sent_any {
@@ -534,20 +555,23 @@ impl Reader {
     }
 }
 
-/// Reads `len` bytes at `start` into `buf` (fewer at end of file).
-fn read_at(file: &File, start: u64, len: usize, buf: &mut Vec<u8>) -> std::io::Result<()> {
-    buf.clear();
-    buf.resize(len, 0);
+/// Reads up to `len` bytes at `start` into `buf[..len]` and returns how many
+/// were read (fewer at end of file). `buf` is grown to `len + PADDING` but never
+/// shrunk or re-zeroed: the reused buffer's old bytes past the read serve as
+/// the parser's padding.
+fn read_at(file: &File, start: u64, len: usize, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+    if buf.len() < len + PADDING {
+        buf.resize(len + PADDING, 0);
+    }
     let mut got = 0;
     while got < len {
-        let n = file.read_at(&mut buf[got..], start + got as u64)?;
+        let n = file.read_at(&mut buf[got..len], start + got as u64)?;
         if n == 0 {
             break;
         }
         got += n;
     }
-    buf.truncate(got);
-    Ok(())
+    Ok(got)
 }
 
 /// Looks for the newline ending an over-long line, from `from` to `size`.
@@ -560,14 +584,14 @@ fn find_newline(
     let mut pos = from;
     while pos < size {
         let len = ((size - pos) as usize).min(1 << 20);
-        read_at(file, pos, len, buf)?;
-        if buf.is_empty() {
+        let n = read_at(file, pos, len, buf)?;
+        if n == 0 {
             break;
         }
-        if let Some(i) = memchr::memchr(b'\n', buf) {
+        if let Some(i) = memchr::memchr(b'\n', &buf[..n]) {
             return Ok(Some(pos + i as u64));
         }
-        pos += buf.len() as u64;
+        pos += n as u64;
     }
     Ok(None)
 }
@@ -628,15 +652,15 @@ fn read_task(
     }
     let available = task.size - task.start;
     let len = (available as usize).min(chunk_bytes);
-    read_at(&task.file, task.start, len, buf)?;
-    let mut complete = lines::complete_prefix_len(buf);
-    if complete == 0 && (buf.len() as u64) < available {
+    let mut n = read_at(&task.file, task.start, len, buf)?;
+    let mut complete = lines::complete_prefix_len(&buf[..n]);
+    if complete == 0 && (n as u64) < available {
         // One line longer than a chunk: read up to the line limit.
         let len = (available as usize).min(max_line + 1);
-        read_at(&task.file, task.start, len, buf)?;
-        complete = lines::complete_prefix_len(buf);
-        if complete == 0 && buf.len() > max_line {
-            let scanned = task.start + buf.len() as u64;
+        n = read_at(&task.file, task.start, len, buf)?;
+        complete = lines::complete_prefix_len(&buf[..n]);
+        if complete == 0 && n > max_line {
+            let scanned = task.start + n as u64;
             match find_newline(&task.file, scanned, task.size, buf)? {
                 Some(nl) => {
                     result.chunk = Some(too_long(nl + 1));
@@ -652,51 +676,110 @@ fn read_task(
         return Ok(result);
     }
     let end = task.start + complete as u64;
-    let (rows, bad, counts) = parse_lines(&mut buf[..complete], task.start, &task.ctx, max_line);
+    let (rows, bad, counts) = parse_lines(buf, complete, task.start, &task.ctx, max_line);
     result.chunk = Some((end, rows, bad, counts));
     // More to read when this read stopped short of the end of the file.
-    result.more = end < task.size && (buf.len() as u64) < available;
+    result.more = end < task.size && (n as u64) < available;
     Ok(result)
 }
 
-/// Parses complete lines (in parallel when there are many). `base` is the
-/// file offset of `buf[0]`.
+type Parsed3 = (Vec<crate::record::UsageRow>, Vec<BadLine>, LineCounts);
+
+/// Parses the complete lines in `buf[..end]`; `base` is the file offset of
+/// `buf[0]`. Bytes of `buf` past `end` (at least [`PADDING`] of them when the
+/// caller can afford it) let the parser work in place. Large chunks are cut at
+/// line boundaries into pieces parsed in parallel; results keep file order.
 pub fn parse_lines(
     buf: &mut [u8],
+    end: usize,
     base: u64,
     ctx: &SourceContext,
     max_line: usize,
-) -> (Vec<crate::record::UsageRow>, Vec<BadLine>, LineCounts) {
-    let lines = lines::split_lines_mut(buf);
-    let parse_one = |(off, line): (usize, &mut [u8])| -> (u64, Parsed, Option<String>) {
-        let offset = base + off as u64;
-        if line.len() > max_line {
-            return (
-                offset,
-                Parsed::Malformed(MalformedKind::TooLong),
-                Some(head_of(line)),
-            );
+) -> Parsed3 {
+    if end < PARALLEL_BYTES {
+        return parse_piece(buf, end, base, ctx, max_line);
+    }
+    // Cut points just after a newline, about PIECE_BYTES apart.
+    let mut cuts = vec![0usize];
+    let mut pos = PIECE_BYTES;
+    while pos < end {
+        match memchr::memchr(b'\n', &buf[pos..end]) {
+            Some(i) if pos + i + 1 < end => {
+                cuts.push(pos + i + 1);
+                pos = pos + i + 1 + PIECE_BYTES;
+            }
+            _ => break,
         }
-        let mut head = [0u8; BAD_LINE_HEAD];
-        let n = line.len().min(BAD_LINE_HEAD);
-        head[..n].copy_from_slice(&line[..n]);
-        let mut parser = PARSER.with(|p| p.borrow_mut().take()).unwrap_or_default();
-        let parsed = parser.classify(line, ctx, offset);
-        PARSER.with(|p| *p.borrow_mut() = Some(parser));
-        let head = matches!(parsed, Parsed::Malformed(_))
-            .then(|| String::from_utf8_lossy(&head[..n]).into_owned());
-        (offset, parsed, head)
-    };
-    let parsed: Vec<(u64, Parsed, Option<String>)> = if lines.len() > PARALLEL_LINES {
-        lines.into_par_iter().map(parse_one).collect()
-    } else {
-        lines.into_iter().map(parse_one).collect()
-    };
+    }
+    let mut pieces: Vec<(u64, usize, &mut [u8])> = Vec::with_capacity(cuts.len());
+    let mut rest = buf;
+    let mut consumed = 0usize;
+    for w in cuts.windows(2) {
+        let (piece, tail) = rest.split_at_mut(w[1] - w[0]);
+        pieces.push((base + consumed as u64, piece.len(), piece));
+        consumed += w[1] - w[0];
+        rest = tail;
+    }
+    // The last piece keeps the buffer's tail as its padding.
+    pieces.push((base + consumed as u64, end - consumed, rest));
+    let parts: Vec<Parsed3> = pieces
+        .into_par_iter()
+        .map(|(off, len, piece)| parse_piece(piece, len, off, ctx, max_line))
+        .collect();
+    let mut out: Parsed3 = (Vec::new(), Vec::new(), LineCounts::default());
+    for (rows, bad, c) in parts {
+        out.0.extend(rows);
+        out.1.extend(bad);
+        out.2.usage += c.usage;
+        out.2.other += c.other;
+        out.2.blank += c.blank;
+        out.2.malformed += c.malformed;
+    }
+    out
+}
+
+/// Parses the lines of `buf[..end]` one after the other.
+fn parse_piece(
+    buf: &mut [u8],
+    end: usize,
+    base: u64,
+    ctx: &SourceContext,
+    max_line: usize,
+) -> Parsed3 {
+    let mut parser = PARSER.with(|p| p.borrow_mut().take()).unwrap_or_default();
     let mut rows = Vec::new();
     let mut bad = Vec::new();
     let mut counts = LineCounts::default();
-    for (offset, p, head) in parsed {
-        match p {
+    let mut pos = 0usize;
+    while pos < end {
+        let nl = memchr::memchr(b'\n', &buf[pos..end]).map_or(end, |i| pos + i);
+        let mut line_end = nl;
+        if line_end > pos && buf[line_end - 1] == b'\r' {
+            line_end -= 1;
+        }
+        let len = line_end - pos;
+        let offset = base + pos as u64;
+        let parsed = if len > max_line {
+            Parsed::Malformed(MalformedKind::TooLong)
+        } else {
+            let mut head = [0u8; BAD_LINE_HEAD];
+            let n = len.min(BAD_LINE_HEAD);
+            head[..n].copy_from_slice(&buf[pos..pos + n]);
+            let parsed = if buf.len() - pos >= len + PADDING {
+                parser.classify_padded(&mut buf[pos..], len, ctx, offset)
+            } else {
+                parser.classify(&mut buf[pos..line_end], ctx, offset)
+            };
+            if let Parsed::Malformed(kind) = parsed {
+                bad.push(BadLine {
+                    offset,
+                    kind,
+                    head: String::from_utf8_lossy(&head[..n]).into_owned(),
+                });
+            }
+            parsed
+        };
+        match parsed {
             Parsed::Blank => counts.blank += 1,
             Parsed::Other => counts.other += 1,
             Parsed::Usage(row) => {
@@ -705,14 +788,18 @@ pub fn parse_lines(
             }
             Parsed::Malformed(kind) => {
                 counts.malformed += 1;
-                bad.push(BadLine {
-                    offset,
-                    kind,
-                    head: head.unwrap_or_default(),
-                });
+                if kind == MalformedKind::TooLong {
+                    bad.push(BadLine {
+                        offset,
+                        kind,
+                        head: head_of(&buf[pos..line_end]),
+                    });
+                }
             }
         }
+        pos = nl + 1;
     }
+    PARSER.with(|p| *p.borrow_mut() = Some(parser));
     (rows, bad, counts)
 }
 

@@ -57,6 +57,8 @@ pub struct ConnectOptions {
     pub password: Secret,
     /// Per-request timeout.
     pub request_timeout: Duration,
+    /// LZ4-compress request and response bodies.
+    pub compress: bool,
 }
 
 /// A ClickHouse server with tokenbridge's schema.
@@ -99,6 +101,11 @@ impl ChClient {
     /// not touch the schema.
     pub async fn connect(opts: &ConnectOptions) -> Result<ChClient, ChError> {
         let mut base = clickhouse::Client::default()
+            .with_compression(if opts.compress {
+                clickhouse::Compression::Lz4
+            } else {
+                clickhouse::Compression::None
+            })
             .with_url(opts.url.clone())
             .with_user(opts.user.clone())
             .with_validation(false);

@@ -72,6 +72,7 @@ impl TestClickHouse {
                 user: "default".into(),
                 password: Secret::default(),
                 request_timeout: Duration::from_secs(30),
+                compress: false,
             }))
             .unwrap();
         rt.block_on(c.ensure_schema()).unwrap();
