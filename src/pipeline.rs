@@ -123,7 +123,7 @@ pub fn run(
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<Summary> {
     let started = Instant::now();
-    let state = StateDir::open(&config.state.dir)?;
+    let state = StateDir::open_wait(&config.state.dir, Duration::from_secs(10))?;
     let conn = connect(config, Some(&state))?;
     let mut index = DedupIndex::new();
     let load_started = Instant::now();

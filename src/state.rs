@@ -76,6 +76,20 @@ impl StateDir {
         })
     }
 
+    /// Like [`StateDir::open`], but waits up to `timeout` for a lock held by a
+    /// short-lived command (a report) to be released.
+    pub fn open_wait(dir: &Path, timeout: std::time::Duration) -> Result<StateDir, StateError> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            match StateDir::open(dir) {
+                Err(StateError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// The folder.
     pub fn path(&self) -> &Path {
         &self.dir
