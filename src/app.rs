@@ -124,6 +124,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 "blankLines": m.lines_blank.load(Relaxed),
                 "malformedLines": m.malformed_total(),
                 "rowsInserted": m.rows_inserted.load(Relaxed),
+                "rowsRejected": m.rows_rejected.load(Relaxed),
                 "duplicatesDropped": m.duplicates_dropped.load(Relaxed),
                 "fileErrors": m.file_errors.load(Relaxed),
                 "elapsedSeconds": secs,

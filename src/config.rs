@@ -87,6 +87,8 @@ pub struct Config {
     pub log: LogConfig,
     /// `[service]`.
     pub service: ServiceConfig,
+    /// `[dedup]`.
+    pub dedup: DedupConfig,
 }
 
 /// `[service]`: process life cycle.
@@ -116,6 +118,17 @@ pub struct WatchConfig {
 pub struct StateConfig {
     /// State folder; created with mode 0700 if missing.
     pub dir: PathBuf,
+    /// The dead-letter file is rotated at this size.
+    pub dead_letter_max_bytes: u64,
+    /// Rotated dead-letter files kept.
+    pub dead_letter_files: usize,
+}
+
+/// `[dedup]`: the in-memory dedup index.
+#[derive(Debug, Clone)]
+pub struct DedupConfig {
+    /// Keys remembered at most (see [`crate::dedup::DedupIndex`]).
+    pub max_keys: usize,
 }
 
 /// `[clickhouse]`: where rows go.
@@ -225,6 +238,14 @@ struct RawConfig {
     log: RawLog,
     #[serde(default)]
     service: RawService,
+    #[serde(default)]
+    dedup: RawDedup,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDedup {
+    max_keys: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -246,6 +267,8 @@ struct RawWatch {
 #[serde(deny_unknown_fields)]
 struct RawState {
     dir: Option<String>,
+    dead_letter_max_bytes: Option<u64>,
+    dead_letter_files: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -391,6 +414,26 @@ impl Validator<'_> {
                     .as_deref()
                     .unwrap_or("~/.local/state/tokenbridge"),
             )?,
+            dead_letter_max_bytes: self.range(
+                "state.dead_letter_max_bytes",
+                raw.state.dead_letter_max_bytes.unwrap_or(64 << 20),
+                4096,
+                1 << 40,
+            )?,
+            dead_letter_files: self.range(
+                "state.dead_letter_files",
+                raw.state.dead_letter_files.unwrap_or(3),
+                0,
+                100,
+            )? as usize,
+        };
+        let dedup = DedupConfig {
+            max_keys: self.range(
+                "dedup.max_keys",
+                raw.dedup.max_keys.unwrap_or(5_000_000),
+                1000,
+                1 << 34,
+            )? as usize,
         };
 
         let c = raw.clickhouse;
@@ -483,7 +526,7 @@ impl Validator<'_> {
         )?;
         let retry_max = self.range(
             "batch.retry_max_ms",
-            b.retry_max_ms.unwrap_or(10_000),
+            b.retry_max_ms.unwrap_or(3_000),
             1,
             3_600_000,
         )?;
@@ -514,7 +557,7 @@ impl Validator<'_> {
             )?),
             channel_capacity: self.range(
                 "batch.channel_capacity",
-                b.channel_capacity.unwrap_or(16),
+                b.channel_capacity.unwrap_or(4),
                 1,
                 4096,
             )? as usize,
@@ -554,6 +597,7 @@ impl Validator<'_> {
             batch,
             log,
             service,
+            dedup,
         })
     }
 }

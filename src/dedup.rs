@@ -89,16 +89,66 @@ pub enum Offer {
     Dropped,
 }
 
-/// Best known version per key.
-#[derive(Default)]
+type KeyMap = HashMap<KeyHash, u64, BuildHasherDefault<PassThroughHasher>>;
+
+/// Best known version per key, for at most `max_keys` keys.
+///
+/// Bounded by two generations: new keys go into the current map; when it
+/// holds half the limit, the previous generation is dropped and the current
+/// one becomes previous. A key found in the previous generation is moved back
+/// into the current one, so keys in use survive. A key evicted this way is
+/// forgotten: a later entry of it is inserted again, and ClickHouse's
+/// `ReplacingMergeTree` + `FINAL` keeps the higher version on read, so totals
+/// stay exact; only "first seen wins a tie" is then decided by ClickHouse.
 pub struct DedupIndex {
-    map: HashMap<KeyHash, u64, BuildHasherDefault<PassThroughHasher>>,
+    current: KeyMap,
+    previous: KeyMap,
+    max_keys: usize,
+    evicted: u64,
+}
+
+impl Default for DedupIndex {
+    fn default() -> Self {
+        Self::with_max_keys(usize::MAX)
+    }
 }
 
 impl DedupIndex {
-    /// An empty index.
+    /// An empty, unbounded index.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty index that remembers at most `max_keys` keys.
+    pub fn with_max_keys(max_keys: usize) -> Self {
+        DedupIndex {
+            current: KeyMap::default(),
+            previous: KeyMap::default(),
+            max_keys: max_keys.max(2),
+            evicted: 0,
+        }
+    }
+
+    /// Keys forgotten so far because of the limit.
+    pub fn evicted(&self) -> u64 {
+        self.evicted
+    }
+
+    fn rotate_if_full(&mut self) {
+        if self.current.len() >= self.max_keys / 2 {
+            self.evicted += self.previous.len() as u64;
+            self.previous = std::mem::take(&mut self.current);
+        }
+    }
+
+    fn known(&mut self, h: KeyHash) -> Option<u64> {
+        if let Some(v) = self.current.get(&h) {
+            return Some(*v);
+        }
+        let v = self.previous.remove(&h)?;
+        self.rotate_if_full();
+        self.current.insert(h, v);
+        Some(v)
     }
 
     /// Decides whether an entry of `key` with `version` should be inserted,
@@ -109,13 +159,14 @@ impl DedupIndex {
 
     /// [`DedupIndex::offer`] for an already hashed key.
     pub fn offer_hash(&mut self, h: KeyHash, version: u64) -> Offer {
-        match self.map.get_mut(&h) {
+        match self.known(h) {
             None => {
-                self.map.insert(h, version);
+                self.rotate_if_full();
+                self.current.insert(h, version);
                 Offer::New
             }
-            Some(known) if version > *known => {
-                *known = version;
+            Some(known) if version > known => {
+                self.current.insert(h, version);
                 Offer::Supersedes
             }
             Some(_) => Offer::Dropped,
@@ -124,24 +175,28 @@ impl DedupIndex {
 
     /// Records what ClickHouse already holds (start-up load).
     pub fn remember(&mut self, key: &str, version: u64) {
-        let v = self.map.entry(key_hash(key)).or_insert(version);
-        *v = (*v).max(version);
+        let h = key_hash(key);
+        let v = self.known(h).map_or(version, |k| k.max(version));
+        if !self.current.contains_key(&h) {
+            self.rotate_if_full();
+        }
+        self.current.insert(h, v);
     }
 
     /// Number of keys known.
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.current.len() + self.previous.len()
     }
 
     /// True when no key is known.
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.len() == 0
     }
 
     /// Heap bytes held by the index (table slots plus control bytes).
     pub fn heap_bytes(&self) -> usize {
         let slot = std::mem::size_of::<(KeyHash, u64)>() + 1;
-        self.map.capacity() * slot
+        (self.current.capacity() + self.previous.capacity()) * slot
     }
 }
 
@@ -178,6 +233,40 @@ mod tests {
         assert_eq!(idx.offer("other", version(true, 100)), Offer::New);
         assert_eq!(idx.offer("other", version(false, 1)), Offer::Supersedes);
         assert_eq!(idx.len(), 2);
+    }
+
+    #[test]
+    fn bounded_index_keeps_recent_keys_and_forgets_old_ones() {
+        let mut idx = DedupIndex::with_max_keys(1000);
+        for i in 0..10_000 {
+            assert_eq!(idx.offer(&format!("k{i}"), 5), Offer::New);
+            // A key in steady use is never forgotten.
+            assert_eq!(
+                idx.offer("hot", 5),
+                if i == 0 { Offer::New } else { Offer::Dropped }
+            );
+        }
+        assert!(idx.len() <= 1000, "{}", idx.len());
+        assert!(idx.evicted() > 8000);
+        assert_eq!(idx.offer("k9999", 5), Offer::Dropped);
+        assert_eq!(idx.offer("k0", 5), Offer::New);
+    }
+
+    #[test]
+    fn bytes_per_key_at_one_million_keys() {
+        let mut idx = DedupIndex::new();
+        for i in 0..1_000_000u32 {
+            idx.offer_hash(
+                KeyHash([
+                    u64::from(i).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+                    u64::from(i),
+                ]),
+                1,
+            );
+        }
+        let per_key = idx.heap_bytes() as f64 / idx.len() as f64;
+        // 25 bytes a slot, hashbrown keeps 1/8 free and doubles: 28-57 bytes.
+        assert!((25.0..=60.0).contains(&per_key), "{per_key}");
     }
 
     #[test]

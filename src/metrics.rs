@@ -29,6 +29,8 @@ pub struct Metrics {
     pub batches_committed: AtomicU64,
     /// Failed insert attempts.
     pub insert_failures: AtomicU64,
+    /// Rows ClickHouse rejected as bad data (sent to the dead-letter file).
+    pub rows_rejected: AtomicU64,
     /// Files currently tracked by the reader.
     pub files_tracked: AtomicU64,
     /// Files discovered since start.

@@ -121,6 +121,17 @@ impl Default for LineParser {
 
 type Field<'t, 'i> = Option<TapeValue<'t, 'i>>;
 
+/// Where a malformed line may hide a complete entry: a writer that died
+/// mid-line, followed by a complete line, leaves `partial{"type":…}` on one
+/// line (or NUL padding before it). Every `{"` after the start is a candidate,
+/// tried from the left; an object nested in the broken line cannot pass for a
+/// whole line because the outer object's closing braces follow it.
+fn recovery_candidates(line: &[u8]) -> impl Iterator<Item = usize> + '_ {
+    memchr::memmem::find_iter(line, b"{\"")
+        .filter(|&i| i > 0)
+        .take(8)
+}
+
 impl LineParser {
     /// A parser with empty buffers; they grow to the largest line seen.
     pub fn new() -> Self {
@@ -151,6 +162,26 @@ impl LineParser {
     ) -> Parsed {
         debug_assert!(buf.len() >= len + PADDING);
         self.classify_impl(buf, len, true, ctx, offset)
+    }
+
+    /// After `line` was found malformed: if it ends with a complete entry
+    /// (see [`recovery_candidates`]), returns where that entry starts and its
+    /// class. The failed parse only touched the bytes before its error, which
+    /// lie before the hidden entry.
+    pub fn recover(
+        &mut self,
+        line: &mut [u8],
+        ctx: &SourceContext,
+        offset: u64,
+    ) -> Option<(usize, Parsed)> {
+        let candidates: Vec<usize> = recovery_candidates(line).collect();
+        for start in candidates {
+            match self.classify(&mut line[start..], ctx, offset + start as u64) {
+                Parsed::Malformed(_) | Parsed::Blank => continue,
+                p => return Some((start, p)),
+            }
+        }
+        None
     }
 
     fn classify_impl(
@@ -586,6 +617,36 @@ mod tests {
             p.classify_padded(&mut buf[..8 + PADDING], 8, &ctx(), 0),
             Parsed::Malformed(MalformedKind::InvalidJson)
         );
+    }
+
+    #[test]
+    fn recovers_an_entry_after_a_cut_line_or_nul_padding() {
+        let mut p = LineParser::new();
+        let cut = format!("{}{}", &LINE[..60], LINE);
+        let mut bytes = cut.clone().into_bytes();
+        assert!(matches!(
+            p.classify(&mut bytes, &ctx(), 100),
+            Parsed::Malformed(_)
+        ));
+        let mut bytes = cut.into_bytes();
+        let _ = p.classify(&mut bytes, &ctx(), 100);
+        let (start, parsed) = p.recover(&mut bytes, &ctx(), 100).expect("recovered");
+        assert_eq!(start, 60);
+        match parsed {
+            Parsed::Usage(r) => {
+                assert_eq!(r.key, "msg_1|req_1");
+                assert_eq!(r.source_offset, 160);
+            }
+            other => panic!("{other:?}"),
+        }
+        let mut nul = vec![0u8; 16];
+        nul.extend_from_slice(LINE.as_bytes());
+        let _ = p.classify(&mut nul.clone(), &ctx(), 0);
+        assert_eq!(p.recover(&mut nul, &ctx(), 0).map(|(s, _)| s), Some(16));
+        // Nothing to recover in plain garbage or valid nesting.
+        assert!(p
+            .recover(&mut b"{\"a\":{\"b\":".to_vec(), &ctx(), 0)
+            .is_none());
     }
 
     #[test]

@@ -15,6 +15,7 @@ use crate::ch::managed::{ManagedOptions, ManagedServer};
 use crate::ch::ChClient;
 use crate::checkpoint::CheckpointStore;
 use crate::config::{ClickHouseMode, Config};
+use crate::deadletter::DeadLetter;
 use crate::dedup::DedupIndex;
 use crate::metrics::Metrics;
 use crate::reader::{Reader, ReaderExit, ReaderOptions};
@@ -125,11 +126,14 @@ pub fn run(
     let started = Instant::now();
     let state = StateDir::open_wait(&config.state.dir, Duration::from_secs(10))?;
     let conn = connect(config, Some(&state))?;
-    let mut index = DedupIndex::new();
+    let mut index = DedupIndex::with_max_keys(config.dedup.max_keys);
     let load_started = Instant::now();
     let known = conn
         .runtime
-        .block_on(conn.client.load_known_versions(&mut index))
+        .block_on(
+            conn.client
+                .load_known_versions(&mut index, config.dedup.max_keys / 2),
+        )
         .context("loading known dedup keys from clickhouse")?;
     tracing::info!(
         event = "dedup_index_loaded",
@@ -177,6 +181,11 @@ pub fn run(
         },
         metrics.clone(),
         shutdown.clone(),
+        DeadLetter::new(
+            state.path(),
+            config.state.dead_letter_max_bytes,
+            config.state.dead_letter_files,
+        ),
     );
     let sink_thread = std::thread::Builder::new()
         .name("tokenbridge-sink".into())

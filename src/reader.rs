@@ -776,6 +776,15 @@ fn parse_piece(
                     kind,
                     head: String::from_utf8_lossy(&head[..n]).into_owned(),
                 });
+                // The bad prefix is counted; a complete entry after it is kept.
+                match parser.recover(&mut buf[pos..line_end], ctx, offset) {
+                    Some((_, Parsed::Usage(row))) => {
+                        counts.usage += 1;
+                        rows.push(*row);
+                    }
+                    Some((_, Parsed::Other)) => counts.other += 1,
+                    _ => {}
+                }
             }
             parsed
         };

@@ -18,6 +18,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use crate::ch::{ChClient, ChError};
 use crate::checkpoint::CheckpointStore;
 use crate::chunk::{FileIdentity, SinkMsg};
+use crate::deadletter::DeadLetter;
 use crate::dedup::{key_hash, DedupIndex, KeyHash, Offer};
 use crate::fingerprint::FileKey;
 use crate::metrics::Metrics;
@@ -95,6 +96,15 @@ pub struct Sink {
     failing_since: Option<Instant>,
     last_failure_log: Option<Instant>,
     checkpoint_failing: bool,
+    dead_letter: DeadLetter,
+}
+
+/// Why an insert did not go through.
+enum InsertError {
+    /// ClickHouse refused the data; retrying the same rows cannot help.
+    Rejected(ChError),
+    /// The shutdown deadline passed while retrying.
+    Abandoned,
 }
 
 impl Sink {
@@ -110,8 +120,10 @@ impl Sink {
         opts: SinkOptions,
         metrics: Arc<Metrics>,
         shutdown: Shutdown,
+        dead_letter: DeadLetter,
     ) -> Sink {
         Sink {
+            dead_letter,
             rx,
             client,
             runtime,
@@ -139,6 +151,7 @@ impl Sink {
                     self.batch.opened.get_or_insert_with(Instant::now);
                     for bad in &chunk.bad {
                         crate::logging::malformed_line(&chunk.file.path, bad);
+                        self.dead_letter.bad_line(&chunk.file.path, bad);
                     }
                     for row in chunk.rows {
                         self.accept(row);
@@ -221,15 +234,16 @@ impl Sink {
         let batch = std::mem::take(&mut self.batch);
         if !batch.rows.is_empty() {
             let started = Instant::now();
-            if !self.insert_with_retry(&batch.rows) {
+            let Some(inserted) = self.deliver(&batch.rows) else {
                 self.batch = batch;
                 return false;
-            }
+            };
+            crate::failpoint::hit("after_insert");
             let latency = started.elapsed();
             let bytes: usize = batch.bytes;
             self.metrics
                 .rows_inserted
-                .fetch_add(batch.rows.len() as u64, Relaxed);
+                .fetch_add(inserted as u64, Relaxed);
             self.metrics
                 .rows_superseding
                 .fetch_add(batch.superseding, Relaxed);
@@ -239,7 +253,7 @@ impl Sink {
                 .store(crate::logging::unix_ms(), Relaxed);
             tracing::info!(
                 event = "batch_committed",
-                rows = batch.rows.len(),
+                rows = inserted,
                 bytes,
                 latency_ms = latency.as_millis() as u64,
                 slow = latency > self.opts.slow_insert,
@@ -286,7 +300,37 @@ impl Sink {
         }
     }
 
-    fn insert_with_retry(&mut self, rows: &[UsageRow]) -> bool {
+    /// Inserts `rows`, retrying what can be retried. When ClickHouse rejects
+    /// the data, the batch is halved until the rejected rows are isolated; they
+    /// go to the dead-letter file, the rest is inserted. Returns how many rows
+    /// were inserted, or `None` when the shutdown deadline passed first.
+    fn deliver(&mut self, rows: &[UsageRow]) -> Option<usize> {
+        match self.insert_with_retry(rows) {
+            Ok(()) => Some(rows.len()),
+            Err(InsertError::Abandoned) => None,
+            Err(InsertError::Rejected(e)) if rows.len() == 1 => {
+                let row = &rows[0];
+                self.metrics.rows_rejected.fetch_add(1, Relaxed);
+                tracing::error!(
+                    event = "row_rejected",
+                    key = %row.key,
+                    file = %row.source_file,
+                    offset = row.source_offset,
+                    error = %e,
+                    "clickhouse rejected a row; written to the dead-letter file"
+                );
+                self.dead_letter.rejected_row(row, &e.to_string());
+                Some(0)
+            }
+            Err(InsertError::Rejected(e)) => {
+                tracing::warn!(event = "batch_rejected", rows = rows.len(), error = %e, "clickhouse rejected a batch; isolating the bad rows");
+                let (a, b) = rows.split_at(rows.len() / 2);
+                Some(self.deliver(a)? + self.deliver(b)?)
+            }
+        }
+    }
+
+    fn insert_with_retry(&mut self, rows: &[UsageRow]) -> Result<(), InsertError> {
         let mut attempt: u32 = 0;
         let mut delay = self.opts.retry_initial;
         loop {
@@ -304,17 +348,32 @@ impl Sink {
                             "inserts succeed again"
                         );
                     }
-                    return true;
+                    return Ok(());
+                }
+                Err(e @ ChError::Rejected { .. }) => {
+                    self.metrics.insert_failures.fetch_add(1, Relaxed);
+                    return Err(InsertError::Rejected(e));
                 }
                 Err(e) => {
                     self.metrics.insert_failures.fetch_add(1, Relaxed);
+                    if e.is_missing_schema() {
+                        // Someone dropped our table or database: create it again.
+                        if let Err(se) = self.runtime.block_on(self.client.ensure_schema()) {
+                            tracing::warn!(event = "schema_recreate_failed", error = %se, "cannot re-create the schema");
+                        } else {
+                            tracing::warn!(
+                                event = "schema_recreated",
+                                "tables were missing and have been created again"
+                            );
+                        }
+                    }
                     let deadline = self
                         .shutdown
                         .triggered_at()
                         .map(|t| t + self.opts.shutdown_timeout);
                     if deadline.is_some_and(|d| Instant::now() >= d) {
                         tracing::warn!(event = "insert_abandoned", rows = rows.len(), error = %e, "shutdown deadline passed; unacknowledged rows will be re-read on the next start");
-                        return false;
+                        return Err(InsertError::Abandoned);
                     }
                     let jitter = 0.8 + 0.4 * crate::logging::jitter_unit();
                     let wait = delay.mul_f64(jitter).min(self.opts.retry_max);

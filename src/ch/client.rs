@@ -221,9 +221,14 @@ impl ChClient {
         })
     }
 
-    /// Loads the best version of every key ClickHouse holds into `index`.
-    pub async fn load_known_versions(&self, index: &mut DedupIndex) -> Result<usize, ChError> {
-        let sql = schema::known_versions_query(&self.database);
+    /// Loads the best version of the `limit` most recent keys ClickHouse
+    /// holds into `index`.
+    pub async fn load_known_versions(
+        &self,
+        index: &mut DedupIndex,
+        limit: usize,
+    ) -> Result<usize, ChError> {
+        let sql = schema::known_versions_query(&self.database, limit);
         let fut = async {
             let mut cursor = self.client.query(&sql).fetch::<(String, u64)>()?;
             let mut n = 0usize;

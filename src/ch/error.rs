@@ -46,6 +46,7 @@ const REJECTED_CODES: &[u32] = &[
     72,  // CANNOT_PARSE_NUMBER
     117, // INCORRECT_DATA
     131, // TOO_LARGE_STRING_SIZE
+    395, // FUNCTION_THROW_IF_VALUE_IS_NON_ZERO (a table's own guard rejected a row)
 ];
 
 /// Codes for bad credentials or missing rights.
@@ -55,6 +56,12 @@ impl ChError {
     /// True when the same request may succeed later unchanged.
     pub fn is_retriable(&self) -> bool {
         matches!(self, ChError::Unreachable(_) | ChError::Server { .. })
+    }
+
+    /// True when the database or table is missing (dropped under us): the
+    /// schema should be created again before retrying.
+    pub fn is_missing_schema(&self) -> bool {
+        matches!(self, ChError::Server { code: 60 | 81, .. })
     }
 
     /// True when fresh credentials may help.

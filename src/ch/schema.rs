@@ -89,9 +89,12 @@ pub fn totals_query(db: &str) -> String {
     )
 }
 
-/// Best version per key, for the start-up dedup index load.
-pub fn known_versions_query(db: &str) -> String {
-    format!("SELECT key, max(version) FROM {db}.{MESSAGES} GROUP BY key")
+/// Best version per key, the `limit` most recently active keys, for the
+/// start-up dedup index load.
+pub fn known_versions_query(db: &str, limit: usize) -> String {
+    format!(
+        "SELECT key, max(version) FROM {db}.{MESSAGES} GROUP BY key ORDER BY max(ts_ms) DESC LIMIT {limit}"
+    )
 }
 
 #[cfg(test)]

@@ -150,6 +150,18 @@ pub fn write_config(
     watch: &[&Path],
     extra: &str,
 ) -> PathBuf {
+    write_config_with(dir, ch, db, watch, "", extra)
+}
+
+/// [`write_config`] with extra keys for the `[watch]` section.
+pub fn write_config_with(
+    dir: &Path,
+    ch: &TestClickHouse,
+    db: &str,
+    watch: &[&Path],
+    watch_extra: &str,
+    extra: &str,
+) -> PathBuf {
     let dirs: Vec<String> = watch
         .iter()
         .map(|p| format!("{:?}", p.display().to_string()))
@@ -158,6 +170,7 @@ pub fn write_config(
         r#"[watch]
 dirs = [{dirs}]
 rescan_interval_ms = 2000
+{watch_extra}
 
 [state]
 dir = {state:?}
