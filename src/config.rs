@@ -109,7 +109,7 @@ pub struct WatchConfig {
     pub rescan_interval: Duration,
     /// A line longer than this is rejected as `too_long` (default 64 MiB).
     pub max_line_bytes: usize,
-    /// At most this many bytes of one file are read per round (default 4 MiB).
+    /// At most this many bytes of one file are read per step (default 1 MiB).
     pub read_chunk_bytes: usize,
 }
 
@@ -400,7 +400,7 @@ impl Validator<'_> {
             max_line_bytes,
             read_chunk_bytes: self.range(
                 "watch.read_chunk_bytes",
-                w.read_chunk_bytes.unwrap_or(4 << 20),
+                w.read_chunk_bytes.unwrap_or(1 << 20),
                 4096,
                 1 << 30,
             )? as usize,

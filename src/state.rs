@@ -55,13 +55,19 @@ impl StateDir {
             .create(dir)
             .map_err(io)?;
         let lock_path = dir.join("state.lock");
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(&lock_path)
-            .map_err(io)?;
+        if !lock_path.exists() {
+            OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .mode(0o600)
+                .open(&lock_path)
+                .map_err(io)?;
+        }
+        // Held read-only: flock does not need write access, and an open
+        // writable file would keep the state dir's filesystem from being
+        // remounted read-only.
+        let lock = File::open(&lock_path).map_err(io)?;
         // SAFETY: flock on a file descriptor we own.
         let rc = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
         if rc != 0 {
