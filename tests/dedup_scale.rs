@@ -12,6 +12,8 @@ use common::*;
 const KEYS: u64 = 1_000_000;
 
 #[test]
+// The child is reaped with wait4 (for its peak RSS), which clippy cannot see.
+#[allow(clippy::zombie_processes)]
 fn one_million_keys_exact_with_bounded_memory() {
     let ch = TestClickHouse::start();
     let work = tempfile::tempdir().unwrap();
