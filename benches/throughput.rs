@@ -111,7 +111,7 @@ fn write_config(dir: &Path, url: &str, db: &str, watch: &Path) -> PathBuf {
     std::fs::write(
         &path,
         format!(
-            "[watch]\ndirs = [{:?}]\n[state]\ndir = {:?}\n[clickhouse]\nmode = \"external\"\nurl = \"{url}\"\ndatabase = \"{db}\"\n[log]\nlevel = \"warn\"\nformat = \"json\"\n",
+            "[watch]\ndirs = [{:?}]\n[state]\ndir = {:?}\n[clickhouse]\nmode = \"external\"\nurl = \"{url}\"\ndatabase = \"{db}\"\n[log]\nlevel = \"warn\"\nformat = \"json\"\n[http]\nenabled = false\n",
             watch.display().to_string(),
             dir.join(format!("{db}-state")).display().to_string()
         ),
@@ -248,7 +248,7 @@ fn main() {
                         let end = tokenbridge::lines::complete_prefix_len(d);
                         d.resize(d.len() + tokenbridge::parse::PADDING, 0);
                         tokenbridge::reader::parse_lines(d, end, 0, &ctx, 64 << 20)
-                            .2
+                            .counts
                             .usage
                     })
                     .sum()

@@ -92,8 +92,14 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             let c = load_config(&cli.config)?;
             crate::logging::init(&c.log.level, c.log.format);
             let shutdown = Shutdown::new();
-            install_signal_handlers(shutdown.clone())?;
-            let summary = pipeline::run(&c, Mode::Follow, shutdown, Arc::new(Metrics::default()))?;
+            let (reload_tx, reload_rx) = crossbeam_channel::unbounded();
+            install_signal_handlers(shutdown.clone(), Some((cli.config.clone(), reload_tx)))?;
+            let controls = pipeline::Controls {
+                shutdown,
+                metrics: Arc::new(Metrics::default()),
+                reload: Some(reload_rx),
+            };
+            let summary = pipeline::run(&c, Mode::Follow, controls)?;
             tracing::info!(
                 event = "shutdown_complete",
                 clean = summary.sink != SinkExit::Abandoned,
@@ -106,10 +112,14 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             let c = load_config(&cli.config)?;
             crate::logging::init(&c.log.level, c.log.format);
             let shutdown = Shutdown::new();
-            install_signal_handlers(shutdown.clone())?;
+            install_signal_handlers(shutdown.clone(), None)?;
             let metrics = Arc::new(Metrics::default());
             let progress = Progress::start(metrics.clone());
-            let summary = pipeline::run(&c, Mode::Backfill(paths), shutdown, metrics.clone());
+            let summary = pipeline::run(
+                &c,
+                Mode::Backfill(paths),
+                pipeline::Controls::new(shutdown, metrics.clone()),
+            );
             progress.finish();
             let summary = summary?;
             let m = &summary.metrics;
@@ -178,14 +188,23 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
 
 /// First SIGTERM/SIGINT: graceful shutdown. A second one: exit at once (the
 /// state on disk is always consistent, only in-flight work is lost and re-read).
-fn install_signal_handlers(shutdown: Shutdown) -> anyhow::Result<()> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
+/// SIGHUP (when `reload` is given): re-read the config file; a valid one is
+/// sent to the pipeline, an invalid one is logged and the old one stays.
+fn install_signal_handlers(
+    shutdown: Shutdown,
+    reload: Option<(PathBuf, crossbeam_channel::Sender<Config>)>,
+) -> anyhow::Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
         .context("installing signal handlers")?;
     std::thread::Builder::new()
         .name("tokenbridge-signals".into())
         .spawn(move || {
             for sig in signals.forever() {
+                if sig == SIGHUP {
+                    reload_config(reload.as_ref());
+                    continue;
+                }
                 if shutdown.is_triggered() {
                     tracing::warn!(
                         event = "shutdown_forced",
@@ -204,6 +223,25 @@ fn install_signal_handlers(shutdown: Shutdown) -> anyhow::Result<()> {
         })
         .context("starting the signal thread")?;
     Ok(())
+}
+
+fn reload_config(reload: Option<&(PathBuf, crossbeam_channel::Sender<Config>)>) {
+    let Some((path, tx)) = reload else {
+        tracing::info!(
+            event = "config_reload_ignored",
+            "SIGHUP ignored: not running as a daemon"
+        );
+        return;
+    };
+    match Config::load(path) {
+        Ok(c) => {
+            tracing::info!(event = "config_reload_requested", file = %path.display(), "reloading configuration");
+            let _ = tx.send(c);
+        }
+        Err(e) => {
+            tracing::error!(event = "config_reload_failed", file = %path.display(), error = %e, "new configuration rejected; keeping the old one");
+        }
+    }
 }
 
 /// Backfill progress: a bar on a terminal, a plain line every 5 s otherwise.

@@ -60,6 +60,8 @@ pub struct Chunk {
     pub bad: Vec<BadLine>,
     /// Lines by class.
     pub counts: LineCounts,
+    /// Line sizes: (bucket start, lines), see [`crate::sizes`].
+    pub line_sizes: Vec<(u64, u64)>,
 }
 
 /// A message to the sink.

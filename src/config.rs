@@ -71,7 +71,7 @@ pub enum LogFormat {
 }
 
 /// The whole configuration, after defaults and path resolution.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// The file this was loaded from (for messages and reloads).
     pub source: PathBuf,
@@ -89,10 +89,23 @@ pub struct Config {
     pub service: ServiceConfig,
     /// `[dedup]`.
     pub dedup: DedupConfig,
+    /// `[http]`.
+    pub http: HttpConfig,
+}
+
+/// `[http]`: the metrics and health endpoint.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpConfig {
+    /// Serve it at all.
+    pub enabled: bool,
+    /// Address to bind (loopback by default).
+    pub listen: std::net::SocketAddr,
+    /// `/ready` fails when uncommitted work waits longer than this.
+    pub ready_max_lag: Duration,
 }
 
 /// `[service]`: process life cycle.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ServiceConfig {
     /// After SIGTERM/SIGINT, how long to keep trying to deliver what is in
     /// flight before exiting anyway (undelivered bytes are re-read next start).
@@ -100,7 +113,7 @@ pub struct ServiceConfig {
 }
 
 /// `[watch]`: which files to tail and how.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct WatchConfig {
     /// Folders searched for `**/*.jsonl`. A folder that does not exist yet is
     /// picked up when it appears.
@@ -114,7 +127,7 @@ pub struct WatchConfig {
 }
 
 /// `[state]`: where checkpoints (and managed ClickHouse data) live.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct StateConfig {
     /// State folder; created with mode 0700 if missing.
     pub dir: PathBuf,
@@ -125,14 +138,14 @@ pub struct StateConfig {
 }
 
 /// `[dedup]`: the in-memory dedup index.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DedupConfig {
     /// Keys remembered at most (see [`crate::dedup::DedupIndex`]).
     pub max_keys: usize,
 }
 
 /// `[clickhouse]`: where rows go.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ClickHouseConfig {
     /// `managed` (default) or `external`.
     pub mode: ClickHouseMode,
@@ -196,7 +209,7 @@ impl ClickHouseConfig {
 }
 
 /// `[batch]`: how rows are grouped into inserts.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct BatchConfig {
     /// Flush when a batch has this many rows.
     pub max_rows: usize,
@@ -215,7 +228,7 @@ pub struct BatchConfig {
 }
 
 /// `[log]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LogConfig {
     /// `error`, `warn`, `info`, `debug` or `trace`; `RUST_LOG` overrides.
     pub level: String,
@@ -240,6 +253,16 @@ struct RawConfig {
     service: RawService,
     #[serde(default)]
     dedup: RawDedup,
+    #[serde(default)]
+    http: RawHttp,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawHttp {
+    enabled: Option<bool>,
+    listen: Option<String>,
+    ready_max_lag_seconds: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -589,6 +612,23 @@ impl Validator<'_> {
             )?),
         };
 
+        let listen = raw.http.listen.as_deref().unwrap_or("127.0.0.1:9464");
+        let http = HttpConfig {
+            enabled: raw.http.enabled.unwrap_or(true),
+            listen: listen.parse().map_err(|_| {
+                self.invalid(
+                    "http.listen",
+                    format!("{listen:?} is not an ip:port address"),
+                )
+            })?,
+            ready_max_lag: Duration::from_secs(self.range(
+                "http.ready_max_lag_seconds",
+                raw.http.ready_max_lag_seconds.unwrap_or(300),
+                1,
+                86_400,
+            )?),
+        };
+
         Ok(Config {
             source: self.file.to_path_buf(),
             watch,
@@ -598,6 +638,7 @@ impl Validator<'_> {
             log,
             service,
             dedup,
+            http,
         })
     }
 }
@@ -639,6 +680,17 @@ mod tests {
             .unwrap()
             .clickhouse;
         assert!(c.compress_for("http://127.0.0.1:1"));
+    }
+
+    #[test]
+    fn http_listen_is_validated() {
+        let c = load("").unwrap();
+        assert!(c.http.enabled);
+        assert_eq!(c.http.listen.to_string(), "127.0.0.1:9464");
+        let e = load("[http]\nlisten = \"localhost\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("http.listen"), "{e}");
     }
 
     #[test]

@@ -10,33 +10,57 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use tracing_subscriber::EnvFilter;
+use std::sync::OnceLock;
+
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{fmt, reload, EnvFilter, Registry};
 
 use crate::chunk::BadLine;
 use crate::config::LogFormat;
+
+static FILTER: OnceLock<reload::Handle<EnvFilter, Registry>> = OnceLock::new();
 
 /// Installs the global subscriber. `RUST_LOG` overrides `level`. Safe to call
 /// more than once (later calls are ignored).
 pub fn init(level: &str, format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let (filter, handle) = reload::Layer::new(filter);
     let json = match format {
         LogFormat::Json => true,
         LogFormat::Text => false,
         LogFormat::Auto => !std::io::stderr().is_terminal(),
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false);
-    let _ = if json {
-        builder
+    let json_layer = json.then(|| {
+        fmt::layer()
             .json()
             .flatten_event(true)
             .with_current_span(false)
-            .try_init()
-    } else {
-        builder.try_init()
-    };
+            .with_span_list(false)
+            .with_target(false)
+            .with_writer(std::io::stderr)
+    });
+    let text_layer = (!json).then(|| fmt::layer().with_target(false).with_writer(std::io::stderr));
+    if tracing_subscriber::registry()
+        .with(filter)
+        .with(json_layer)
+        .with(text_layer)
+        .try_init()
+        .is_ok()
+    {
+        let _ = FILTER.set(handle);
+    }
+}
+
+/// Changes the log level at run time (config reload). `RUST_LOG`, when set,
+/// still wins.
+pub fn set_level(level: &str) {
+    if std::env::var_os("RUST_LOG").is_some() {
+        return;
+    }
+    if let Some(h) = FILTER.get() {
+        let _ = h.reload(EnvFilter::new(level));
+    }
 }
 
 /// Milliseconds since the Unix epoch.

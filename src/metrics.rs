@@ -5,9 +5,10 @@
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
 use crate::parse::MalformedKind;
+use crate::sizes::SizeBuckets;
 
 /// Pipeline counters. Every field counts since process start.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Metrics {
     /// Bytes of complete lines read from source files.
     pub bytes_read: AtomicU64,
@@ -43,6 +44,50 @@ pub struct Metrics {
     pub backlog_bytes: AtomicU64,
     /// 1 while the last insert attempt failed.
     pub clickhouse_down: AtomicU64,
+    /// Bytes whose rows ClickHouse acknowledged (checkpoints advanced over them).
+    pub bytes_committed: AtomicU64,
+    /// Chunks waiting in the channel to the sink.
+    pub channel_depth: AtomicU64,
+    /// Keys in the dedup index.
+    pub dedup_keys: AtomicU64,
+    /// Keys the dedup index forgot because of its limit.
+    pub dedup_evicted: AtomicU64,
+    /// Line and batch sizes by bucket.
+    pub sizes: SizeBuckets,
+    /// Latency of acknowledged inserts, seconds.
+    pub batch_latency: prometheus_client::metrics::histogram::Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            bytes_read: AtomicU64::default(),
+            lines_usage: AtomicU64::default(),
+            lines_other: AtomicU64::default(),
+            lines_blank: AtomicU64::default(),
+            lines_malformed: Default::default(),
+            rows_inserted: AtomicU64::default(),
+            rows_superseding: AtomicU64::default(),
+            duplicates_dropped: AtomicU64::default(),
+            batches_committed: AtomicU64::default(),
+            insert_failures: AtomicU64::default(),
+            rows_rejected: AtomicU64::default(),
+            files_tracked: AtomicU64::default(),
+            files_discovered: AtomicU64::default(),
+            file_errors: AtomicU64::default(),
+            last_commit_unix_ms: AtomicI64::default(),
+            backlog_bytes: AtomicU64::default(),
+            clickhouse_down: AtomicU64::default(),
+            bytes_committed: AtomicU64::default(),
+            channel_depth: AtomicU64::default(),
+            dedup_keys: AtomicU64::default(),
+            dedup_evicted: AtomicU64::default(),
+            sizes: SizeBuckets::default(),
+            batch_latency: prometheus_client::metrics::histogram::Histogram::new([
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
+        }
+    }
 }
 
 impl Metrics {

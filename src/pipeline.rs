@@ -17,8 +17,11 @@ use crate::checkpoint::CheckpointStore;
 use crate::config::{ClickHouseMode, Config};
 use crate::deadletter::DeadLetter;
 use crate::dedup::DedupIndex;
+use crate::health::Health;
+use crate::http::HttpState;
 use crate::metrics::Metrics;
-use crate::reader::{Reader, ReaderExit, ReaderOptions};
+use crate::notify::Notifier;
+use crate::reader::{Reader, ReaderCtrl, ReaderExit, ReaderOptions};
 use crate::shutdown::Shutdown;
 use crate::sink::{Sink, SinkExit, SinkOptions};
 use crate::state::StateDir;
@@ -115,17 +118,22 @@ pub fn connect(config: &Config, state: Option<&StateDir>) -> anyhow::Result<Conn
     })
 }
 
-/// Runs the pipeline: the daemon (`Mode::Follow`) until `shutdown`, or a
-/// backfill until everything present is acknowledged.
-pub fn run(
-    config: &Config,
-    mode: Mode,
-    shutdown: Shutdown,
-    metrics: Arc<Metrics>,
-) -> anyhow::Result<Summary> {
+/// Runs the pipeline: the daemon (`Mode::Follow`) until `controls.shutdown`,
+/// or a backfill until everything present is acknowledged. New configs sent
+/// on `controls.reload` are applied while it runs.
+pub fn run(config: &Config, mode: Mode, controls: Controls) -> anyhow::Result<Summary> {
+    let Controls {
+        shutdown,
+        metrics,
+        reload,
+    } = controls;
     let started = Instant::now();
+    let notifier = Arc::new(Notifier::from_env());
+    notifier.status("opening the state dir");
     let state = StateDir::open_wait(&config.state.dir, Duration::from_secs(10))?;
+    notifier.status("connecting to clickhouse");
     let conn = connect(config, Some(&state))?;
+    notifier.status("loading the dedup index from clickhouse");
     let mut index = DedupIndex::with_max_keys(config.dedup.max_keys);
     let load_started = Instant::now();
     let known = conn
@@ -145,13 +153,16 @@ pub fn run(
     let store = CheckpointStore::load(state.path())?;
     let checkpoints = store.entries().cloned().collect();
 
+    let health = Arc::new(Health::default());
     let (tx, rx) = crossbeam_channel::bounded(config.batch.channel_capacity);
+    let (reader_ctrl, reader_ctrl_rx) = crossbeam_channel::unbounded();
+    let (sink_ctrl, sink_ctrl_rx) = crossbeam_channel::unbounded();
     let (dirs, follow) = match &mode {
         Mode::Follow => (config.watch.dirs.clone(), true),
         Mode::Backfill(paths) if paths.is_empty() => (config.watch.dirs.clone(), false),
         Mode::Backfill(paths) => (paths.clone(), false),
     };
-    let reader = Reader::new(
+    let reader = Reader::with_control(
         ReaderOptions {
             dirs,
             rescan_interval: config.watch.rescan_interval,
@@ -163,6 +174,8 @@ pub fn run(
         tx,
         shutdown.clone(),
         metrics.clone(),
+        health.clone(),
+        reader_ctrl_rx,
     );
     let sink = Sink::new(
         rx,
@@ -170,15 +183,7 @@ pub fn run(
         conn.runtime.handle().clone(),
         store,
         index,
-        SinkOptions {
-            max_rows: config.batch.max_rows,
-            max_bytes: config.batch.max_bytes,
-            flush_interval: config.batch.flush_interval,
-            retry_initial: config.batch.retry_initial,
-            retry_max: config.batch.retry_max,
-            shutdown_timeout: config.service.shutdown_timeout,
-            slow_insert: config.batch.slow_insert,
-        },
+        sink_options(config),
         metrics.clone(),
         shutdown.clone(),
         DeadLetter::new(
@@ -186,7 +191,11 @@ pub fn run(
             config.state.dead_letter_max_bytes,
             config.state.dead_letter_files,
         ),
+        health.clone(),
+        sink_ctrl_rx,
     );
+    health.reader_beat();
+    health.sink_beat();
     let sink_thread = std::thread::Builder::new()
         .name("tokenbridge-sink".into())
         .spawn(move || sink.run())
@@ -195,22 +204,224 @@ pub fn run(
         .name("tokenbridge-reader".into())
         .spawn(move || reader.run())
         .context("starting the reader thread")?;
+
+    if follow && config.http.enabled {
+        let http_state = Arc::new(HttpState::new(
+            metrics.clone(),
+            health.clone(),
+            config.http.ready_max_lag,
+        ));
+        let stop = shutdown.clone();
+        let bound = conn
+            .runtime
+            .block_on(crate::http::serve(
+                config.http.listen,
+                http_state,
+                async move {
+                    let rx = stop.receiver().clone();
+                    let _ = tokio::task::spawn_blocking(move || rx.recv()).await;
+                },
+            ))
+            .with_context(|| format!("binding the http endpoint on {}", config.http.listen))?;
+        tracing::info!(event = "http_listening", addr = %bound, "serving /metrics, /health and /ready");
+    }
+    health
+        .running
+        .store(true, std::sync::atomic::Ordering::Relaxed);
     tracing::info!(event = "pipeline_started", follow, "reading transcripts");
+    notifier.ready();
+    notifier.status("ingesting");
+    let supervisor = {
+        let (n, h, m, s) = (
+            notifier.clone(),
+            health.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        );
+        std::thread::Builder::new()
+            .name("tokenbridge-supervisor".into())
+            .spawn(move || supervise(&n, &h, &m, &s))
+            .context("starting the supervisor thread")?
+    };
+    let reloader = reload.map(|rx| {
+        let mut current = config.clone();
+        let s = shutdown.clone();
+        std::thread::spawn(move || loop {
+            crossbeam_channel::select! {
+                recv(rx) -> msg => match msg {
+                    Ok(new) => apply_reload(&mut current, new, &reader_ctrl, &sink_ctrl),
+                    Err(_) => return,
+                },
+                recv(s.receiver()) -> _ => return,
+            }
+        })
+    });
+
     let reader_exit = reader_thread.join().expect("reader thread panicked");
     let sink_exit = sink_thread.join().expect("sink thread panicked");
+    shutdown.trigger();
+    let _ = supervisor.join();
+    if let Some(r) = reloader {
+        let _ = r.join();
+    }
     tracing::info!(event = "pipeline_stopped", reader = ?reader_exit, sink = ?sink_exit, "pipeline stopped");
     if reader_exit == ReaderExit::SinkGone
         && sink_exit != SinkExit::Abandoned
+        && follow
         && !shutdown.is_triggered()
     {
         anyhow::bail!("the sink stopped unexpectedly");
     }
+    notifier.status("stopping clickhouse");
     drop(conn);
     Ok(Summary {
         sink: sink_exit,
         elapsed: started.elapsed(),
         metrics,
     })
+}
+
+/// What the caller controls while the pipeline runs.
+pub struct Controls {
+    /// Stops the pipeline (signals trigger it).
+    pub shutdown: Shutdown,
+    /// Counters, shared with the caller (progress bars, summaries).
+    pub metrics: Arc<Metrics>,
+    /// New configurations to apply (SIGHUP), already validated.
+    pub reload: Option<crossbeam_channel::Receiver<Config>>,
+}
+
+impl Controls {
+    /// Controls without reloads.
+    pub fn new(shutdown: Shutdown, metrics: Arc<Metrics>) -> Controls {
+        Controls {
+            shutdown,
+            metrics,
+            reload: None,
+        }
+    }
+}
+
+fn sink_options(config: &Config) -> SinkOptions {
+    SinkOptions {
+        max_rows: config.batch.max_rows,
+        max_bytes: config.batch.max_bytes,
+        flush_interval: config.batch.flush_interval,
+        retry_initial: config.batch.retry_initial,
+        retry_max: config.batch.retry_max,
+        shutdown_timeout: config.service.shutdown_timeout,
+        slow_insert: config.batch.slow_insert,
+    }
+}
+
+/// Applies what can change while running; names what needs a restart.
+fn apply_reload(
+    current: &mut Config,
+    new: Config,
+    reader: &crossbeam_channel::Sender<ReaderCtrl>,
+    sink: &crossbeam_channel::Sender<SinkOptions>,
+) {
+    let mut changed = Vec::new();
+    if new.watch.dirs != current.watch.dirs {
+        let _ = reader.send(ReaderCtrl::SetDirs(new.watch.dirs.clone()));
+        changed.push("watch.dirs");
+    }
+    if new.batch != current.batch || new.service != current.service {
+        let _ = sink.send(sink_options(&new));
+        changed.push("batch");
+    }
+    if new.log.level != current.log.level {
+        crate::logging::set_level(&new.log.level);
+        changed.push("log.level");
+    }
+    let mut restart = Vec::new();
+    if new.state != current.state {
+        restart.push("state");
+    }
+    if new.clickhouse != current.clickhouse {
+        restart.push("clickhouse");
+    }
+    if new.http != current.http {
+        restart.push("http");
+    }
+    if new.dedup != current.dedup {
+        restart.push("dedup");
+    }
+    if new.watch.rescan_interval != current.watch.rescan_interval
+        || new.watch.max_line_bytes != current.watch.max_line_bytes
+        || new.watch.read_chunk_bytes != current.watch.read_chunk_bytes
+        || new.log.format != current.log.format
+    {
+        restart.push("watch/log.format");
+    }
+    if !restart.is_empty() {
+        tracing::warn!(event = "config_reload_needs_restart", sections = ?restart, "these changes take effect after a restart");
+    }
+    tracing::info!(event = "config_reloaded", file = %new.source.display(), changed = ?changed, "configuration reloaded");
+    *current = new;
+}
+
+/// Keeps systemd informed: `STATUS=` every 5 s, `WATCHDOG=1` only while the
+/// reader and the sink make progress, `STOPPING=1` when shutdown starts.
+fn supervise(notifier: &Notifier, health: &Health, metrics: &Metrics, shutdown: &Shutdown) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let watchdog = crate::notify::watchdog_timeout();
+    let tick = watchdog
+        .map(|w| (w / 2).min(Duration::from_secs(5)))
+        .unwrap_or(Duration::from_secs(5));
+    let mut withheld = false;
+    let mut last_status = Instant::now();
+    loop {
+        if let Some(limit) = watchdog {
+            match health.stalled(limit) {
+                None => {
+                    if withheld {
+                        tracing::info!(
+                            event = "watchdog_resumed",
+                            "pipeline progresses again; watchdog pings resume"
+                        );
+                        withheld = false;
+                    }
+                    notifier.watchdog();
+                }
+                Some(part) => {
+                    if !withheld {
+                        tracing::error!(
+                            event = "watchdog_withheld",
+                            part,
+                            limit_ms = limit.as_millis() as u64,
+                            "pipeline stalled; not pinging the watchdog"
+                        );
+                        withheld = true;
+                    }
+                }
+            }
+        }
+        if last_status.elapsed() >= Duration::from_secs(5) {
+            last_status = Instant::now();
+            let behind = metrics
+                .bytes_read
+                .load(Relaxed)
+                .saturating_sub(metrics.bytes_committed.load(Relaxed))
+                + metrics.backlog_bytes.load(Relaxed);
+            notifier.status(&format!(
+                "ingesting: {} files, {} rows inserted, {:.1} MB behind{}",
+                metrics.files_tracked.load(Relaxed),
+                metrics.rows_inserted.load(Relaxed),
+                behind as f64 / 1e6,
+                if metrics.clickhouse_down.load(Relaxed) == 1 {
+                    ", clickhouse unreachable"
+                } else {
+                    ""
+                }
+            ));
+        }
+        if shutdown.receiver().recv_timeout(tick).is_err() && shutdown.is_triggered() {
+            notifier.stopping();
+            notifier.status("stopping: flushing what is in flight");
+            return;
+        }
+    }
 }
 
 /// A connection for read-only commands (reports). In managed mode, when a

@@ -26,6 +26,7 @@ use crate::checkpoint::FileCheckpoint;
 use crate::chunk::{BadLine, Chunk, FileIdentity, LineCounts, SinkMsg};
 use crate::discovery;
 use crate::fingerprint::{self, FileKey, Fingerprint, FINGERPRINT_BYTES};
+use crate::health::Health;
 use crate::lines;
 use crate::metrics::Metrics;
 use crate::parse::{LineParser, MalformedKind, Parsed, PADDING};
@@ -59,6 +60,13 @@ pub struct ReaderOptions {
     /// `true`: run until shutdown, following appends. `false`: read what is
     /// there now, send [`SinkMsg::Drain`], return (backfill).
     pub follow: bool,
+}
+
+/// Instructions to a running reader.
+#[derive(Debug, Clone)]
+pub enum ReaderCtrl {
+    /// Watch these folders from now on (config reload).
+    SetDirs(Vec<PathBuf>),
 }
 
 /// Outcome of a [`Reader::run`].
@@ -99,7 +107,7 @@ struct Task {
 struct TaskResult {
     key: FileKey,
     /// New position and the parsed lines, when complete lines were read.
-    chunk: Option<(u64, Vec<crate::record::UsageRow>, Vec<BadLine>, LineCounts)>,
+    chunk: Option<(u64, ParsedLines)>,
     long_scan: Option<u64>,
     more: bool,
     error: Option<std::io::Error>,
@@ -113,6 +121,8 @@ pub struct Reader {
     watcher: Option<DirWatcher>,
     shutdown: Shutdown,
     metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    ctrl_rx: Receiver<ReaderCtrl>,
     resume: HashMap<FileKey, FileCheckpoint>,
     files: HashMap<FileKey, Tracked>,
     dirty: HashSet<FileKey>,
@@ -136,6 +146,28 @@ impl Reader {
         shutdown: Shutdown,
         metrics: Arc<Metrics>,
     ) -> Reader {
+        let (_, ctrl_rx) = crossbeam_channel::bounded(1);
+        Self::with_control(
+            opts,
+            checkpoints,
+            tx,
+            shutdown,
+            metrics,
+            Arc::new(Health::default()),
+            ctrl_rx,
+        )
+    }
+
+    /// [`Reader::new`] with a heartbeat to keep and a control channel to obey.
+    pub fn with_control(
+        opts: ReaderOptions,
+        checkpoints: Vec<FileCheckpoint>,
+        tx: Sender<SinkMsg>,
+        shutdown: Shutdown,
+        metrics: Arc<Metrics>,
+        health: Arc<Health>,
+        ctrl_rx: Receiver<ReaderCtrl>,
+    ) -> Reader {
         let (wake_tx, wake_rx) = crossbeam_channel::bounded(1024);
         let watcher = if opts.follow {
             match DirWatcher::new(wake_tx) {
@@ -155,6 +187,8 @@ impl Reader {
             watcher,
             shutdown,
             metrics,
+            health,
+            ctrl_rx,
             resume: checkpoints.into_iter().map(|c| (c.key, c)).collect(),
             files: HashMap::new(),
             dirty: HashSet::new(),
@@ -182,14 +216,27 @@ impl Reader {
         }
         let mut next_scan = Instant::now() + self.opts.rescan_interval;
         loop {
+            self.health.reader_beat();
             self.drain_pending()?;
             if self.shutdown.is_triggered() {
                 return Ok(ReaderExit::Shutdown);
             }
-            let wait = next_scan.saturating_duration_since(Instant::now());
+            // Wake at least every second so the heartbeat shows an idle
+            // reader is alive; the rescan itself keeps its own period.
+            let until_scan = next_scan.saturating_duration_since(Instant::now());
+            let wait = until_scan.min(Duration::from_secs(1));
             let shutdown = self.shutdown.receiver().clone();
             let wake_rx = self.wake_rx.clone();
+            let ctrl_rx = self.ctrl_rx.clone();
             select! {
+                recv(ctrl_rx) -> msg => {
+                    if let Ok(ReaderCtrl::SetDirs(dirs)) = msg {
+                        tracing::info!(event = "watch_dirs_changed", dirs = ?dirs, "watched folders changed");
+                        self.opts.dirs = dirs;
+                        self.full_scan()?;
+                        next_scan = Instant::now() + self.opts.rescan_interval;
+                    }
+                }
                 recv(wake_rx) -> w => {
                     let mut wakes: Vec<Wake> = w.into_iter().collect();
                     wakes.extend(wake_rx.try_iter());
@@ -211,8 +258,10 @@ impl Reader {
                     }
                 }
                 recv(crossbeam_channel::after(wait)) -> _ => {
-                    self.full_scan()?;
-                    next_scan = Instant::now() + self.opts.rescan_interval;
+                    if Instant::now() >= next_scan {
+                        self.full_scan()?;
+                        next_scan = Instant::now() + self.opts.rescan_interval;
+                    }
                 }
                 recv(shutdown) -> _ => return Ok(ReaderExit::Shutdown),
             }
@@ -224,10 +273,29 @@ impl Reader {
         self.opts.dirs = dirs;
     }
 
-    fn send(&self, msg: SinkMsg) -> Result<(), SinkGone> {
+    fn send(&self, mut msg: SinkMsg) -> Result<(), SinkGone> {
         // Blocks while the channel is full: backpressure. A shutdown does not
         // interrupt it: the sink keeps draining until the reader is done.
-        self.tx.send(msg).map_err(|_| SinkGone)
+        // Waiting on a full channel is not a stall, so it keeps the heartbeat.
+        loop {
+            match self.tx.send_timeout(msg, Duration::from_millis(500)) {
+                Ok(()) => {
+                    self.health.reader_beat();
+                    self.metrics
+                        .channel_depth
+                        .store(self.tx.len() as u64, Relaxed);
+                    return Ok(());
+                }
+                Err(crossbeam_channel::SendTimeoutError::Timeout(m)) => {
+                    self.health.reader_beat();
+                    self.metrics
+                        .channel_depth
+                        .store(self.tx.len() as u64, Relaxed);
+                    msg = m;
+                }
+                Err(crossbeam_channel::SendTimeoutError::Disconnected(_)) => return Err(SinkGone),
+            }
+        }
     }
 
     /// Reacts to changed paths. Returns true when a full scan is needed
@@ -420,6 +488,7 @@ impl Reader {
                 continue;
             }
             let r = res_rx.recv().expect("a task holds a sender");
+            self.health.reader_beat();
             busy.remove(&r.key);
             let key = r.key;
             sent_any |= self.apply(r)?;
@@ -529,9 +598,15 @@ impl Reader {
         if r.more {
             self.dirty.insert(r.key);
         }
-        let Some((end, rows, bad, counts)) = r.chunk else {
+        let Some((end, parsed)) = r.chunk else {
             return Ok(false);
         };
+        let ParsedLines {
+            rows,
+            bad,
+            counts,
+            line_sizes,
+        } = parsed;
         let start = t.offset;
         t.offset = end;
         let m = &self.metrics;
@@ -542,6 +617,9 @@ impl Reader {
         for b in &bad {
             m.malformed(b.kind);
         }
+        for &(lo, n) in &line_sizes {
+            m.sizes.add(crate::sizes::SizeKind::Line, lo, n);
+        }
         let chunk = Chunk {
             file: t.identity.clone(),
             start,
@@ -549,6 +627,7 @@ impl Reader {
             rows,
             bad,
             counts,
+            line_sizes,
         };
         self.send(SinkMsg::Chunk(chunk))?;
         Ok(true)
@@ -629,16 +708,20 @@ fn read_task(
         error: None,
     };
     let too_long = |end: u64| {
-        let bad = vec![BadLine {
-            offset: task.start,
-            kind: MalformedKind::TooLong,
-            head: String::new(),
-        }];
-        let counts = LineCounts {
-            malformed: 1,
-            ..LineCounts::default()
+        let parsed = ParsedLines {
+            bad: vec![BadLine {
+                offset: task.start,
+                kind: MalformedKind::TooLong,
+                head: String::new(),
+            }],
+            counts: LineCounts {
+                malformed: 1,
+                ..LineCounts::default()
+            },
+            line_sizes: vec![(crate::sizes::bucket(end - task.start).0, 1)],
+            ..ParsedLines::default()
         };
-        (end, Vec::new(), bad, counts)
+        (end, parsed)
     };
     if let Some(scanned) = task.long_scan {
         match find_newline(&task.file, scanned, task.size, buf)? {
@@ -676,14 +759,42 @@ fn read_task(
         return Ok(result);
     }
     let end = task.start + complete as u64;
-    let (rows, bad, counts) = parse_lines(buf, complete, task.start, &task.ctx, max_line);
-    result.chunk = Some((end, rows, bad, counts));
+    let parsed = parse_lines(buf, complete, task.start, &task.ctx, max_line);
+    result.chunk = Some((end, parsed));
     // More to read when this read stopped short of the end of the file.
     result.more = end < task.size && (n as u64) < available;
     Ok(result)
 }
 
-type Parsed3 = (Vec<crate::record::UsageRow>, Vec<BadLine>, LineCounts);
+/// The parsed lines of a chunk.
+#[derive(Debug, Default)]
+pub struct ParsedLines {
+    /// Usage entries in file order.
+    pub rows: Vec<crate::record::UsageRow>,
+    /// Malformed lines.
+    pub bad: Vec<BadLine>,
+    /// Lines by class.
+    pub counts: LineCounts,
+    /// Line sizes: (bucket start, lines).
+    pub line_sizes: Vec<(u64, u64)>,
+}
+
+impl ParsedLines {
+    fn merge(&mut self, other: ParsedLines) {
+        self.rows.extend(other.rows);
+        self.bad.extend(other.bad);
+        self.counts.usage += other.counts.usage;
+        self.counts.other += other.counts.other;
+        self.counts.blank += other.counts.blank;
+        self.counts.malformed += other.counts.malformed;
+        for (lo, n) in other.line_sizes {
+            match self.line_sizes.iter_mut().find(|(l, _)| *l == lo) {
+                Some(e) => e.1 += n,
+                None => self.line_sizes.push((lo, n)),
+            }
+        }
+    }
+}
 
 /// Parses the complete lines in `buf[..end]`; `base` is the file offset of
 /// `buf[0]`. Bytes of `buf` past `end` (at least [`PADDING`] of them when the
@@ -695,7 +806,7 @@ pub fn parse_lines(
     base: u64,
     ctx: &SourceContext,
     max_line: usize,
-) -> Parsed3 {
+) -> ParsedLines {
     if end < PARALLEL_BYTES {
         return parse_piece(buf, end, base, ctx, max_line);
     }
@@ -722,18 +833,13 @@ pub fn parse_lines(
     }
     // The last piece keeps the buffer's tail as its padding.
     pieces.push((base + consumed as u64, end - consumed, rest));
-    let parts: Vec<Parsed3> = pieces
+    let parts: Vec<ParsedLines> = pieces
         .into_par_iter()
         .map(|(off, len, piece)| parse_piece(piece, len, off, ctx, max_line))
         .collect();
-    let mut out: Parsed3 = (Vec::new(), Vec::new(), LineCounts::default());
-    for (rows, bad, c) in parts {
-        out.0.extend(rows);
-        out.1.extend(bad);
-        out.2.usage += c.usage;
-        out.2.other += c.other;
-        out.2.blank += c.blank;
-        out.2.malformed += c.malformed;
+    let mut out = ParsedLines::default();
+    for part in parts {
+        out.merge(part);
     }
     out
 }
@@ -745,11 +851,13 @@ fn parse_piece(
     base: u64,
     ctx: &SourceContext,
     max_line: usize,
-) -> Parsed3 {
+) -> ParsedLines {
     let mut parser = PARSER.with(|p| p.borrow_mut().take()).unwrap_or_default();
     let mut rows = Vec::new();
     let mut bad = Vec::new();
     let mut counts = LineCounts::default();
+    // Few distinct buckets per chunk: a short list beats a map here.
+    let mut line_sizes: Vec<(u64, u64)> = Vec::new();
     let mut pos = 0usize;
     while pos < end {
         let nl = memchr::memchr(b'\n', &buf[pos..end]).map_or(end, |i| pos + i);
@@ -759,6 +867,11 @@ fn parse_piece(
         }
         let len = line_end - pos;
         let offset = base + pos as u64;
+        let lo = crate::sizes::bucket(len as u64).0;
+        match line_sizes.iter_mut().find(|(l, _)| *l == lo) {
+            Some(e) => e.1 += 1,
+            None => line_sizes.push((lo, 1)),
+        }
         let parsed = if len > max_line {
             Parsed::Malformed(MalformedKind::TooLong)
         } else {
@@ -809,7 +922,12 @@ fn parse_piece(
         pos = nl + 1;
     }
     PARSER.with(|p| *p.borrow_mut() = Some(parser));
-    (rows, bad, counts)
+    ParsedLines {
+        rows,
+        bad,
+        counts,
+        line_sizes,
+    }
 }
 
 fn head_of(line: &[u8]) -> String {

@@ -21,6 +21,7 @@ use crate::chunk::{FileIdentity, SinkMsg};
 use crate::deadletter::DeadLetter;
 use crate::dedup::{key_hash, DedupIndex, KeyHash, Offer};
 use crate::fingerprint::FileKey;
+use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::record::UsageRow;
 use crate::shutdown::Shutdown;
@@ -59,7 +60,8 @@ pub enum SinkExit {
 /// A checkpoint change that waits for the batch before it.
 #[derive(Debug)]
 enum Ack {
-    Commit(FileIdentity, u64),
+    /// File, end offset, bytes covered.
+    Commit(FileIdentity, u64, u64),
     Reset(FileIdentity),
     Forget(FileKey),
 }
@@ -97,6 +99,8 @@ pub struct Sink {
     last_failure_log: Option<Instant>,
     checkpoint_failing: bool,
     dead_letter: DeadLetter,
+    health: Arc<Health>,
+    ctrl_rx: Receiver<SinkOptions>,
 }
 
 /// Why an insert did not go through.
@@ -121,9 +125,13 @@ impl Sink {
         metrics: Arc<Metrics>,
         shutdown: Shutdown,
         dead_letter: DeadLetter,
+        health: Arc<Health>,
+        ctrl_rx: Receiver<SinkOptions>,
     ) -> Sink {
         Sink {
             dead_letter,
+            health,
+            ctrl_rx,
             rx,
             client,
             runtime,
@@ -142,11 +150,42 @@ impl Sink {
     /// Consumes messages until the reader hangs up or sends `Drain`.
     pub fn run(mut self) -> SinkExit {
         loop {
+            self.health.sink_beat();
+            if let Some(opts) = self.ctrl_rx.try_iter().last() {
+                tracing::info!(
+                    event = "batch_settings_changed",
+                    max_rows = opts.max_rows,
+                    max_bytes = opts.max_bytes,
+                    flush_interval_ms = opts.flush_interval.as_millis() as u64,
+                    "batch settings changed"
+                );
+                self.opts = opts;
+            }
+            self.metrics
+                .dedup_keys
+                .store(self.index.len() as u64, Relaxed);
+            self.metrics
+                .dedup_evicted
+                .store(self.index.evicted(), Relaxed);
+            // At most a second between heartbeats, even when idle.
             let timeout = match self.batch.opened {
                 Some(t) => self.opts.flush_interval.saturating_sub(t.elapsed()),
-                None => Duration::from_secs(3600),
-            };
-            match self.rx.recv_timeout(timeout) {
+                None => Duration::from_secs(1),
+            }
+            .min(Duration::from_secs(1));
+            let received = self.rx.recv_timeout(timeout);
+            self.metrics
+                .channel_depth
+                .store(self.rx.len() as u64, Relaxed);
+            if matches!(received, Err(RecvTimeoutError::Timeout))
+                && self
+                    .batch
+                    .opened
+                    .is_some_and(|t| t.elapsed() < self.opts.flush_interval)
+            {
+                continue;
+            }
+            match received {
                 Ok(SinkMsg::Chunk(chunk)) => {
                     self.batch.opened.get_or_insert_with(Instant::now);
                     for bad in &chunk.bad {
@@ -156,7 +195,11 @@ impl Sink {
                     for row in chunk.rows {
                         self.accept(row);
                     }
-                    self.batch.acks.push(Ack::Commit(chunk.file, chunk.end));
+                    self.batch.acks.push(Ack::Commit(
+                        chunk.file,
+                        chunk.end,
+                        chunk.end - chunk.start,
+                    ));
                     let full = self.batch.rows.len() >= self.opts.max_rows
                         || self.batch.bytes >= self.opts.max_bytes;
                     if full && !self.flush() {
@@ -241,6 +284,10 @@ impl Sink {
             crate::failpoint::hit("after_insert");
             let latency = started.elapsed();
             let bytes: usize = batch.bytes;
+            self.metrics.batch_latency.observe(latency.as_secs_f64());
+            self.metrics
+                .sizes
+                .record(crate::sizes::SizeKind::Batch, bytes as u64);
             self.metrics
                 .rows_inserted
                 .fetch_add(inserted as u64, Relaxed);
@@ -262,7 +309,10 @@ impl Sink {
         }
         for ack in batch.acks {
             match ack {
-                Ack::Commit(id, end) => self.store.commit(id.key, id.fingerprint, &id.path, end),
+                Ack::Commit(id, end, bytes) => {
+                    self.metrics.bytes_committed.fetch_add(bytes, Relaxed);
+                    self.store.commit(id.key, id.fingerprint, &id.path, end)
+                }
                 Ack::Reset(id) => self.store.reset(id.key, id.fingerprint, &id.path),
                 Ack::Forget(key) => self.store.forget(&key),
             }
@@ -337,6 +387,7 @@ impl Sink {
             attempt += 1;
             let started = Instant::now();
             let result = self.runtime.block_on(self.client.insert_rows(rows));
+            self.health.sink_beat();
             match result {
                 Ok(()) => {
                     if let Some(since) = self.failing_since.take() {
@@ -384,6 +435,7 @@ impl Sink {
                     };
                     // Sleep, but wake at once if shutdown starts meanwhile.
                     let _ = self.shutdown.receiver().recv_timeout(wait);
+                    self.health.sink_beat();
                     if self.shutdown.is_triggered() && deadline.is_none() {
                         // Shutdown just started: retry right away once more.
                         delay = self.opts.retry_initial;

@@ -13,7 +13,7 @@ fn managed_config(dir: &Path, watch: &Path, http: u16, tcp: u16) -> std::path::P
     std::fs::write(
         &path,
         format!(
-            "[watch]\ndirs = [{watch:?}]\n[state]\ndir = \"state\"\n[clickhouse]\nmode = \"managed\"\nmanaged_http_port = {http}\nmanaged_tcp_port = {tcp}\n[log]\nformat = \"json\"\n",
+            "[watch]\ndirs = [{watch:?}]\n[state]\ndir = \"state\"\n[clickhouse]\nmode = \"managed\"\nmanaged_http_port = {http}\nmanaged_tcp_port = {tcp}\n[log]\nformat = \"json\"\n[http]\nlisten = \"127.0.0.1:0\"\n",
             watch = watch.display().to_string()
         ),
     )

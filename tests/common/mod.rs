@@ -183,6 +183,9 @@ database = "{db}"
 [log]
 level = "debug"
 format = "json"
+
+[http]
+listen = "127.0.0.1:0"
 {extra}
 "#,
         dirs = dirs.join(", "),
