@@ -34,8 +34,6 @@ pub struct HttpState {
     pub max_lag: Duration,
     /// `/health` fails when a part has not beaten for this long.
     pub stall_limit: Duration,
-    /// Extra gauges (e.g. token expiry), name → (help, value source).
-    pub extra: Vec<(&'static str, &'static str, fn() -> Option<f64>)>,
     registry: Registry,
 }
 
@@ -54,7 +52,6 @@ impl HttpState {
             health,
             max_lag,
             stall_limit: Duration::from_secs(60),
-            extra: Vec::new(),
             registry,
         }
     }
@@ -269,12 +266,7 @@ impl Collector for MetricsCollector {
 }
 
 async fn metrics(State(s): State<Arc<HttpState>>) -> Response {
-    let mut body = s.render();
-    for (name, help, f) in &s.extra {
-        if let Some(v) = f() {
-            body = body.replacen("# EOF\n", &format!("# HELP tokenbridge_{name} {help}\n# TYPE tokenbridge_{name} gauge\ntokenbridge_{name} {v}\n# EOF\n"), 1);
-        }
-    }
+    let body = s.render();
     (
         [(
             header::CONTENT_TYPE,
