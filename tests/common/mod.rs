@@ -51,6 +51,20 @@ impl TestClickHouse {
         panic!("cannot start clickhouse-server: {}", last.unwrap());
     }
 
+    /// A server on given ports (e.g. ports a daemon already tries to reach).
+    pub fn start_on(http_port: u16, tcp_port: u16) -> TestClickHouse {
+        let dir = tempfile::tempdir().unwrap();
+        let server = ManagedServer::start(ManagedOptions {
+            binary: PathBuf::from("/usr/sbin/clickhouse-server"),
+            dir: dir.path().join("ch"),
+            http_port,
+            tcp_port,
+            startup_timeout: Duration::from_secs(60),
+        })
+        .unwrap();
+        TestClickHouse { server, dir }
+    }
+
     pub fn url(&self) -> String {
         self.server.url()
     }
@@ -140,6 +154,34 @@ pub fn as_tokens(t: &Totals) -> Tokens {
         total_tokens: t.total_tokens,
         messages: t.messages,
     }
+}
+
+/// The address the daemon's HTTP endpoint bound (from its `http_listening` event).
+pub fn http_addr(d: &Daemon) -> Option<String> {
+    d.events()
+        .iter()
+        .find(|e| e["event"] == "http_listening")
+        .and_then(|e| e["addr"].as_str().map(String::from))
+}
+
+/// A plain HTTP/1.0 GET; returns (status, body).
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
 }
 
 /// A config file for the binary against an external test server.
