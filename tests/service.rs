@@ -184,9 +184,8 @@ fn notify_ready_status_watchdog_and_stopping() {
     unsafe { libc::kill(ch_pid, libc::SIGCONT) };
     let last_ping = wedged
         .iter()
-        .filter(|(_, m)| m == "WATCHDOG=1")
-        .map(|(t, _)| *t)
-        .last();
+        .rfind(|(_, m)| m == "WATCHDOG=1")
+        .map(|(t, _)| *t);
     let silent_for =
         Instant::now().duration_since(last_ping.unwrap_or(Instant::now() - Duration::from_secs(8)));
     assert!(
