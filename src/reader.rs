@@ -432,7 +432,7 @@ impl Reader {
                 self.send(SinkMsg::Reset(identity.clone()))?;
             }
         }
-        tracing::debug!(event = "file_discovered", file = %path.display(), offset, size_bytes = meta.len(), "tracking file");
+        tracing::info!(event = "file_discovered", file = %path.display(), offset, size_bytes = meta.len(), "tracking file");
         self.metrics.files_discovered.fetch_add(1, Relaxed);
         self.files.insert(
             key,

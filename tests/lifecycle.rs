@@ -276,10 +276,19 @@ fn full_or_read_only_state_dir_loses_no_checkpoint() {
     while f.write_all(&block).is_ok() {}
     drop(f);
     append(&watch.join("a.jsonl"), &truth.lines("sd", 10, 10));
+    // A malformed line cannot be dead-lettered either; that is logged too.
+    append(&watch.join("a.jsonl"), "{\"broken\n");
     assert!(wait_until(Duration::from_secs(30), || messages(&ch) == 20));
     assert!(wait_until(Duration::from_secs(10), || d
         .log_text()
         .contains("\"checkpoint_save_failed\"")));
+    let ev = d.events();
+    assert!(ev
+        .iter()
+        .any(|e| e["event"] == "checkpoint_save_failed" && e["error"].is_string()));
+    assert!(ev.iter().any(|e| e["event"] == "dead_letter_write_failed"
+        && e["file"].is_string()
+        && e["error"].is_string()));
     let cp_full = std::fs::read_to_string(state.join("checkpoints.json")).unwrap();
 
     // Space again: the next commit saves everything.

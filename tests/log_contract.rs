@@ -1,0 +1,345 @@
+//! The log contract: every event in the README's event reference is emitted
+//! by a real run, with every documented field. One long daemon scenario, plus
+//! short runs for managed mode, backfill signals and a fatal start, provoke
+//! them; the README table is parsed, not copied.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::*;
+
+/// Events whose fields another test checks (they need a full disk).
+const CHECKED_ELSEWHERE: &[&str] = &[
+    "checkpoint_save_failed",
+    "checkpoint_recovered",
+    "dead_letter_write_failed",
+];
+
+/// `event -> documented fields`, from the README.
+fn documented_events() -> BTreeMap<String, Vec<String>> {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let table = readme
+        .split("### Event reference")
+        .nth(1)
+        .expect("event reference section");
+    let mut out = BTreeMap::new();
+    for line in table
+        .lines()
+        .skip_while(|l| !l.starts_with("| event"))
+        .skip(2)
+    {
+        if !line.starts_with('|') {
+            break;
+        }
+        let cols: Vec<&str> = line.split('|').map(str::trim).collect();
+        let name = cols[1].trim_matches('`').to_string();
+        let fields = cols[3]
+            .split(',')
+            .map(|f| f.trim().trim_matches('`').to_string())
+            .filter(|f| !f.is_empty())
+            .collect();
+        out.insert(name, fields);
+    }
+    assert!(out.len() > 30, "event table not found or too short");
+    out
+}
+
+fn ul(id: usize) -> String {
+    format!(
+        "{{\"type\":\"assistant\",\"sessionId\":\"lc\",\"timestamp\":\"2025-09-01T10:00:00Z\",\"requestId\":\"r{id}\",\"message\":{{\"id\":\"m{id}\",\"model\":\"claude-sonnet-4-20250514\",\"usage\":{{\"input_tokens\":{id},\"output_tokens\":1}}}}}}\n"
+    )
+}
+
+fn append(path: &Path, text: &str) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+}
+
+fn events_of(log: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+fn wait_event(log: &Path, event: &str) -> bool {
+    wait_until(Duration::from_secs(30), || {
+        events_of(log).iter().any(|e| e["event"] == event)
+    })
+}
+
+#[test]
+fn every_documented_event_is_emitted_with_its_fields() {
+    let documented = documented_events();
+    let mut ch = TestClickHouse::start();
+    let work = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(work.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let watch = work.path().join("claude");
+    let dir = watch.join("projects/p");
+    let other = work.path().join("other");
+    append(&dir.join("a.jsonl"), &(ul(1) + &ul(2)));
+    append(&other.join("projects/q/o.jsonl"), &ul(100));
+    let ch_url = ch.url();
+    let cfg_text = |dirs: &str, rows: u32, http: &str| {
+        format!(
+            "[watch]\ndirs = [{dirs}]\nrescan_interval_ms = 1000\n[state]\ndir = {:?}\n[clickhouse]\nmode = \"external\"\nurl = \"{}\"\ndatabase = \"tb_lc\"\nstartup_timeout_ms = 60000\nrequest_timeout_ms = 20000\n[batch]\nmax_rows = {rows}\n[log]\nlevel = \"debug\"\nformat = \"json\"\n[http]\nlisten = \"{http}\"\n",
+            work.path().join("state").display().to_string(),
+            ch_url
+        )
+    };
+    let watch_q = format!("{:?}", watch.display().to_string());
+    let cfg = work.path().join("config.toml");
+    std::fs::write(&cfg, cfg_text(&watch_q, 50000, "127.0.0.1:0")).unwrap();
+    // A guard makes ClickHouse reject one row.
+    let (rt, c) = ch.client("tb_lc");
+    rt.block_on(c.execute("ALTER TABLE tb_lc.messages ADD COLUMN guard UInt8 MATERIALIZED throwIf(input_tokens = 666)"))
+        .unwrap();
+    drop((rt, c));
+
+    let log = work.path().join("daemon.log");
+    let f = std::fs::File::create(&log).unwrap();
+    let mut cmd = bin();
+    cmd.arg("run")
+        .arg("--config")
+        .arg(&cfg)
+        .env("WATCHDOG_USEC", "2000000")
+        .stdout(Stdio::null())
+        .stderr(f);
+    if unsafe { libc::geteuid() } == 0 {
+        cmd.uid(65534).gid(65534);
+    }
+    let d = Daemon {
+        child: cmd.spawn().unwrap(),
+        log: log.clone(),
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || ch.totals("tb_lc").messages == 2),
+        "{}",
+        d.log_text()
+    );
+
+    // Files: malformed lines (more than the log window), truncation,
+    // replacement, rename, removal, permissions.
+    let mut bad = String::new();
+    for _ in 0..25 {
+        bad.push_str("{\"oops\n");
+    }
+    append(&dir.join("bad.jsonl"), &bad);
+    std::fs::write(dir.join("a.jsonl"), ul(3)).unwrap();
+    append(&dir.join("r.jsonl"), &ul(4));
+    append(&dir.join("x.jsonl"), &(ul(5) + &ul(6)));
+    assert!(wait_until(Duration::from_secs(30), || ch
+        .totals("tb_lc")
+        .messages
+        == 6));
+    std::fs::write(dir.join("x.jsonl"), ul(7) + &ul(8) + &ul(9)).unwrap();
+    std::fs::rename(dir.join("r.jsonl"), dir.join("r2.jsonl")).unwrap();
+    std::fs::remove_file(dir.join("bad.jsonl")).unwrap();
+    append(&dir.join("locked.jsonl"), &ul(10));
+    std::fs::set_permissions(
+        dir.join("locked.jsonl"),
+        std::fs::Permissions::from_mode(0o000),
+    )
+    .unwrap();
+    assert!(wait_event(&log, "file_unreadable"));
+    std::fs::set_permissions(
+        dir.join("locked.jsonl"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    assert!(wait_event(&log, "file_readable"));
+    assert!(
+        wait_event(&log, "line_malformed_suppressed") || {
+            // The summary is logged when the next window starts.
+            std::thread::sleep(Duration::from_secs(10));
+            append(&dir.join("bad2.jsonl"), "{\"oops\n");
+            wait_event(&log, "line_malformed_suppressed")
+        }
+    );
+
+    // ClickHouse rejects a row; the table disappears; the server goes away.
+    append(&dir.join("guard.jsonl"), &(ul(666) + &ul(11)));
+    assert!(wait_event(&log, "row_rejected"));
+    let (rt, c) = ch.client("tb_lc");
+    rt.block_on(c.execute("DROP TABLE tb_lc.messages")).unwrap();
+    drop((rt, c));
+    append(&dir.join("after-drop.jsonl"), &ul(12));
+    assert!(wait_event(&log, "schema_recreated"));
+    ch.server.stop();
+    append(&dir.join("down.jsonl"), &ul(13));
+    assert!(wait_event(&log, "insert_failed"));
+    ch.server.restart().unwrap();
+    assert!(wait_event(&log, "clickhouse_recovered"));
+    // A frozen server wedges an insert: the watchdog is withheld.
+    let pid = ch.server.pid().unwrap() as i32;
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    append(&dir.join("frozen.jsonl"), &ul(14));
+    let withheld = wait_event(&log, "watchdog_withheld");
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    assert!(withheld);
+    assert!(wait_event(&log, "watchdog_resumed"));
+
+    // Reloads: valid (folders, batch, level, a restart-only change), then broken.
+    let both = format!("{watch_q}, {:?}", other.display().to_string());
+    std::fs::write(&cfg, cfg_text(&both, 1000, "127.0.0.1:1")).unwrap();
+    d.signal(libc::SIGHUP);
+    assert!(wait_event(&log, "config_reloaded"));
+    assert!(wait_event(&log, "watch_dirs_changed"));
+    std::fs::write(&cfg, "not = [valid").unwrap();
+    d.signal(libc::SIGHUP);
+    assert!(wait_event(&log, "config_reload_failed"));
+    assert!(d.stop().success());
+    let mut seen = events_of(&log);
+
+    // Shutdown with ClickHouse gone: delivery is abandoned at the deadline.
+    let sd_cfg = work.path().join("sd.toml");
+    std::fs::write(
+        &sd_cfg,
+        cfg_text(&watch_q, 50000, "127.0.0.1:0")
+            .replace("database = \"tb_lc\"", "database = \"tb_lc_sd\"")
+            .replace(
+                &work.path().join("state").display().to_string(),
+                &work.path().join("state-sd").display().to_string(),
+            )
+            + "[service]\nshutdown_timeout_ms = 1500\n",
+    )
+    .unwrap();
+    let sd_log = work.path().join("sd.log");
+    let d = Daemon::start(&sd_cfg, &sd_log);
+    assert!(wait_event(&sd_log, "batch_committed"), "{}", d.log_text());
+    ch.server.stop();
+    append(&dir.join("late.jsonl"), &ul(15));
+    assert!(wait_event(&sd_log, "insert_failed"));
+    assert!(d.stop().success());
+    seen.extend(events_of(&sd_log));
+
+    // A backfill waiting for ClickHouse: SIGHUP is ignored, a second SIGTERM
+    // exits at once.
+    let bf_log = work.path().join("bf.log");
+    let f = std::fs::File::create(&bf_log).unwrap();
+    let mut child = bin()
+        .arg("backfill")
+        .arg("--config")
+        .arg(&sd_cfg)
+        .stdout(Stdio::null())
+        .stderr(f)
+        .spawn()
+        .unwrap();
+    assert!(wait_event(&bf_log, "clickhouse_connect_failed"));
+    unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
+    assert!(wait_event(&bf_log, "config_reload_ignored"));
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(wait_event(&bf_log, "shutdown_requested"));
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let st = child.wait().unwrap();
+    assert_eq!(st.code(), Some(130));
+    seen.extend(events_of(&bf_log));
+
+    // A start that cannot reach ClickHouse in time is fatal.
+    let fatal_cfg = work.path().join("fatal.toml");
+    std::fs::write(
+        &fatal_cfg,
+        format!(
+            "[watch]\ndirs = []\n[state]\ndir = {:?}\n[clickhouse]\nmode = \"external\"\nurl = \"http://127.0.0.1:{}\"\nstartup_timeout_ms = 500\n[log]\nformat = \"json\"\n",
+            work.path().join("state-fatal").display().to_string(),
+            free_port()
+        ),
+    )
+    .unwrap();
+    let out = bin()
+        .arg("run")
+        .arg("--config")
+        .arg(&fatal_cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    seen.extend(
+        String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()),
+    );
+
+    // Managed mode, with a server left behind by an "earlier run".
+    let managed_state = work.path().join("state-managed");
+    let (http, tcp) = (free_port(), free_port());
+    let orphan =
+        tokenbridge::ch::managed::ManagedServer::start(tokenbridge::ch::managed::ManagedOptions {
+            binary: "/usr/sbin/clickhouse-server".into(),
+            dir: managed_state.join("clickhouse"),
+            http_port: http,
+            tcp_port: tcp,
+            startup_timeout: Duration::from_secs(60),
+        })
+        .unwrap();
+    std::mem::forget(orphan);
+    let m_cfg = work.path().join("managed.toml");
+    std::fs::write(
+        &m_cfg,
+        format!(
+            "[watch]\ndirs = [{watch_q}]\n[state]\ndir = {:?}\n[clickhouse]\nmode = \"managed\"\nmanaged_http_port = {http}\nmanaged_tcp_port = {tcp}\n[log]\nformat = \"json\"\n",
+            managed_state.display().to_string()
+        ),
+    )
+    .unwrap();
+    let m_log = work.path().join("managed.log");
+    let d = Daemon::start(&m_cfg, &m_log);
+    assert!(wait_event(&m_log, "pipeline_started"), "{}", d.log_text());
+    assert!(d.stop().success());
+    seen.extend(events_of(&m_log));
+
+    // Every documented event was seen, each documented field on some line of it.
+    let mut missing = BTreeSet::new();
+    for (event, fields) in &documented {
+        if CHECKED_ELSEWHERE.contains(&event.as_str()) {
+            continue;
+        }
+        let lines: Vec<&serde_json::Value> = seen
+            .iter()
+            .filter(|e| e["event"] == event.as_str())
+            .collect();
+        if lines.is_empty() {
+            missing.insert(format!("{event} (never emitted)"));
+            continue;
+        }
+        for f in fields {
+            if !lines.iter().any(|l| !l[f].is_null()) {
+                missing.insert(format!("{event}.{f}"));
+            }
+        }
+    }
+    assert!(missing.is_empty(), "documented but not seen: {missing:?}");
+    // And nothing is emitted that the README does not document.
+    let rare = [
+        "watcher_overflow",
+        "watcher_failed",
+        "watch_failed",
+        "file_read_failed",
+        "schema_recreate_failed",
+        "http_failed",
+        "notify_failed",
+    ];
+    let undocumented: BTreeSet<String> = seen
+        .iter()
+        .filter_map(|e| e["event"].as_str())
+        .filter(|e| !documented.contains_key(*e) && !rare.contains(e))
+        .map(String::from)
+        .collect();
+    assert!(
+        undocumented.is_empty(),
+        "emitted but not documented: {undocumented:?}"
+    );
+}
