@@ -177,6 +177,8 @@ fn main() {
     let mut cc_rss = Vec::new();
     let mut tb_wall = Vec::new();
     let mut tb_rss = Vec::new();
+    let mut scan_wall = Vec::new();
+    let mut scan_rss = Vec::new();
     for round in 0..rounds {
         let r = run_measured(
             Command::new(&ccusage)
@@ -210,6 +212,21 @@ fn main() {
         assert_eq!(t.messages, expected.totals.messages, "tokenbridge messages");
         tb_wall.push(r.wall.as_secs_f64());
         tb_rss.push(r.max_rss as f64);
+
+        // The same report straight from files, no ClickHouse.
+        let r = run_measured(
+            Command::new(tb)
+                .arg("scan")
+                .arg(&corpus_dir)
+                .args(["daily", "--json"]),
+        );
+        let v: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+        assert_eq!(
+            v["totals"]["totalTokens"], expected.totals.total_tokens,
+            "scan totals"
+        );
+        scan_wall.push(r.wall.as_secs_f64());
+        scan_rss.push(r.max_rss as f64);
         println!(
             "round {round}: ccusage {:.3}s {:.0}MB | tokenbridge {:.3}s {:.0}MB",
             cc_wall[round],
@@ -218,9 +235,10 @@ fn main() {
             tb_rss[round] / 1e6
         );
     }
-    let (ccw, tbw) = (median(cc_wall), median(tb_wall));
+    let (ccw, tbw, scw) = (median(cc_wall), median(tb_wall), median(scan_wall));
     let cc_peak = cc_rss.iter().cloned().fold(0.0, f64::max);
     let tb_peak = tb_rss.iter().cloned().fold(0.0, f64::max);
+    let scan_peak = scan_rss.iter().cloned().fold(0.0, f64::max);
 
     // Parse only: all files in memory, classified in parallel (no ClickHouse).
     let files: Vec<(PathBuf, Vec<u8>)> = walk(&corpus_dir)
@@ -318,6 +336,7 @@ fn main() {
          | backfill wall time, median of {rounds} ({:.0} MB, {} files) | {ccw:.3} s | {tbw:.3} s |\n\
          | throughput | {:.0} MB/s | {:.0} MB/s ({:.2}x) |\n\
          | peak RSS (max over rounds) | {:.1} MB | {:.1} MB |\n\
+         | `scan daily --json` vs `ccusage daily --json`, median wall / throughput / peak RSS | {ccw:.3} s | {scw:.3} s / {:.0} MB/s ({:.2}x) / {:.1} MB |\n\
          | parse only, 1 thread / all threads | | {parse1:.0} / {parse_all:.0} MB/s |\n\
          | append → queryable latency, {n_lines} lines: p50 / p99 / max | | {:.0} / {:.0} / {:.0} ms |\n",
         bytes / 1e6,
@@ -327,6 +346,9 @@ fn main() {
         ccw / tbw,
         cc_peak / 1e6,
         tb_peak / 1e6,
+        bytes / 1e6 / scw,
+        ccw / scw,
+        scan_peak / 1e6,
         pct(0.5),
         pct(0.99),
         lat[lat.len() - 1],

@@ -50,6 +50,41 @@ pub enum Command {
     },
     /// Validate the config file and print the effective settings.
     CheckConfig,
+    /// Usage straight from files, no ClickHouse: `scan [PATH...] daily|monthly|session|model`.
+    Scan {
+        /// Files or folders (default: the configured watch folders), then the report kind.
+        #[arg(required = true, value_name = "PATH... KIND")]
+        items: Vec<String>,
+        /// Report options.
+        #[command(flatten)]
+        opts: ReportOpts,
+    },
+    /// Recount the watched files offline and compare with ClickHouse per session.
+    Verify {
+        /// Only this session.
+        #[arg(long)]
+        session: Option<String>,
+    },
+}
+
+/// Options shared by `report` and `scan`.
+#[derive(Debug, clap::Args)]
+pub struct ReportOpts {
+    /// JSON in ccusage's shape.
+    #[arg(long)]
+    pub json: bool,
+    /// First day (YYYY-MM-DD or YYYYMMDD).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Last day (YYYY-MM-DD or YYYYMMDD).
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Only this project (the folder under projects/).
+    #[arg(long)]
+    pub project: Option<String>,
+    /// UTC (default) or an offset like +02:00.
+    #[arg(long, default_value = "UTC")]
+    pub timezone: String,
 }
 
 /// Reports.
@@ -61,6 +96,14 @@ pub enum ReportKind {
         #[arg(long)]
         json: bool,
     },
+    /// By day.
+    Daily(ReportOpts),
+    /// By month.
+    Monthly(ReportOpts),
+    /// By session.
+    Session(ReportOpts),
+    /// By model.
+    Model(ReportOpts),
 }
 
 /// Parses arguments and runs the command. Returns the process exit code.
@@ -181,8 +224,161 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                     }
                     Ok(0)
                 }
+                ReportKind::Daily(o) => report_from_clickhouse(&c, crate::report::Kind::Daily, &o),
+                ReportKind::Monthly(o) => {
+                    report_from_clickhouse(&c, crate::report::Kind::Monthly, &o)
+                }
+                ReportKind::Session(o) => {
+                    report_from_clickhouse(&c, crate::report::Kind::Session, &o)
+                }
+                ReportKind::Model(o) => report_from_clickhouse(&c, crate::report::Kind::Model, &o),
             }
         }
+        Command::Scan { items, opts } => {
+            crate::logging::init("warn", crate::config::LogFormat::Text);
+            let (kind, paths) = items.split_last().expect("clap requires one item");
+            let kind: crate::report::Kind = kind.parse().map_err(anyhow::Error::msg)?;
+            let (paths, prices, max_line): (Vec<PathBuf>, _, _) = if paths.is_empty() {
+                let c = load_config(&cli.config)?;
+                (
+                    c.watch.dirs.clone(),
+                    prices_for(Some(&c))?,
+                    c.watch.max_line_bytes,
+                )
+            } else {
+                (
+                    paths.iter().map(PathBuf::from).collect(),
+                    prices_for(None)?,
+                    64 << 20,
+                )
+            };
+            let out = crate::scan::scan(&paths, max_line);
+            for (p, e) in &out.errors {
+                eprintln!("warning: {}: {e}", p.display());
+            }
+            let entries: Vec<crate::report::Entry> = out.rows.iter().map(Into::into).collect();
+            print_report(&entries, kind, &opts, &prices)
+        }
+        Command::Verify { session } => {
+            let c = load_config(&cli.config)?;
+            crate::logging::init("warn", c.log.format);
+            verify(&c, session.as_deref())
+        }
+    }
+}
+
+fn prices_for(config: Option<&Config>) -> anyhow::Result<crate::price::PriceTable> {
+    match config.and_then(|c| c.price_file.as_ref()) {
+        Some(f) => Ok(crate::price::PriceTable::with_overrides(f)?),
+        None => Ok(crate::price::PriceTable::embedded()),
+    }
+}
+
+fn print_report(
+    entries: &[crate::report::Entry],
+    kind: crate::report::Kind,
+    opts: &ReportOpts,
+    prices: &crate::price::PriceTable,
+) -> anyhow::Result<i32> {
+    let filter = crate::report::Filter {
+        since: opts.since.clone(),
+        until: opts.until.clone(),
+        project: opts.project.clone(),
+        tz_offset_min: crate::report::parse_timezone(&opts.timezone).map_err(anyhow::Error::msg)?,
+    };
+    let report = crate::report::build(entries, kind, &filter, prices);
+    if opts.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", crate::report::table(&report, kind));
+    }
+    Ok(0)
+}
+
+fn report_from_clickhouse(
+    c: &Config,
+    kind: crate::report::Kind,
+    opts: &ReportOpts,
+) -> anyhow::Result<i32> {
+    let (conn, _state) = pipeline::connect_for_query(c)?;
+    let entries = conn.runtime.block_on(conn.client.report_entries())?;
+    print_report(&entries, kind, opts, &prices_for(Some(c))?)
+}
+
+/// Recounts the watched files and compares per session with ClickHouse.
+fn verify(c: &Config, only: Option<&str>) -> anyhow::Result<i32> {
+    use std::collections::BTreeMap;
+    type Sums = (u64, u64, u64, u64, u64);
+    let add = |m: &mut BTreeMap<String, Sums>, s: &str, i: u64, o: u64, cc: u64, cr: u64| {
+        let e = m.entry(s.to_string()).or_default();
+        *e = (e.0 + i, e.1 + o, e.2 + cc, e.3 + cr, e.4 + 1);
+    };
+    let out = crate::scan::scan(&c.watch.dirs, c.watch.max_line_bytes);
+    let mut files: BTreeMap<String, Sums> = BTreeMap::new();
+    for r in &out.rows {
+        add(
+            &mut files,
+            &r.session_id,
+            r.input_tokens,
+            r.output_tokens,
+            r.cache_creation_input_tokens,
+            r.cache_read_input_tokens,
+        );
+    }
+    let (conn, _state) = pipeline::connect_for_query(c)?;
+    let mut db: BTreeMap<String, Sums> = BTreeMap::new();
+    for e in conn.runtime.block_on(conn.client.report_entries())? {
+        add(
+            &mut db,
+            &e.session_id,
+            e.usage.input,
+            e.usage.output,
+            e.usage.cache_creation,
+            e.usage.cache_read,
+        );
+    }
+    let mut sessions: Vec<&String> = files.keys().chain(db.keys()).collect();
+    sessions.sort();
+    sessions.dedup();
+    let mut bad = 0;
+    let show = |s: &Sums| {
+        format!(
+            "input={} output={} cache_write={} cache_read={} messages={}",
+            s.0, s.1, s.2, s.3, s.4
+        )
+    };
+    for s in sessions {
+        if only.is_some_and(|o| o != s) {
+            continue;
+        }
+        let (f, d) = (
+            files.get(s).copied().unwrap_or_default(),
+            db.get(s).copied().unwrap_or_default(),
+        );
+        if f != d {
+            bad += 1;
+            println!(
+                "session {s} differs:\n  files:      {}\n  clickhouse: {}",
+                show(&f),
+                show(&d)
+            );
+        }
+    }
+    let checked = if only.is_some() {
+        1
+    } else {
+        files.len().max(db.len())
+    };
+    if bad == 0 {
+        println!(
+            "verify: {checked} sessions match ({} files, {} messages)",
+            out.files,
+            out.rows.len()
+        );
+        Ok(0)
+    } else {
+        println!("verify: {bad} of {checked} sessions differ");
+        Ok(1)
     }
 }
 

@@ -91,6 +91,8 @@ pub struct Config {
     pub dedup: DedupConfig,
     /// `[http]`.
     pub http: HttpConfig,
+    /// `[pricing]`: a price file overriding the embedded LiteLLM table.
+    pub price_file: Option<PathBuf>,
 }
 
 /// `[http]`: the metrics and health endpoint.
@@ -255,6 +257,14 @@ struct RawConfig {
     dedup: RawDedup,
     #[serde(default)]
     http: RawHttp,
+    #[serde(default)]
+    pricing: RawPricing,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPricing {
+    file: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -629,6 +639,13 @@ impl Validator<'_> {
             )?),
         };
 
+        let price_file = raw
+            .pricing
+            .file
+            .as_deref()
+            .map(|f| self.path("pricing.file", f))
+            .transpose()?;
+
         Ok(Config {
             source: self.file.to_path_buf(),
             watch,
@@ -639,6 +656,7 @@ impl Validator<'_> {
             service,
             dedup,
             http,
+            price_file,
         })
     }
 }

@@ -136,6 +136,10 @@ pub struct Expected {
     pub files: u64,
     /// Bytes written.
     pub bytes: u64,
+    /// Resumed sessions and the session their first lines were copied from:
+    /// `[resumed, source]`. Tools that attribute lines by file instead of by
+    /// `sessionId` differ on exactly these sessions.
+    pub resumed_sessions: Vec<[String; 2]>,
 }
 
 /// What to generate.
@@ -215,6 +219,7 @@ struct Truth {
 }
 
 struct Gen {
+    resumed: Vec<[String; 2]>,
     rng: Rng,
     spec: Spec,
     truths: Vec<Truth>,
@@ -408,6 +413,12 @@ impl Gen {
         let rel = PathBuf::from(format!("projects/{project}/{session}.jsonl"));
         let mut lines = Vec::new();
         if let Some(src) = resumed_from {
+            let source = self.files[src]
+                .rel_path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            self.resumed.push([session.clone(), source]);
             // A resumed session starts with a byte copy of an earlier one's lines.
             let take = self.files[src]
                 .lines
@@ -577,6 +588,7 @@ impl Gen {
 /// Generates a corpus in memory.
 pub fn generate(spec: &Spec) -> (Vec<GenFile>, Expected) {
     let mut g = Gen {
+        resumed: Vec::new(),
         rng: Rng::new(spec.seed),
         spec: spec.clone(),
         truths: Vec::new(),
@@ -611,6 +623,7 @@ pub fn generate(spec: &Spec) -> (Vec<GenFile>, Expected) {
         files: g.files.len() as u64,
         bytes: g.bytes,
         lines: g.files.iter().map(|f| f.lines.len() as u64).sum(),
+        resumed_sessions: g.resumed.clone(),
         ..Expected::default()
     };
     for t in &g.truths {

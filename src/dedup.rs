@@ -4,9 +4,10 @@
 //! Claude Code writes one line per content block of a response, all with the
 //! same `message.id` + `requestId`; earlier lines carry a partial
 //! `output_tokens`. Of the entries with one key exactly one is kept:
-//! non-sidechain over sidechain, then the largest token total, then the first
-//! seen. The version encodes the first two; "first seen" holds because only a
-//! strictly higher version ever replaces the known one.
+//! non-sidechain over sidechain, then the largest token total, then the entry
+//! in its own session's file over a copy in another file, then the first
+//! seen. The version encodes the first three; "first seen" holds because only
+//! a strictly higher version ever replaces the known one.
 //!
 //! The index is what makes dedup exact across files, batches and restarts: it
 //! is loaded from ClickHouse at start-up (`max(version)` per key) and updated as
@@ -41,10 +42,13 @@ pub fn dedup_key(
 }
 
 /// Ranks entries of one key: the top bit says "main chain" (not sidechain),
-/// the rest is the token total. Higher wins.
-pub fn version(is_sidechain: bool, total_tokens: u64) -> u64 {
+/// then the token total, then the lowest bit says "in its own session's file"
+/// (not a copy a resumed session carries). Higher wins; on a full tie the
+/// first seen stays. The last bit makes the choice between an original and
+/// its byte copy independent of the order files are read in.
+pub fn version(is_sidechain: bool, total_tokens: u64, own_file: bool) -> u64 {
     let main = u64::from(!is_sidechain) << 63;
-    main | total_tokens.min((1 << 63) - 1)
+    main | (total_tokens.min((1 << 62) - 1) << 1) | u64::from(own_file)
 }
 
 /// The 128-bit hash under which a key is remembered.
@@ -217,21 +221,25 @@ mod tests {
 
     #[test]
     fn main_chain_beats_any_sidechain_total() {
-        assert!(version(false, 1) > version(true, 1_000_000));
-        assert!(version(true, 5) > version(true, 4));
-        assert!(version(false, 5) > version(false, 4));
+        assert!(version(false, 1, false) > version(true, 1_000_000, true));
+        assert!(version(true, 5, false) > version(true, 4, true));
+        assert!(version(false, 5, false) > version(false, 4, true));
+        assert!(version(false, 5, true) > version(false, 5, false));
     }
 
     #[test]
     fn keeps_the_largest_and_the_first_on_a_tie() {
         let mut idx = DedupIndex::new();
-        assert_eq!(idx.offer("k", version(false, 10)), Offer::New);
-        assert_eq!(idx.offer("k", version(false, 10)), Offer::Dropped);
-        assert_eq!(idx.offer("k", version(false, 9)), Offer::Dropped);
-        assert_eq!(idx.offer("k", version(false, 12)), Offer::Supersedes);
-        assert_eq!(idx.offer("k", version(true, 100)), Offer::Dropped);
-        assert_eq!(idx.offer("other", version(true, 100)), Offer::New);
-        assert_eq!(idx.offer("other", version(false, 1)), Offer::Supersedes);
+        assert_eq!(idx.offer("k", version(false, 10, true)), Offer::New);
+        assert_eq!(idx.offer("k", version(false, 10, true)), Offer::Dropped);
+        assert_eq!(idx.offer("k", version(false, 9, true)), Offer::Dropped);
+        assert_eq!(idx.offer("k", version(false, 12, true)), Offer::Supersedes);
+        assert_eq!(idx.offer("k", version(true, 100, true)), Offer::Dropped);
+        assert_eq!(idx.offer("other", version(true, 100, true)), Offer::New);
+        assert_eq!(
+            idx.offer("other", version(false, 1, true)),
+            Offer::Supersedes
+        );
         assert_eq!(idx.len(), 2);
     }
 
@@ -272,10 +280,10 @@ mod tests {
     #[test]
     fn remembered_versions_gate_new_offers() {
         let mut idx = DedupIndex::new();
-        idx.remember("k", version(false, 10));
-        idx.remember("k", version(false, 7));
-        assert_eq!(idx.offer("k", version(false, 10)), Offer::Dropped);
-        assert_eq!(idx.offer("k", version(false, 11)), Offer::Supersedes);
+        idx.remember("k", version(false, 10, true));
+        idx.remember("k", version(false, 7, true));
+        assert_eq!(idx.offer("k", version(false, 10, true)), Offer::Dropped);
+        assert_eq!(idx.offer("k", version(false, 11, true)), Offer::Supersedes);
         assert!(idx.heap_bytes() > 0);
     }
 }

@@ -346,7 +346,12 @@ fn extract(
     };
     Ok(Some(UsageRow {
         key,
-        version: dedup::version(is_sidechain, total),
+        // A line whose sessionId is not its file's session is a copy.
+        version: dedup::version(
+            is_sidechain,
+            total,
+            session_id.is_empty() || session_id == ctx.session_from_path,
+        ),
         ts: (ts_ms / 1000) as u32,
         ts_ms,
         session_id: if session_id.is_empty() {
@@ -478,7 +483,7 @@ mod tests {
         assert_eq!(r.source_offset, 7);
         assert_eq!(r.is_sidechain, 0);
         assert_eq!(r.entry_type, "assistant");
-        assert_eq!(r.version, dedup::version(false, 311));
+        assert_eq!(r.version, dedup::version(false, 311, false));
     }
 
     #[test]
@@ -525,7 +530,7 @@ mod tests {
         let r = usage(line);
         assert_eq!(r.key, "msg_9|req_9");
         assert_eq!(r.is_sidechain, 0);
-        assert_eq!(r.version, dedup::version(false, 3));
+        assert_eq!(r.version, dedup::version(false, 3, false));
         assert_eq!(r.agent_id, "ag1");
         assert_eq!(r.entry_type, "agent_progress");
         assert_eq!(r.ts_ms, 1_752_573_600_000);

@@ -242,6 +242,38 @@ impl ChClient {
         with_timeout(self.timeout * 20, fut).await
     }
 
+    /// The winning row of every key, as reports need it.
+    pub async fn report_entries(&self) -> Result<Vec<crate::report::Entry>, ChError> {
+        let sql = format!(
+            "SELECT ts_ms, session_id, project, model, input_tokens, output_tokens, \
+             cache_creation_input_tokens, cache_creation_1h_tokens, cache_read_input_tokens \
+             FROM {}.{} FINAL",
+            self.database,
+            schema::MESSAGES
+        );
+        type R = (i64, String, String, String, u64, u64, u64, u64, u64);
+        let rows: Vec<R> =
+            with_timeout(self.timeout * 20, self.client.query(&sql).fetch_all::<R>()).await?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(ts_ms, session_id, project, model, i, o, cc, cc1h, cr)| crate::report::Entry {
+                    ts_ms,
+                    session_id,
+                    project,
+                    model,
+                    usage: crate::price::TokenUse {
+                        input: i,
+                        output: o,
+                        cache_creation: cc,
+                        cache_creation_1h: cc1h,
+                        cache_read: cr,
+                    },
+                },
+            )
+            .collect())
+    }
+
     /// A cheap round trip.
     pub async fn ping(&self) -> Result<(), ChError> {
         with_timeout(

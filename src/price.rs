@@ -1,0 +1,258 @@
+//! Offline prices per model: the Claude subset of LiteLLM's price table
+//! (`data/claude-prices.json`, from the PyPI package `litellm`), embedded,
+//! optionally overridden by a price file in the same format.
+//!
+//! Cost of one message, per token kind: the first 200,000 tokens at the base
+//! rate and the rest at the `above_200k` rate where the table has one; 1-hour
+//! cache writes at the table's 1-hour rate, else at 2x the input rate. An
+//! unknown model costs 0 and is warned about once.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::Mutex;
+
+use serde::Deserialize;
+
+const EMBEDDED: &str = include_str!("../data/claude-prices.json");
+const TIER: u64 = 200_000;
+
+/// Rates of one model, USD per token.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Deserialize)]
+pub struct Price {
+    /// Input.
+    #[serde(rename = "input_cost_per_token")]
+    pub input: f64,
+    /// Output.
+    #[serde(rename = "output_cost_per_token")]
+    pub output: f64,
+    /// 5-minute cache write.
+    #[serde(rename = "cache_creation_input_token_cost", default)]
+    pub cache_write: Option<f64>,
+    /// 1-hour cache write.
+    #[serde(rename = "cache_creation_input_token_cost_above_1hr", default)]
+    pub cache_write_1h: Option<f64>,
+    /// Cache read.
+    #[serde(rename = "cache_read_input_token_cost", default)]
+    pub cache_read: Option<f64>,
+    /// Input beyond 200k tokens.
+    #[serde(rename = "input_cost_per_token_above_200k_tokens", default)]
+    pub input_above: Option<f64>,
+    /// Output beyond 200k tokens.
+    #[serde(rename = "output_cost_per_token_above_200k_tokens", default)]
+    pub output_above: Option<f64>,
+    /// Cache write beyond 200k tokens.
+    #[serde(rename = "cache_creation_input_token_cost_above_200k_tokens", default)]
+    pub cache_write_above: Option<f64>,
+    /// Cache read beyond 200k tokens.
+    #[serde(rename = "cache_read_input_token_cost_above_200k_tokens", default)]
+    pub cache_read_above: Option<f64>,
+}
+
+/// Token counts of one message, as priced.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TokenUse {
+    /// input_tokens.
+    pub input: u64,
+    /// output_tokens.
+    pub output: u64,
+    /// cache_creation_input_tokens (5-minute and 1-hour together).
+    pub cache_creation: u64,
+    /// The 1-hour part of `cache_creation`.
+    pub cache_creation_1h: u64,
+    /// cache_read_input_tokens.
+    pub cache_read: u64,
+}
+
+fn tiered(tokens: u64, base: f64, above: Option<f64>) -> f64 {
+    match above {
+        Some(a) if tokens > TIER => TIER as f64 * base + (tokens - TIER) as f64 * a,
+        _ => tokens as f64 * base,
+    }
+}
+
+impl Price {
+    /// Cost of one message in USD.
+    pub fn cost(&self, u: &TokenUse) -> f64 {
+        let one_hour = u.cache_creation_1h.min(u.cache_creation);
+        let five_min = u.cache_creation - one_hour;
+        tiered(u.input, self.input, self.input_above)
+            + tiered(u.output, self.output, self.output_above)
+            + tiered(
+                five_min,
+                self.cache_write.unwrap_or(0.0),
+                self.cache_write_above,
+            )
+            + one_hour as f64 * self.cache_write_1h.unwrap_or(2.0 * self.input)
+            + tiered(
+                u.cache_read,
+                self.cache_read.unwrap_or(0.0),
+                self.cache_read_above,
+            )
+    }
+}
+
+/// Errors loading a price file.
+#[derive(Debug, thiserror::Error)]
+pub enum PriceError {
+    /// Unreadable file.
+    #[error("price file {file}: {source}")]
+    Read {
+        /// The file.
+        file: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// Not a LiteLLM-format price table.
+    #[error("price file {file}: {message}")]
+    Parse {
+        /// The file.
+        file: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Prices by model name.
+#[derive(Debug)]
+pub struct PriceTable {
+    models: HashMap<String, Price>,
+    warned: Mutex<HashSet<String>>,
+}
+
+fn parse_table(text: &str) -> Result<HashMap<String, Price>, String> {
+    let raw: HashMap<String, serde_json::Value> =
+        serde_json::from_str(text).map_err(|e| e.to_string())?;
+    let mut out = HashMap::new();
+    for (name, v) in raw {
+        if name.starts_with('_') || !v.is_object() {
+            continue;
+        }
+        if let Ok(p) = serde_json::from_value::<Price>(v) {
+            out.insert(name, p);
+        }
+    }
+    Ok(out)
+}
+
+impl PriceTable {
+    /// The embedded table.
+    pub fn embedded() -> PriceTable {
+        PriceTable {
+            models: parse_table(EMBEDDED).expect("embedded price table"),
+            warned: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// The embedded table with entries of `file` (LiteLLM's format) replacing
+    /// or adding models.
+    pub fn with_overrides(file: &Path) -> Result<PriceTable, PriceError> {
+        let text = std::fs::read_to_string(file).map_err(|source| PriceError::Read {
+            file: file.display().to_string(),
+            source,
+        })?;
+        let extra = parse_table(&text).map_err(|message| PriceError::Parse {
+            file: file.display().to_string(),
+            message,
+        })?;
+        let mut t = PriceTable::embedded();
+        t.models.extend(extra);
+        Ok(t)
+    }
+
+    /// The price of `model`: its own entry, else Anthropic's listing of the
+    /// same model on Bedrock (`anthropic.<model>-v…`), which LiteLLM keeps
+    /// after it retires the direct entry.
+    pub fn lookup(&self, model: &str) -> Option<&Price> {
+        if let Some(p) = self.models.get(model) {
+            return Some(p);
+        }
+        let prefix = format!("anthropic.{model}-v");
+        let mut keys: Vec<&String> = self
+            .models
+            .keys()
+            .filter(|k| k.starts_with(&prefix))
+            .collect();
+        keys.sort();
+        keys.first().and_then(|k| self.models.get(*k))
+    }
+
+    /// Cost of one message; 0 (warned once) for an unknown model.
+    pub fn cost(&self, model: &str, u: &TokenUse) -> f64 {
+        match self.lookup(model) {
+            Some(p) => p.cost(u),
+            None => {
+                if self
+                    .warned
+                    .lock()
+                    .expect("warned")
+                    .insert(model.to_string())
+                {
+                    tracing::warn!(
+                        event = "model_price_unknown",
+                        model,
+                        "no price for this model; its cost counts as 0"
+                    );
+                }
+                0.0
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn u(input: u64, output: u64, cc: u64, cc1h: u64, cr: u64) -> TokenUse {
+        TokenUse {
+            input,
+            output,
+            cache_creation: cc,
+            cache_creation_1h: cc1h,
+            cache_read: cr,
+        }
+    }
+
+    #[test]
+    fn rates_match_what_ccusage_charges() {
+        // Per-token rates measured from ccusage 20.0.24 with single messages.
+        let t = PriceTable::embedded();
+        let s4 = "claude-sonnet-4-20250514";
+        let near = |a: f64, b: f64| (a - b).abs() < 1e-12;
+        assert!(near(t.cost(s4, &u(100_000, 0, 0, 0, 0)), 0.3));
+        assert!(near(t.cost(s4, &u(0, 100_000, 0, 0, 0)), 1.5));
+        assert!(near(t.cost(s4, &u(0, 0, 100_000, 0, 0)), 0.375));
+        assert!(near(t.cost(s4, &u(0, 0, 0, 0, 100_000)), 0.03));
+        assert!(near(t.cost(s4, &u(0, 0, 100_000, 100_000, 0)), 0.6));
+        // 300k input: 200k at 3e-6, 100k at 6e-6.
+        assert!(near(t.cost(s4, &u(300_000, 0, 0, 0, 0)), 1.2));
+        // Retired direct entry: found through the Bedrock listing; 1h at 2x input.
+        let h = "claude-3-5-haiku-20241022";
+        assert!(near(t.cost(h, &u(100_000, 100_000, 0, 0, 0)), 0.08 + 0.4));
+        assert!(near(t.cost(h, &u(0, 0, 100_000, 100_000, 0)), 0.16));
+        assert!(near(
+            t.cost("claude-opus-4-1-20250805", &u(0, 0, 100_000, 100_000, 0)),
+            3.0
+        ));
+        assert!(near(
+            t.cost("claude-haiku-4-5-20251001", &u(100_000, 0, 0, 0, 0)),
+            0.1
+        ));
+    }
+
+    #[test]
+    fn unknown_models_cost_nothing_and_overrides_apply() {
+        let t = PriceTable::embedded();
+        assert_eq!(t.cost("my-local-model", &u(1000, 1000, 0, 0, 0)), 0.0);
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("p.json");
+        std::fs::write(&f, r#"{"my-local-model": {"input_cost_per_token": 0.001, "output_cost_per_token": 0.002}}"#).unwrap();
+        let t = PriceTable::with_overrides(&f).unwrap();
+        assert!((t.cost("my-local-model", &u(1000, 1000, 0, 0, 0)) - 3.0).abs() < 1e-9);
+        std::fs::write(&f, "nope").unwrap();
+        assert!(PriceTable::with_overrides(&f)
+            .unwrap_err()
+            .to_string()
+            .contains("p.json"));
+    }
+}

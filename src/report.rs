@@ -1,0 +1,398 @@
+//! Reports: deduplicated usage grouped by day, month, session or model, with
+//! cost, in ccusage's JSON shape (`daily[]`, `monthly[]`, `sessions[]`,
+//! `models[]`, each with `modelBreakdowns[]`, and `totals`) or as an aligned
+//! text table. The same code serves `report` (rows from ClickHouse) and `scan`
+//! (rows straight from files).
+
+use std::collections::BTreeMap;
+
+use serde_json::{json, Value};
+
+use crate::price::{PriceTable, TokenUse};
+use crate::record::UsageRow;
+use crate::timestamp::{format_rfc3339_ms, utc_date};
+
+/// One deduplicated message, as reports need it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    /// Unix ms.
+    pub ts_ms: i64,
+    /// Session id.
+    pub session_id: String,
+    /// Project folder.
+    pub project: String,
+    /// Model.
+    pub model: String,
+    /// Tokens.
+    pub usage: TokenUse,
+}
+
+impl From<&UsageRow> for Entry {
+    fn from(r: &UsageRow) -> Entry {
+        Entry {
+            ts_ms: r.ts_ms,
+            session_id: r.session_id.clone(),
+            project: r.project.clone(),
+            model: r.model.clone(),
+            usage: TokenUse {
+                input: r.input_tokens,
+                output: r.output_tokens,
+                cache_creation: r.cache_creation_input_tokens,
+                cache_creation_1h: r.cache_creation_1h_tokens,
+                cache_read: r.cache_read_input_tokens,
+            },
+        }
+    }
+}
+
+/// How rows are grouped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// By local day.
+    Daily,
+    /// By local month.
+    Monthly,
+    /// By session id.
+    Session,
+    /// By model.
+    Model,
+}
+
+impl std::str::FromStr for Kind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Kind, String> {
+        match s {
+            "daily" => Ok(Kind::Daily),
+            "monthly" => Ok(Kind::Monthly),
+            "session" => Ok(Kind::Session),
+            "model" => Ok(Kind::Model),
+            other => Err(format!(
+                "unknown report {other:?}: use daily, monthly, session or model"
+            )),
+        }
+    }
+}
+
+/// Which rows, in which time zone.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// First day included (`YYYY-MM-DD` or `YYYYMMDD`), in the report's zone.
+    pub since: Option<String>,
+    /// Last day included.
+    pub until: Option<String>,
+    /// Only this project.
+    pub project: Option<String>,
+    /// Zone offset from UTC in minutes (days and months are cut there).
+    pub tz_offset_min: i32,
+}
+
+/// Parses `UTC`, `Z`, `+HH:MM` or `-HH:MM` into minutes east of UTC.
+pub fn parse_timezone(s: &str) -> Result<i32, String> {
+    if s.eq_ignore_ascii_case("utc") || s == "Z" {
+        return Ok(0);
+    }
+    let (sign, rest) = match s.as_bytes().first() {
+        Some(b'+') => (1, &s[1..]),
+        Some(b'-') => (-1, &s[1..]),
+        _ => return Err(format!("timezone {s:?}: use UTC or an offset like +02:00")),
+    };
+    let (h, m) = rest.split_once(':').unwrap_or((rest, "0"));
+    let (h, m): (i32, i32) = (
+        h.parse()
+            .map_err(|_| format!("timezone {s:?}: bad hours"))?,
+        m.parse()
+            .map_err(|_| format!("timezone {s:?}: bad minutes"))?,
+    );
+    if h > 14 || m > 59 {
+        return Err(format!("timezone {s:?}: out of range"));
+    }
+    Ok(sign * (h * 60 + m))
+}
+
+fn norm_date(d: &str) -> String {
+    if d.len() == 8 && d.chars().all(|c| c.is_ascii_digit()) {
+        format!("{}-{}-{}", &d[..4], &d[4..6], &d[6..])
+    } else {
+        d.to_string()
+    }
+}
+
+#[derive(Default)]
+struct Tot {
+    input: u64,
+    output: u64,
+    cache_creation: u64,
+    cache_read: u64,
+    cost: f64,
+    messages: u64,
+}
+
+impl Tot {
+    fn add(&mut self, u: &TokenUse, cost: f64) {
+        self.input += u.input;
+        self.output += u.output;
+        self.cache_creation += u.cache_creation;
+        self.cache_read += u.cache_read;
+        self.cost += cost;
+        self.messages += 1;
+    }
+    fn total(&self) -> u64 {
+        self.input + self.output + self.cache_creation + self.cache_read
+    }
+    fn json(&self) -> serde_json::Map<String, Value> {
+        let mut m = serde_json::Map::new();
+        m.insert("inputTokens".into(), json!(self.input));
+        m.insert("outputTokens".into(), json!(self.output));
+        m.insert("cacheCreationTokens".into(), json!(self.cache_creation));
+        m.insert("cacheReadTokens".into(), json!(self.cache_read));
+        m.insert("totalTokens".into(), json!(self.total()));
+        m.insert("totalCost".into(), json!(self.cost));
+        m
+    }
+}
+
+#[derive(Default)]
+struct Group {
+    tot: Tot,
+    models: BTreeMap<String, Tot>,
+    first_ms: i64,
+    last_ms: i64,
+    project: String,
+}
+
+/// Builds the report as JSON in ccusage's shape.
+pub fn build(entries: &[Entry], kind: Kind, filter: &Filter, prices: &PriceTable) -> Value {
+    let since = filter.since.as_deref().map(norm_date);
+    let until = filter.until.as_deref().map(norm_date);
+    let mut groups: BTreeMap<String, Group> = BTreeMap::new();
+    let mut totals = Tot::default();
+    // A fixed order makes the float sums, and so the report, independent of
+    // the order rows came in (files or ClickHouse).
+    let mut sorted: Vec<&Entry> = entries.iter().collect();
+    sorted.sort_by(|a, b| {
+        (
+            a.ts_ms,
+            &a.session_id,
+            &a.model,
+            a.usage.input,
+            a.usage.output,
+            a.usage.cache_creation,
+            a.usage.cache_read,
+        )
+            .cmp(&(
+                b.ts_ms,
+                &b.session_id,
+                &b.model,
+                b.usage.input,
+                b.usage.output,
+                b.usage.cache_creation,
+                b.usage.cache_read,
+            ))
+    });
+    for e in sorted {
+        if filter.project.as_deref().is_some_and(|p| p != e.project) {
+            continue;
+        }
+        let local_ms = e.ts_ms + i64::from(filter.tz_offset_min) * 60_000;
+        let day = utc_date(local_ms);
+        if since.as_deref().is_some_and(|s| day.as_str() < s)
+            || until.as_deref().is_some_and(|u| day.as_str() > u)
+        {
+            continue;
+        }
+        let key = match kind {
+            Kind::Daily => day,
+            Kind::Monthly => day[..7].to_string(),
+            Kind::Session => e.session_id.clone(),
+            Kind::Model => e.model.clone(),
+        };
+        let cost = prices.cost(&e.model, &e.usage);
+        let g = groups.entry(key).or_insert_with(|| Group {
+            first_ms: e.ts_ms,
+            last_ms: e.ts_ms,
+            project: e.project.clone(),
+            ..Group::default()
+        });
+        g.tot.add(&e.usage, cost);
+        g.models
+            .entry(e.model.clone())
+            .or_default()
+            .add(&e.usage, cost);
+        g.first_ms = g.first_ms.min(e.ts_ms);
+        g.last_ms = g.last_ms.max(e.ts_ms);
+        totals.add(&e.usage, cost);
+    }
+    let (list_name, key_name) = match kind {
+        Kind::Daily => ("daily", "date"),
+        Kind::Monthly => ("monthly", "month"),
+        Kind::Session => ("sessions", "sessionId"),
+        Kind::Model => ("models", "modelName"),
+    };
+    let list: Vec<Value> = groups
+        .into_iter()
+        .map(|(key, g)| {
+            let mut m = g.tot.json();
+            m.insert(key_name.into(), json!(key));
+            m.insert("messages".into(), json!(g.tot.messages));
+            if kind != Kind::Model {
+                m.insert(
+                    "modelsUsed".into(),
+                    json!(g.models.keys().collect::<Vec<_>>()),
+                );
+                let breakdowns: Vec<Value> = g
+                    .models
+                    .iter()
+                    .map(|(name, t)| {
+                        json!({
+                            "modelName": name,
+                            "inputTokens": t.input,
+                            "outputTokens": t.output,
+                            "cacheCreationTokens": t.cache_creation,
+                            "cacheReadTokens": t.cache_read,
+                            "cost": t.cost,
+                        })
+                    })
+                    .collect();
+                m.insert("modelBreakdowns".into(), json!(breakdowns));
+            }
+            if kind == Kind::Session {
+                m.insert("projectPath".into(), json!(g.project));
+                m.insert("firstActivity".into(), json!(format_rfc3339_ms(g.first_ms)));
+                m.insert("lastActivity".into(), json!(format_rfc3339_ms(g.last_ms)));
+            }
+            Value::Object(m)
+        })
+        .collect();
+    let mut t = totals.json();
+    t.insert("messages".into(), json!(totals.messages));
+    json!({ list_name: list, "totals": Value::Object(t) })
+}
+
+/// The report as an aligned text table.
+pub fn table(report: &Value, kind: Kind) -> String {
+    let (list_name, key_name, title) = match kind {
+        Kind::Daily => ("daily", "date", "Date"),
+        Kind::Monthly => ("monthly", "month", "Month"),
+        Kind::Session => ("sessions", "sessionId", "Session"),
+        Kind::Model => ("models", "modelName", "Model"),
+    };
+    let mut rows: Vec<[String; 7]> = vec![[
+        title.into(),
+        "Input".into(),
+        "Output".into(),
+        "Cache write".into(),
+        "Cache read".into(),
+        "Total tokens".into(),
+        "Cost (USD)".into(),
+    ]];
+    let row = |label: String, v: &Value| -> [String; 7] {
+        [
+            label,
+            v["inputTokens"].to_string(),
+            v["outputTokens"].to_string(),
+            v["cacheCreationTokens"].to_string(),
+            v["cacheReadTokens"].to_string(),
+            v["totalTokens"].to_string(),
+            format!("{:.2}", v["totalCost"].as_f64().unwrap_or(0.0)),
+        ]
+    };
+    for item in report[list_name].as_array().into_iter().flatten() {
+        rows.push(row(
+            item[key_name].as_str().unwrap_or_default().to_string(),
+            item,
+        ));
+    }
+    rows.push(row("Total".into(), &report["totals"]));
+    let widths: Vec<usize> = (0..7)
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for (i, r) in rows.iter().enumerate() {
+        let cells: Vec<String> = r
+            .iter()
+            .enumerate()
+            .map(|(c, s)| {
+                if c == 0 {
+                    format!("{s:<w$}", w = widths[c])
+                } else {
+                    format!("{s:>w$}", w = widths[c])
+                }
+            })
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+        if i == 0 || i == rows.len() - 2 {
+            out.push_str(
+                &widths
+                    .iter()
+                    .map(|w| "-".repeat(*w))
+                    .collect::<Vec<_>>()
+                    .join("  "),
+            );
+            out.push('\n');
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn e(ts_ms: i64, session: &str, model: &str, input: u64) -> Entry {
+        Entry {
+            ts_ms,
+            session_id: session.into(),
+            project: "p".into(),
+            model: model.into(),
+            usage: TokenUse {
+                input,
+                output: 1,
+                ..TokenUse::default()
+            },
+        }
+    }
+
+    #[test]
+    fn groups_by_local_day_and_filters() {
+        let t = PriceTable::embedded();
+        // 23:30 UTC on the 1st is the 2nd at +01:00.
+        let late = 1_756_769_400_000; // 2025-09-01T23:30:00Z
+        let rows = vec![
+            e(late, "a", "claude-sonnet-4-20250514", 10),
+            e(late + 3_600_000, "b", "x", 5),
+        ];
+        let utc = build(&rows, Kind::Daily, &Filter::default(), &t);
+        assert_eq!(utc["daily"][0]["date"], "2025-09-01");
+        assert_eq!(utc["daily"][1]["date"], "2025-09-02");
+        let plus1 = Filter {
+            tz_offset_min: parse_timezone("+01:00").unwrap(),
+            ..Filter::default()
+        };
+        let r = build(&rows, Kind::Daily, &plus1, &t);
+        assert_eq!(r["daily"].as_array().unwrap().len(), 1);
+        assert_eq!(r["daily"][0]["inputTokens"], 15);
+        assert_eq!(r["totals"]["totalTokens"], 17);
+        let since = Filter {
+            since: Some("20250902".into()),
+            ..Filter::default()
+        };
+        assert_eq!(
+            build(&rows, Kind::Daily, &since, &t)["totals"]["inputTokens"],
+            5
+        );
+        let s = build(&rows, Kind::Session, &Filter::default(), &t);
+        assert_eq!(s["sessions"][0]["sessionId"], "a");
+        assert_eq!(
+            s["sessions"][0]["firstActivity"],
+            "2025-09-01T23:30:00.000Z"
+        );
+        assert!(s["sessions"][0]["totalCost"].as_f64().unwrap() > 0.0);
+        let text = table(&s, Kind::Session);
+        assert!(
+            text.lines().count() == 6 && text.contains("Total"),
+            "{text}"
+        );
+        assert!(parse_timezone("Europe/Paris").is_err());
+    }
+}

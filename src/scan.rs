@@ -1,0 +1,106 @@
+//! `scan`: the deduplicated usage of transcript files, computed straight from
+//! the files with no ClickHouse: the same parser and the same winner rule as
+//! the daemon, so its numbers can be compared with ClickHouse (`verify`) and
+//! with ccusage.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use rayon::prelude::*;
+
+use crate::chunk::LineCounts;
+use crate::dedup::{key_hash, KeyHash};
+use crate::discovery;
+use crate::parse::PADDING;
+use crate::reader::{parse_lines, ParsedLines};
+use crate::record::{SourceContext, UsageRow};
+
+/// What a scan found.
+#[derive(Debug, Default)]
+pub struct ScanOutput {
+    /// The winning entry of every key, in the order keys were first seen.
+    pub rows: Vec<UsageRow>,
+    /// Files read.
+    pub files: u64,
+    /// Bytes read.
+    pub bytes: u64,
+    /// Lines by class.
+    pub counts: LineCounts,
+    /// Files that could not be read.
+    pub errors: Vec<(PathBuf, std::io::Error)>,
+}
+
+/// Files read and parsed in parallel at a time (bounds memory).
+const FILES_PER_STEP: usize = 64;
+
+/// Scans `paths` (files or folders).
+pub fn scan(paths: &[PathBuf], max_line: usize) -> ScanOutput {
+    let mut found = discovery::scan(paths);
+    found.files.sort();
+    let mut out = ScanOutput {
+        errors: found.errors,
+        ..ScanOutput::default()
+    };
+    let mut winners: HashMap<
+        KeyHash,
+        usize,
+        std::hash::BuildHasherDefault<crate::dedup::PassThroughHasher>,
+    > = HashMap::default();
+    for group in found.files.chunks(FILES_PER_STEP) {
+        let parsed: Vec<Result<(u64, ParsedLines), (PathBuf, std::io::Error)>> = group
+            .par_iter()
+            .map(|path| {
+                let mut buf = std::fs::read(path).map_err(|e| (path.clone(), e))?;
+                let len = buf.len();
+                let end = crate::lines::complete_prefix_len(&buf);
+                buf.resize(len + PADDING, 0);
+                let ctx = SourceContext::from_path(path);
+                Ok((end as u64, parse_lines(&mut buf, end, 0, &ctx, max_line)))
+            })
+            .collect();
+        for p in parsed {
+            let (bytes, lines) = match p {
+                Ok(v) => v,
+                Err(e) => {
+                    out.errors.push(e);
+                    continue;
+                }
+            };
+            out.files += 1;
+            out.bytes += bytes;
+            out.counts.usage += lines.counts.usage;
+            out.counts.other += lines.counts.other;
+            out.counts.blank += lines.counts.blank;
+            out.counts.malformed += lines.counts.malformed;
+            for row in lines.rows {
+                let h = key_hash(&row.key);
+                match winners.get(&h) {
+                    Some(&i) if row.version > out.rows[i].version => out.rows[i] = row,
+                    Some(_) => {}
+                    None => {
+                        winners.insert(h, out.rows.len());
+                        out.rows.push(row);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fixture_totals() {
+        let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/edge");
+        let out = scan(&[fixtures], 1 << 20);
+        assert_eq!(out.rows.len(), 9);
+        let total: u64 = out.rows.iter().map(|r| r.total_tokens()).sum();
+        assert_eq!(total, 1308);
+        assert_eq!(out.counts.malformed, 1);
+        let f = out.rows.iter().find(|r| r.key == "msg_f|req_f").unwrap();
+        assert_eq!((f.output_tokens, f.is_sidechain), (20, 0));
+    }
+}
