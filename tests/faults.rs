@@ -99,6 +99,7 @@ fn kill9_during_backfill_at_random_points_then_exact() {
             kills += 1;
         }
     }
+    println!("{kills} kill points landed mid-run");
     assert!(kills >= 10, "only {kills} kill points landed mid-run");
     let mid = ch.totals("tb_kill");
     assert!(
