@@ -86,32 +86,10 @@ impl Rng {
 }
 
 /// Token totals of one slice of the truth.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Tokens {
-    /// Σ input_tokens.
-    pub input_tokens: u64,
-    /// Σ output_tokens.
-    pub output_tokens: u64,
-    /// Σ cache_creation_input_tokens.
-    pub cache_creation_tokens: u64,
-    /// Σ cache_read_input_tokens.
-    pub cache_read_tokens: u64,
-    /// The four above added.
-    pub total_tokens: u64,
-    /// Messages (deduplicated).
-    pub messages: u64,
-}
+pub use crate::record::Totals as Tokens;
 
-impl Tokens {
-    fn add(&mut self, u: &Usage) {
-        self.input_tokens += u.input;
-        self.output_tokens += u.output;
-        self.cache_creation_tokens += u.cache_5m + u.cache_1h;
-        self.cache_read_tokens += u.cache_read;
-        self.total_tokens += u.total();
-        self.messages += 1;
-    }
+fn add_usage(t: &mut Tokens, u: &Usage) {
+    t.add(u.input, u.output, u.cache_5m + u.cache_1h, u.cache_read);
 }
 
 /// The truth about a generated corpus.
@@ -194,9 +172,6 @@ struct Usage {
 }
 
 impl Usage {
-    fn total(&self) -> u64 {
-        self.input + self.output + self.cache_5m + self.cache_1h + self.cache_read
-    }
     fn json(&self) -> serde_json::Value {
         json!({
             "input_tokens": self.input,
@@ -399,7 +374,7 @@ impl Gen {
             if let Some(r) = &req_id {
                 line["requestId"] = json!(r);
             }
-            self.naive.add(&u);
+            add_usage(&mut self.naive, &u);
             *parent = uuid;
             envelopes.push(line.clone());
             self.push(lines, line);
@@ -508,14 +483,17 @@ impl Gen {
         };
         let g = |k: &str| u[k].as_u64().unwrap_or(0);
         let cc = &u["cache_creation"];
-        self.naive.add(&Usage {
-            input: g("input_tokens"),
-            output: g("output_tokens"),
-            cache_5m: cc["ephemeral_5m_input_tokens"].as_u64().unwrap_or(0),
-            cache_1h: cc["ephemeral_1h_input_tokens"].as_u64().unwrap_or(0),
-            cache_read: g("cache_read_input_tokens"),
-            web_search: 0,
-        });
+        add_usage(
+            &mut self.naive,
+            &Usage {
+                input: g("input_tokens"),
+                output: g("output_tokens"),
+                cache_5m: cc["ephemeral_5m_input_tokens"].as_u64().unwrap_or(0),
+                cache_1h: cc["ephemeral_1h_input_tokens"].as_u64().unwrap_or(0),
+                cache_read: g("cache_read_input_tokens"),
+                web_search: 0,
+            },
+        );
     }
 
     /// A subagent: its own file of sidechain messages, each also carried by an
@@ -558,18 +536,21 @@ impl Gen {
                     continue;
                 }
                 let u = &env["message"]["usage"];
-                self.naive.add(&Usage {
-                    input: u["input_tokens"].as_u64().unwrap_or(0),
-                    output: u["output_tokens"].as_u64().unwrap_or(0),
-                    cache_5m: u["cache_creation"]["ephemeral_5m_input_tokens"]
-                        .as_u64()
-                        .unwrap_or(0),
-                    cache_1h: u["cache_creation"]["ephemeral_1h_input_tokens"]
-                        .as_u64()
-                        .unwrap_or(0),
-                    cache_read: u["cache_read_input_tokens"].as_u64().unwrap_or(0),
-                    web_search: 0,
-                });
+                add_usage(
+                    &mut self.naive,
+                    &Usage {
+                        input: u["input_tokens"].as_u64().unwrap_or(0),
+                        output: u["output_tokens"].as_u64().unwrap_or(0),
+                        cache_5m: u["cache_creation"]["ephemeral_5m_input_tokens"]
+                            .as_u64()
+                            .unwrap_or(0),
+                        cache_1h: u["cache_creation"]["ephemeral_1h_input_tokens"]
+                            .as_u64()
+                            .unwrap_or(0),
+                        cache_read: u["cache_read_input_tokens"].as_u64().unwrap_or(0),
+                        web_search: 0,
+                    },
+                );
                 let mut inner = json!({"type":"assistant","message": env["message"].clone(),"uuid": env["uuid"].clone(),"timestamp": env["timestamp"].clone()});
                 if let Some(r) = env.get("requestId") {
                     inner["requestId"] = r.clone();
@@ -627,19 +608,16 @@ pub fn generate(spec: &Spec) -> (Vec<GenFile>, Expected) {
         ..Expected::default()
     };
     for t in &g.truths {
-        exp.totals.add(&t.usage);
-        exp.by_model
-            .entry(t.model.clone())
-            .or_default()
-            .add(&t.usage);
-        exp.by_session
-            .entry(t.session.clone())
-            .or_default()
-            .add(&t.usage);
-        exp.by_day
-            .entry(utc_date(t.final_ts_ms))
-            .or_default()
-            .add(&t.usage);
+        add_usage(&mut exp.totals, &t.usage);
+        add_usage(exp.by_model.entry(t.model.clone()).or_default(), &t.usage);
+        add_usage(
+            exp.by_session.entry(t.session.clone()).or_default(),
+            &t.usage,
+        );
+        add_usage(
+            exp.by_day.entry(utc_date(t.final_ts_ms)).or_default(),
+            &t.usage,
+        );
     }
     (g.files, exp)
 }

@@ -788,10 +788,7 @@ impl ParsedLines {
         self.counts.blank += other.counts.blank;
         self.counts.malformed += other.counts.malformed;
         for (lo, n) in other.line_sizes {
-            match self.line_sizes.iter_mut().find(|(l, _)| *l == lo) {
-                Some(e) => e.1 += n,
-                None => self.line_sizes.push((lo, n)),
-            }
+            add_size(&mut self.line_sizes, lo, n);
         }
     }
 }
@@ -844,6 +841,15 @@ pub fn parse_lines(
     out
 }
 
+/// Counts `n` lines in the size bucket starting at `lo`. Few distinct buckets
+/// occur per chunk, so a short list beats a map.
+fn add_size(sizes: &mut Vec<(u64, u64)>, lo: u64, n: u64) {
+    match sizes.iter_mut().find(|(l, _)| *l == lo) {
+        Some(e) => e.1 += n,
+        None => sizes.push((lo, n)),
+    }
+}
+
 /// Parses the lines of `buf[..end]` one after the other.
 fn parse_piece(
     buf: &mut [u8],
@@ -856,7 +862,6 @@ fn parse_piece(
     let mut rows = Vec::new();
     let mut bad = Vec::new();
     let mut counts = LineCounts::default();
-    // Few distinct buckets per chunk: a short list beats a map here.
     let mut line_sizes: Vec<(u64, u64)> = Vec::new();
     let mut pos = 0usize;
     while pos < end {
@@ -867,11 +872,7 @@ fn parse_piece(
         }
         let len = line_end - pos;
         let offset = base + pos as u64;
-        let lo = crate::sizes::bucket(len as u64).0;
-        match line_sizes.iter_mut().find(|(l, _)| *l == lo) {
-            Some(e) => e.1 += 1,
-            None => line_sizes.push((lo, 1)),
-        }
+        add_size(&mut line_sizes, crate::sizes::bucket(len as u64).0, 1);
         let parsed = if len > max_line {
             Parsed::Malformed(MalformedKind::TooLong)
         } else {

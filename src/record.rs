@@ -89,6 +89,36 @@ impl UsageRow {
     }
 }
 
+/// Deduplicated token totals of some set of messages.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Totals {
+    /// Σ input_tokens.
+    pub input_tokens: u64,
+    /// Σ output_tokens.
+    pub output_tokens: u64,
+    /// Σ cache_creation_input_tokens.
+    pub cache_creation_tokens: u64,
+    /// Σ cache_read_input_tokens.
+    pub cache_read_tokens: u64,
+    /// The four above added.
+    pub total_tokens: u64,
+    /// Messages (deduplicated).
+    pub messages: u64,
+}
+
+impl Totals {
+    /// Adds one message.
+    pub fn add(&mut self, input: u64, output: u64, cache_creation: u64, cache_read: u64) {
+        self.input_tokens += input;
+        self.output_tokens += output;
+        self.cache_creation_tokens += cache_creation;
+        self.cache_read_tokens += cache_read;
+        self.total_tokens += input + output + cache_creation + cache_read;
+        self.messages += 1;
+    }
+}
+
 /// What a source file's path says about the rows in it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SourceContext {

@@ -5,23 +5,12 @@
 
 mod common;
 
-use std::io::Write;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::*;
 use tokenbridge::corpus::{self, Rng, Spec};
-
-fn append(path: &Path, bytes: &[u8]) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .unwrap();
-    f.write_all(bytes).unwrap();
-}
 
 /// Runs backfill and kills it with SIGKILL after `delay` (if still running).
 /// Returns true if it was killed.
@@ -108,7 +97,7 @@ fn kill9_during_backfill_at_random_points_then_exact() {
     );
     let done = backfill(&cfg, &[]);
     assert_eq!(done["complete"], true);
-    assert_eq!(as_tokens(&ch.totals("tb_kill")), exp.totals);
+    assert_eq!(ch.totals("tb_kill"), exp.totals);
     assert_eq!(ch.totals_by("tb_kill", "session_id"), exp.by_session);
     assert_eq!(ch.duplicate_rows("tb_kill"), 0, "a row was inserted twice");
 }
@@ -157,9 +146,8 @@ fn kill9_of_the_daemon_while_files_grow_then_exact() {
     writer.join().unwrap();
     let d = Daemon::start(&cfg, &log);
     assert!(
-        wait_until(Duration::from_secs(60), || as_tokens(
-            &ch.totals("tb_kill_live")
-        ) == exp.totals),
+        wait_until(Duration::from_secs(60), || ch.totals("tb_kill_live")
+            == exp.totals),
         "got {:?} want {:?}",
         ch.totals("tb_kill_live"),
         exp.totals
@@ -222,9 +210,8 @@ fn clickhouse_outage_of_35s_loses_and_duplicates_nothing() {
     );
     let resumed_ms = up_at.elapsed().as_millis();
     assert!(
-        wait_until(Duration::from_secs(60), || as_tokens(
-            &ch.totals("tb_outage")
-        ) == exp.totals),
+        wait_until(Duration::from_secs(60), || ch.totals("tb_outage")
+            == exp.totals),
         "got {:?} want {:?}",
         ch.totals("tb_outage"),
         exp.totals
@@ -253,12 +240,6 @@ fn clickhouse_outage_of_35s_loses_and_duplicates_nothing() {
     assert!(d.stop().success());
 }
 
-fn usage_line(id: &str, input: &str, output: &str) -> String {
-    format!(
-        r#"{{"type":"assistant","sessionId":"bad","timestamp":"2025-09-01T10:00:00Z","requestId":"r-{id}","message":{{"id":"m-{id}","model":"claude-sonnet-4-20250514","usage":{{"input_tokens":{input},"output_tokens":{output}}}}}}}"#
-    )
-}
-
 #[test]
 fn bad_input_never_stops_ingestion() {
     let ch = TestClickHouse::start();
@@ -266,40 +247,42 @@ fn bad_input_never_stops_ingestion() {
     let watch = work.path().join("claude");
     let file = watch.join("projects/p/bad.jsonl");
     let mut data: Vec<u8> = Vec::new();
+    // Each call writes one line; a trailing newline in `b` is not doubled.
     let mut line = |b: &[u8]| {
-        data.extend_from_slice(b);
+        data.extend_from_slice(b.strip_suffix(b"\n").unwrap_or(b));
         data.push(b'\n');
     };
-    line(usage_line("a", "1", "10").as_bytes()); // valid
+    line(usage_line("bad", "a", "1", "10").as_bytes()); // valid
     line(br#"{"type":"assistant","message":{"id":"#); // malformed JSON
-    let cut = usage_line("b", "2", "20"); // a cut line followed by a complete one
-    line(format!("{}{}", &usage_line("cut", "9", "9")[..50], cut).as_bytes());
-    let mut bad_utf8 = usage_line("x1", "5", "5").into_bytes();
-    let inside = usage_line("x1", "5", "5").find("sonnet").unwrap();
+    let cut = usage_line("bad", "b", "2", "20"); // a cut line followed by a complete one
+    let cut = cut.trim_end();
+    line(format!("{}{}", &usage_line("bad", "cut", "9", "9")[..50], cut).as_bytes());
+    let mut bad_utf8 = usage_line("bad", "x1", "5", "5").into_bytes();
+    let inside = usage_line("bad", "x1", "5", "5").find("sonnet").unwrap();
     bad_utf8[inside] = 0xff;
     line(&bad_utf8); // invalid UTF-8
     let mut nul = vec![0u8; 12];
-    nul.extend_from_slice(usage_line("c", "3", "30").as_bytes());
+    nul.extend_from_slice(usage_line("bad", "c", "3", "30").as_bytes());
     line(&nul); // NUL padding before a complete line
     line(&[0u8; 64]); // NUL only
     line(format!(r#"{{"type":"user","pad":"{}"}}"#, "z".repeat(20_000)).as_bytes()); // over max_line_bytes
     line(format!("{}{}", "[".repeat(1500), "]".repeat(1500)).as_bytes()); // too deep
-    line(usage_line("neg", "-1", "1").as_bytes());
-    line(usage_line("flt", "1.5", "1").as_bytes());
-    line(usage_line("str", "\"7\"", "1").as_bytes());
-    line(usage_line("big", "99999999999999999", "1").as_bytes());
+    line(usage_line("bad", "neg", "-1", "1").as_bytes());
+    line(usage_line("bad", "flt", "1.5", "1").as_bytes());
+    line(usage_line("bad", "str", "\"7\"", "1").as_bytes());
+    line(usage_line("bad", "big", "99999999999999999", "1").as_bytes());
     line(
-        usage_line("miss", "1", "1")
+        usage_line("bad", "miss", "1", "1")
             .replace("\"input_tokens\":1,", "")
             .as_bytes(),
     ); // missing field
     line(
-        usage_line("typ", "1", "1")
+        usage_line("bad", "typ", "1", "1")
             .replace("\"claude-sonnet-4-20250514\"", "42")
             .as_bytes(),
     ); // mistyped
     line(b"[1,2,3]"); // not an object
-    line(usage_line("d", "4", "40").as_bytes()); // valid
+    line(usage_line("bad", "d", "4", "40").as_bytes()); // valid
     append(&file, &data);
 
     let cfg = write_config_with(
@@ -345,7 +328,7 @@ fn bad_input_never_stops_ingestion() {
     assert!(recs
         .iter()
         .all(|r| r["source_file"].as_str().unwrap().ends_with("bad.jsonl")));
-    let second_line_offset = usage_line("a", "1", "10").len() + 1;
+    let second_line_offset = usage_line("bad", "a", "1", "10").len();
     assert!(recs.iter().any(|r| r["offset"] == second_line_offset));
 }
 
@@ -363,8 +346,7 @@ fn rows_clickhouse_rejects_go_to_the_dead_letter_file() {
     let mut text = String::new();
     for i in 0..50 {
         let input = if i == 17 { "666" } else { "1" };
-        text.push_str(&usage_line(&i.to_string(), input, "2"));
-        text.push('\n');
+        text.push_str(&usage_line("rej", i, input, "2"));
     }
     append(&watch.join("projects/p/s.jsonl"), text.as_bytes());
     let cfg = write_config(work.path(), &ch, "tb_reject", &[&watch], "");
@@ -376,6 +358,6 @@ fn rows_clickhouse_rejects_go_to_the_dead_letter_file() {
     let dl = std::fs::read_to_string(work.path().join("state/dead-letter.jsonl")).unwrap();
     let rec: serde_json::Value = serde_json::from_str(dl.lines().next().unwrap()).unwrap();
     assert_eq!(rec["reason"], "rejected_by_clickhouse");
-    assert_eq!(rec["row"]["key"], "m-17|r-17");
+    assert_eq!(rec["row"]["key"], "m-rej-17|r-rej-17");
     assert!(rec["error"].as_str().unwrap().contains("395"), "{rec}");
 }

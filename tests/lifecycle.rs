@@ -19,24 +19,9 @@ use std::time::Duration;
 
 use common::*;
 
-fn ul(session: &str, id: &str, input: u64, output: u64) -> String {
-    format!(
-        "{{\"type\":\"assistant\",\"sessionId\":\"{session}\",\"timestamp\":\"2025-09-01T10:00:00Z\",\"requestId\":\"r-{session}-{id}\",\"message\":{{\"id\":\"m-{session}-{id}\",\"model\":\"claude-sonnet-4-20250514\",\"usage\":{{\"input_tokens\":{input},\"output_tokens\":{output}}}}}}}\n"
-    )
-}
-
 fn write(path: &Path, text: &str) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(path, text).unwrap();
-}
-
-fn append(path: &Path, text: &str) {
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .unwrap();
-    f.write_all(text.as_bytes()).unwrap();
 }
 
 /// Expected (input, output, messages) per session.
@@ -55,7 +40,7 @@ impl Truth {
         (from..from + n)
             .map(|i| {
                 self.add(session, i as u64 + 1, 10 * (i as u64 + 1));
-                ul(session, &i.to_string(), i as u64 + 1, 10 * (i as u64 + 1))
+                usage_line(session, i, i as u64 + 1, 10 * (i as u64 + 1))
             })
             .collect()
     }
@@ -101,7 +86,7 @@ fn file_lifecycle_cases_are_exact() {
     // Before the daemon starts.
     write(&watch.join("empty.jsonl"), "");
     write(&watch.join("short.jsonl"), &truth.lines("short", 0, 1));
-    let twin_first = ul("twin", "shared", 5, 50);
+    let twin_first = usage_line("twin", "shared", 5, 50);
     truth.add("twin", 5, 50);
     write(
         &watch.join("twin-a.jsonl"),
@@ -175,13 +160,13 @@ fn file_lifecycle_cases_are_exact() {
     );
 
     // Empty file gets lines; short file grows past the fingerprint length.
-    append(&watch.join("empty.jsonl"), &truth.lines("empty", 0, 2));
-    append(&watch.join("short.jsonl"), &truth.lines("short", 1, 20));
+    append(&watch.join("empty.jsonl"), truth.lines("empty", 0, 2));
+    append(&watch.join("short.jsonl"), truth.lines("short", 1, 20));
     // Truncated in place and rewritten shorter.
     std::fs::write(watch.join("trunc.jsonl"), truth.lines("trunc", 5, 2)).unwrap();
     // Rotated: renamed, more lines through the old name's file, new file at the path.
     std::fs::rename(watch.join("rot.jsonl"), watch.join("rot-old.jsonl")).unwrap();
-    append(&watch.join("rot-old.jsonl"), &truth.lines("rot", 3, 1));
+    append(&watch.join("rot-old.jsonl"), truth.lines("rot", 3, 1));
     write(&watch.join("rot.jsonl"), &truth.lines("rot", 4, 2));
     // Deleted and a new file created, which likely reuses the inode.
     let old_ino = std::fs::metadata(watch.join("reuse.jsonl")).unwrap().ino();
@@ -275,7 +260,7 @@ fn full_or_read_only_state_dir_loses_no_checkpoint() {
     let block = vec![0u8; 4096];
     while f.write_all(&block).is_ok() {}
     drop(f);
-    append(&watch.join("a.jsonl"), &truth.lines("sd", 10, 10));
+    append(&watch.join("a.jsonl"), truth.lines("sd", 10, 10));
     // A malformed line cannot be dead-lettered either; that is logged too.
     append(&watch.join("a.jsonl"), "{\"broken\n");
     assert!(wait_until(Duration::from_secs(30), || messages(&ch) == 20));
@@ -293,7 +278,7 @@ fn full_or_read_only_state_dir_loses_no_checkpoint() {
 
     // Space again: the next commit saves everything.
     std::fs::remove_file(&filler).unwrap();
-    append(&watch.join("a.jsonl"), &truth.lines("sd", 20, 5));
+    append(&watch.join("a.jsonl"), truth.lines("sd", 20, 5));
     assert!(wait_until(Duration::from_secs(30), || messages(&ch) == 25));
     assert!(wait_until(Duration::from_secs(10), || d
         .log_text()
@@ -314,7 +299,7 @@ fn full_or_read_only_state_dir_loses_no_checkpoint() {
         .status()
         .unwrap()
         .success());
-    append(&watch.join("a.jsonl"), &truth.lines("sd", 25, 5));
+    append(&watch.join("a.jsonl"), truth.lines("sd", 25, 5));
     assert!(wait_until(Duration::from_secs(30), || messages(&ch) == 30));
     assert!(std::process::Command::new("mount")
         .args(["-o", "remount,rw"])
@@ -322,7 +307,7 @@ fn full_or_read_only_state_dir_loses_no_checkpoint() {
         .status()
         .unwrap()
         .success());
-    append(&watch.join("a.jsonl"), &truth.lines("sd", 30, 5));
+    append(&watch.join("a.jsonl"), truth.lines("sd", 30, 5));
     assert!(wait_until(Duration::from_secs(30), || messages(&ch) == 35));
     assert!(d.stop().success());
     let size = std::fs::metadata(watch.join("a.jsonl")).unwrap().len();

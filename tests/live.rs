@@ -5,23 +5,10 @@
 
 mod common;
 
-use std::io::Write;
-use std::path::Path;
 use std::time::Duration;
 
 use common::*;
 use tokenbridge::corpus::{self, Spec};
-
-fn append(path: &Path, bytes: &[u8]) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .unwrap();
-    f.write_all(bytes).unwrap();
-    f.flush().unwrap();
-}
 
 #[test]
 fn growing_files_converge_to_exact_totals() {
@@ -89,8 +76,7 @@ fn growing_files_converge_to_exact_totals() {
     want.total_tokens += 253;
     want.messages += 1;
     assert!(
-        wait_until(Duration::from_secs(60), || as_tokens(&ch.totals("tb_live"))
-            == want),
+        wait_until(Duration::from_secs(60), || ch.totals("tb_live") == want),
         "totals did not converge: got {:?}, want {want:?}",
         ch.totals("tb_live")
     );
@@ -141,9 +127,8 @@ fn graceful_stop_and_restart_mid_ingestion_loses_and_duplicates_nothing() {
 
     let daemon = Daemon::start(&cfg, &log);
     assert!(
-        wait_until(Duration::from_secs(60), || as_tokens(
-            &ch.totals("tb_restart")
-        ) == exp.totals),
+        wait_until(Duration::from_secs(60), || ch.totals("tb_restart")
+            == exp.totals),
         "after restart: got {:?}, want {:?}",
         ch.totals("tb_restart"),
         exp.totals

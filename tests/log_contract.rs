@@ -6,7 +6,6 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -52,22 +51,6 @@ fn documented_events() -> BTreeMap<String, Vec<String>> {
     out
 }
 
-fn ul(id: usize) -> String {
-    format!(
-        "{{\"type\":\"assistant\",\"sessionId\":\"lc\",\"timestamp\":\"2025-09-01T10:00:00Z\",\"requestId\":\"r{id}\",\"message\":{{\"id\":\"m{id}\",\"model\":\"claude-sonnet-4-20250514\",\"usage\":{{\"input_tokens\":{id},\"output_tokens\":1}}}}}}\n"
-    )
-}
-
-fn append(path: &Path, text: &str) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .unwrap();
-    f.write_all(text.as_bytes()).unwrap();
-}
-
 fn events_of(log: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(log)
         .unwrap_or_default()
@@ -91,8 +74,14 @@ fn every_documented_event_is_emitted_with_its_fields() {
     let watch = work.path().join("claude");
     let dir = watch.join("projects/p");
     let other = work.path().join("other");
-    append(&dir.join("a.jsonl"), &(ul(1) + &ul(2)));
-    append(&other.join("projects/q/o.jsonl"), &ul(100));
+    append(
+        &dir.join("a.jsonl"),
+        &(usage_line("lc", 1, 1, 1) + &usage_line("lc", 2, 2, 1)),
+    );
+    append(
+        &other.join("projects/q/o.jsonl"),
+        usage_line("lc", 100, 100, 1),
+    );
     let ch_url = ch.url();
     let cfg_text = |dirs: &str, rows: u32, http: &str| {
         format!(
@@ -139,17 +128,24 @@ fn every_documented_event_is_emitted_with_its_fields() {
         bad.push_str("{\"oops\n");
     }
     append(&dir.join("bad.jsonl"), &bad);
-    std::fs::write(dir.join("a.jsonl"), ul(3)).unwrap();
-    append(&dir.join("r.jsonl"), &ul(4));
-    append(&dir.join("x.jsonl"), &(ul(5) + &ul(6)));
+    std::fs::write(dir.join("a.jsonl"), usage_line("lc", 3, 3, 1)).unwrap();
+    append(&dir.join("r.jsonl"), usage_line("lc", 4, 4, 1));
+    append(
+        &dir.join("x.jsonl"),
+        &(usage_line("lc", 5, 5, 1) + &usage_line("lc", 6, 6, 1)),
+    );
     assert!(wait_until(Duration::from_secs(30), || ch
         .totals("tb_lc")
         .messages
         == 6));
-    std::fs::write(dir.join("x.jsonl"), ul(7) + &ul(8) + &ul(9)).unwrap();
+    std::fs::write(
+        dir.join("x.jsonl"),
+        usage_line("lc", 7, 7, 1) + &usage_line("lc", 8, 8, 1) + &usage_line("lc", 9, 9, 1),
+    )
+    .unwrap();
     std::fs::rename(dir.join("r.jsonl"), dir.join("r2.jsonl")).unwrap();
     std::fs::remove_file(dir.join("bad.jsonl")).unwrap();
-    append(&dir.join("locked.jsonl"), &ul(10));
+    append(&dir.join("locked.jsonl"), usage_line("lc", 10, 10, 1));
     std::fs::set_permissions(
         dir.join("locked.jsonl"),
         std::fs::Permissions::from_mode(0o000),
@@ -172,22 +168,25 @@ fn every_documented_event_is_emitted_with_its_fields() {
     );
 
     // ClickHouse rejects a row; the table disappears; the server goes away.
-    append(&dir.join("guard.jsonl"), &(ul(666) + &ul(11)));
+    append(
+        &dir.join("guard.jsonl"),
+        &(usage_line("lc", 666, 666, 1) + &usage_line("lc", 11, 11, 1)),
+    );
     assert!(wait_event(&log, "row_rejected"));
     let (rt, c) = ch.client("tb_lc");
     rt.block_on(c.execute("DROP TABLE tb_lc.messages")).unwrap();
     drop((rt, c));
-    append(&dir.join("after-drop.jsonl"), &ul(12));
+    append(&dir.join("after-drop.jsonl"), usage_line("lc", 12, 12, 1));
     assert!(wait_event(&log, "schema_recreated"));
     ch.server.stop();
-    append(&dir.join("down.jsonl"), &ul(13));
+    append(&dir.join("down.jsonl"), usage_line("lc", 13, 13, 1));
     assert!(wait_event(&log, "insert_failed"));
     ch.server.restart().unwrap();
     assert!(wait_event(&log, "clickhouse_recovered"));
     // A frozen server wedges an insert: the watchdog is withheld.
     let pid = ch.server.pid().unwrap() as i32;
     unsafe { libc::kill(pid, libc::SIGSTOP) };
-    append(&dir.join("frozen.jsonl"), &ul(14));
+    append(&dir.join("frozen.jsonl"), usage_line("lc", 14, 14, 1));
     let withheld = wait_event(&log, "watchdog_withheld");
     unsafe { libc::kill(pid, libc::SIGCONT) };
     assert!(withheld);
@@ -222,7 +221,7 @@ fn every_documented_event_is_emitted_with_its_fields() {
     let d = Daemon::start(&sd_cfg, &sd_log);
     assert!(wait_event(&sd_log, "batch_committed"), "{}", d.log_text());
     ch.server.stop();
-    append(&dir.join("late.jsonl"), &ul(15));
+    append(&dir.join("late.jsonl"), usage_line("lc", 15, 15, 1));
     assert!(wait_event(&sd_log, "insert_failed"));
     assert!(d.stop().success());
     seen.extend(events_of(&sd_log));

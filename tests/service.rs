@@ -11,23 +11,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn ul(session: &str, id: usize) -> String {
-    format!(
-        "{{\"type\":\"assistant\",\"sessionId\":\"{session}\",\"timestamp\":\"2025-09-01T10:00:00Z\",\"requestId\":\"r-{session}-{id}\",\"message\":{{\"id\":\"m-{session}-{id}\",\"model\":\"claude-sonnet-4-20250514\",\"usage\":{{\"input_tokens\":1,\"output_tokens\":{id}}}}}}}\n"
-    )
-}
-
-fn append(path: &Path, text: &str) {
-    use std::io::Write;
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .unwrap();
-    f.write_all(text.as_bytes()).unwrap();
-}
-
 #[test]
 fn unit_files_verify_and_the_system_unit_is_hardened() {
     let units = Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd");
@@ -120,7 +103,7 @@ fn notify_ready_status_watchdog_and_stopping() {
     let sock = UnixDatagram::bind(&sock_path).unwrap();
     let (http, tcp) = (free_port(), free_port());
     let watch = work.path().join("claude");
-    append(&watch.join("projects/p/a.jsonl"), &ul("n", 1));
+    append(&watch.join("projects/p/a.jsonl"), usage_line("n", 1, 1, 1));
     // ClickHouse is not up yet when the daemon starts.
     let cfg = work.path().join("config.toml");
     std::fs::write(
@@ -178,7 +161,7 @@ fn notify_ready_status_watchdog_and_stopping() {
     // Wedge the pipeline: ClickHouse frozen in the middle of an insert.
     let ch_pid = ch.server.pid().unwrap() as i32;
     unsafe { libc::kill(ch_pid, libc::SIGSTOP) };
-    append(&watch.join("projects/p/a.jsonl"), &ul("n", 2));
+    append(&watch.join("projects/p/a.jsonl"), usage_line("n", 2, 1, 2));
     let mut wedged = Vec::new();
     collect(&sock, Instant::now() + Duration::from_secs(8), &mut wedged);
     unsafe { libc::kill(ch_pid, libc::SIGCONT) };
@@ -234,8 +217,8 @@ fn sighup_reloads_folders_and_keeps_the_old_config_when_the_new_one_is_broken() 
     let work = tempfile::tempdir().unwrap();
     let a = work.path().join("a");
     let b = work.path().join("b");
-    append(&a.join("projects/p/s.jsonl"), &ul("a", 1));
-    append(&b.join("projects/p/s.jsonl"), &ul("b", 1));
+    append(&a.join("projects/p/s.jsonl"), usage_line("a", 1, 1, 1));
+    append(&b.join("projects/p/s.jsonl"), usage_line("b", 1, 1, 1));
     let cfg = work.path().join("config.toml");
     std::fs::write(&cfg, config_text(&ch, work.path(), &[&a], "debug")).unwrap();
     let d = Daemon::start(&cfg, &work.path().join("daemon.log"));
@@ -270,8 +253,8 @@ fn sighup_reloads_folders_and_keeps_the_old_config_when_the_new_one_is_broken() 
     assert!(wait_until(Duration::from_secs(10), || d
         .log_text()
         .contains("\"config_reload_failed\"")));
-    append(&b.join("projects/p/s.jsonl"), &ul("b", 2));
-    append(&a.join("projects/p/s.jsonl"), &ul("a", 2));
+    append(&b.join("projects/p/s.jsonl"), usage_line("b", 2, 1, 2));
+    append(&a.join("projects/p/s.jsonl"), usage_line("a", 2, 1, 2));
     assert!(wait_until(Duration::from_secs(30), || ch
         .totals("tb_hup")
         .messages

@@ -27,22 +27,7 @@ pub struct ServerInfo {
 }
 
 /// Exact deduplicated totals.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Totals {
-    /// Σ input_tokens.
-    pub input_tokens: u64,
-    /// Σ output_tokens.
-    pub output_tokens: u64,
-    /// Σ cache_creation_input_tokens.
-    pub cache_creation_tokens: u64,
-    /// Σ cache_read_input_tokens.
-    pub cache_read_tokens: u64,
-    /// The four above added.
-    pub total_tokens: u64,
-    /// Deduplicated messages.
-    pub messages: u64,
-}
+pub use crate::record::Totals;
 
 /// Where and as whom to connect.
 #[derive(Debug, Clone)]

@@ -145,17 +145,6 @@ impl TestClickHouse {
     }
 }
 
-pub fn as_tokens(t: &Totals) -> Tokens {
-    Tokens {
-        input_tokens: t.input_tokens,
-        output_tokens: t.output_tokens,
-        cache_creation_tokens: t.cache_creation_tokens,
-        cache_read_tokens: t.cache_read_tokens,
-        total_tokens: t.total_tokens,
-        messages: t.messages,
-    }
-}
-
 /// The address the daemon's HTTP endpoint bound (from its `http_listening` event).
 pub fn http_addr(d: &Daemon) -> Option<String> {
     d.events()
@@ -348,6 +337,32 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(100));
     }
     f()
+}
+
+/// Appends bytes to a file, creating it and its folders.
+pub fn append(path: &Path, bytes: impl AsRef<[u8]>) {
+    use std::io::Write;
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    f.write_all(bytes.as_ref()).unwrap();
+}
+
+/// One usage line (with its newline) of `session`, dedup key
+/// `m-{session}-{id}|r-{session}-{id}`. Token values are written as given, so
+/// tests can pass malformed ones (`-1`, `1.5`, `"7"`).
+pub fn usage_line(
+    session: &str,
+    id: impl std::fmt::Display,
+    input: impl std::fmt::Display,
+    output: impl std::fmt::Display,
+) -> String {
+    format!(
+        "{{\"type\":\"assistant\",\"sessionId\":\"{session}\",\"timestamp\":\"2025-09-01T10:00:00Z\",\"requestId\":\"r-{session}-{id}\",\"message\":{{\"id\":\"m-{session}-{id}\",\"model\":\"claude-sonnet-4-20250514\",\"usage\":{{\"input_tokens\":{input},\"output_tokens\":{output}}}}}}}\n"
+    )
 }
 
 /// Copies a folder tree.
