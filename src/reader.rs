@@ -93,6 +93,9 @@ struct Tracked {
     file: Option<File>,
     /// No longer found by a scan.
     gone: bool,
+    /// A full scan did not find it: when it cannot be opened either, it is
+    /// gone for good (until then a failed open may be a rename in progress).
+    confirmed_gone: bool,
 }
 
 struct Task {
@@ -306,12 +309,8 @@ impl Reader {
             match std::fs::metadata(p) {
                 Ok(m) if m.is_dir() => rescan = true,
                 Ok(m) if m.is_file() && discovery::is_transcript(p) => {
-                    let key = FileKey::of(&m);
-                    if self.files.contains_key(&key) {
-                        self.dirty.insert(key);
-                    } else {
-                        self.observe(p)?;
-                    }
+                    // observe() also notices a known file under a new name.
+                    self.observe(p)?;
                 }
                 Ok(_) => {}
                 Err(_) => rescan = true,
@@ -347,6 +346,7 @@ impl Reader {
             .collect();
         for key in missing {
             let t = self.files.get_mut(&key).expect("tracked");
+            t.confirmed_gone = true;
             if !t.gone {
                 t.gone = true;
                 tracing::info!(event = "file_gone", file = %t.identity.path, offset = t.offset, "file no longer found");
@@ -392,15 +392,19 @@ impl Reader {
         }
         let key = FileKey::of(&meta);
         if let Some(t) = self.files.get_mut(&key) {
-            // Same inode under a new name (rotation) or a second link to it.
-            if *t.identity.path != *path.to_string_lossy() && !Path::new(&*t.identity.path).exists()
-            {
+            // Same inode under a new name (rotation), or a second link to it.
+            // It moved when its old path no longer names it (gone, or a new
+            // file was created there, as rotation does).
+            let old_path_is_it =
+                std::fs::metadata(&*t.identity.path).is_ok_and(|m| FileKey::of(&m) == key);
+            if *t.identity.path != *path.to_string_lossy() && !old_path_is_it {
                 tracing::info!(event = "file_renamed", from = %t.identity.path, to = %path.display(), "file moved");
                 let p: Arc<str> = Arc::from(path.to_string_lossy().as_ref());
                 t.identity.path = p;
                 t.ctx = Arc::new(SourceContext::from_path(path));
             }
             t.gone = false;
+            t.confirmed_gone = false;
             self.dirty.insert(key);
             return Ok(Some(key));
         }
@@ -443,6 +447,7 @@ impl Reader {
                 long_scan: None,
                 file: Some(file),
                 gone: false,
+                confirmed_gone: false,
             },
         );
         self.dirty.insert(key);
@@ -510,15 +515,17 @@ impl Reader {
             return Ok(None);
         };
         if t.file.is_none() {
-            match File::open(&*t.identity.path) {
-                Ok(f) => match f.metadata() {
-                    Ok(m) if FileKey::of(&m) == key => t.file = Some(f),
-                    _ => {
-                        // The path now names another file; a scan sorts it out.
-                        t.gone = true;
-                    }
-                },
-                Err(_) => t.gone = true,
+            let opened = File::open(&*t.identity.path)
+                .ok()
+                .filter(|f| f.metadata().is_ok_and(|m| FileKey::of(&m) == key));
+            match opened {
+                Some(f) => t.file = Some(f),
+                // Renamed, replaced or deleted: only a full scan can tell.
+                None if !t.confirmed_gone => {
+                    t.gone = true;
+                    return Ok(None);
+                }
+                None => {}
             }
         }
         let Some(file) = t.file.as_ref() else {

@@ -12,7 +12,6 @@ mod common;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
@@ -59,15 +58,12 @@ fn start(cfg: &Path, log: &Path) -> Daemon {
         .append(true)
         .open(log)
         .unwrap();
-    let mut cmd = bin();
+    let mut cmd = bin_unprivileged(cfg.parent().unwrap());
     cmd.arg("run")
         .arg("--config")
         .arg(cfg)
         .stdout(Stdio::null())
         .stderr(f);
-    if unsafe { libc::geteuid() } == 0 {
-        cmd.uid(65534).gid(65534);
-    }
     Daemon {
         child: cmd.spawn().unwrap(),
         log: log.to_path_buf(),
@@ -190,6 +186,16 @@ fn file_lifecycle_cases_are_exact() {
         by_session(&ch),
         truth.0
     );
+    // The rotated file kept its position: renamed, not rediscovered and re-read.
+    let ev = d.events();
+    assert!(ev.iter().any(|e| e["event"] == "file_renamed"
+        && e["to"]
+            .as_str()
+            .is_some_and(|t| t.ends_with("rot-old.jsonl"))));
+    assert!(!ev.iter().any(|e| e["event"] == "file_discovered"
+        && e["file"]
+            .as_str()
+            .is_some_and(|f| f.ends_with("rot-old.jsonl"))));
     assert!(d.stop().success());
 
     // Inode reuse across a restart: the checkpoint of the old file must not

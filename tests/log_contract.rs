@@ -7,7 +7,6 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
@@ -101,16 +100,13 @@ fn every_documented_event_is_emitted_with_its_fields() {
 
     let log = work.path().join("daemon.log");
     let f = std::fs::File::create(&log).unwrap();
-    let mut cmd = bin();
+    let mut cmd = bin_unprivileged(work.path());
     cmd.arg("run")
         .arg("--config")
         .arg(&cfg)
         .env("WATCHDOG_USEC", "2000000")
         .stdout(Stdio::null())
         .stderr(f);
-    if unsafe { libc::geteuid() } == 0 {
-        cmd.uid(65534).gid(65534);
-    }
     let d = Daemon {
         child: cmd.spawn().unwrap(),
         log: log.clone(),

@@ -232,6 +232,28 @@ pub fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_tokenbridge"))
 }
 
+/// The binary as an unprivileged user can run it: as root, a copy in a
+/// world-readable temp folder run as `nobody` (the checkout may sit in a
+/// folder `nobody` cannot enter); otherwise the binary as is.
+pub fn bin_unprivileged(keep: &Path) -> Command {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    if unsafe { libc::geteuid() } != 0 {
+        return bin();
+    }
+    let dir = keep.join("bin");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let copy = dir.join("tokenbridge");
+    if !copy.exists() {
+        std::fs::copy(env!("CARGO_BIN_EXE_tokenbridge"), &copy).unwrap();
+        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let mut cmd = Command::new(copy);
+    cmd.uid(65534).gid(65534);
+    cmd
+}
+
 /// Runs `tokenbridge backfill --json` and returns its parsed summary.
 pub fn backfill(config: &Path, paths: &[&Path]) -> serde_json::Value {
     let out: Output = bin()
