@@ -96,6 +96,25 @@ struct Tracked {
     /// A full scan did not find it: when it cannot be opened either, it is
     /// gone for good (until then a failed open may be a rename in progress).
     confirmed_gone: bool,
+    /// The fingerprint was checked since the last wake-up for this file;
+    /// continuation chunks of one read need not check it again.
+    verified: bool,
+}
+
+/// A path opened for a look: done in parallel for a scan's files, then
+/// registered one by one. The handle is dropped after the look: only files
+/// being read hold a descriptor, so a folder with tens of thousands of
+/// transcripts does not run out of them.
+struct Opened {
+    meta: std::fs::Metadata,
+    fingerprint: std::io::Result<Fingerprint>,
+}
+
+fn open_path(path: &Path) -> std::io::Result<Opened> {
+    let file = File::open(path)?;
+    let meta = file.metadata()?;
+    let fingerprint = fingerprint::fingerprint_prefix(&file, FINGERPRINT_BYTES);
+    Ok(Opened { meta, fingerprint })
 }
 
 struct Task {
@@ -130,6 +149,8 @@ pub struct Reader {
     files: HashMap<FileKey, Tracked>,
     dirty: HashSet<FileKey>,
     logged_errors: HashSet<PathBuf>,
+    /// A file could not be opened or vanished during this pass.
+    retry_needed: bool,
 }
 
 #[derive(Debug)]
@@ -196,6 +217,7 @@ impl Reader {
             files: HashMap::new(),
             dirty: HashSet::new(),
             logged_errors: HashSet::new(),
+            retry_needed: false,
         }
     }
 
@@ -211,6 +233,17 @@ impl Reader {
         self.full_scan()?;
         if !self.opts.follow {
             self.drain_pending()?;
+            // Files that could not be opened or moved meanwhile get more
+            // passes: a backfill has no later scan to pick them up.
+            for _ in 0..5 {
+                if !self.retry_needed || self.shutdown.is_triggered() {
+                    break;
+                }
+                self.retry_needed = false;
+                std::thread::sleep(Duration::from_millis(100));
+                self.full_scan()?;
+                self.drain_pending()?;
+            }
             if self.shutdown.is_triggered() {
                 return Ok(ReaderExit::Shutdown);
             }
@@ -332,10 +365,15 @@ impl Reader {
                 tracing::warn!(event = "file_unreadable", file = %path.display(), error = %e, "cannot read path; will retry");
             }
         }
+        let opened: Vec<std::io::Result<Opened>> =
+            scan.files.par_iter().map(|p| open_path(p)).collect();
         let mut seen = HashSet::with_capacity(scan.files.len());
-        for path in &scan.files {
-            if let Some(key) = self.observe(path)? {
+        let mut sizes = HashMap::with_capacity(scan.files.len());
+        for (path, o) in scan.files.iter().zip(opened) {
+            let size = o.as_ref().map(|o| o.meta.len()).unwrap_or(0);
+            if let Some(key) = self.register(path, o)? {
                 seen.insert(key);
+                sizes.insert(key, size);
             }
         }
         let missing: Vec<FileKey> = self
@@ -354,12 +392,11 @@ impl Reader {
             // Finish reading through the open handle, then forget it.
             self.dirty.insert(key);
         }
-        let mut backlog = 0u64;
-        for t in self.files.values() {
-            if let Ok(m) = std::fs::metadata(&*t.identity.path) {
-                backlog += m.len().saturating_sub(t.offset);
-            }
-        }
+        let backlog: u64 = self
+            .files
+            .iter()
+            .map(|(k, t)| sizes.get(k).copied().unwrap_or(0).saturating_sub(t.offset))
+            .sum();
         self.metrics.backlog_bytes.store(backlog, Relaxed);
         self.metrics
             .files_tracked
@@ -369,8 +406,16 @@ impl Reader {
 
     /// Starts tracking a file, or notes a known file's new path.
     fn observe(&mut self, path: &Path) -> Result<Option<FileKey>, SinkGone> {
-        let file = match File::open(path) {
-            Ok(f) => f,
+        self.register(path, open_path(path))
+    }
+
+    fn register(
+        &mut self,
+        path: &Path,
+        opened: std::io::Result<Opened>,
+    ) -> Result<Option<FileKey>, SinkGone> {
+        let Opened { meta, fingerprint } = match opened {
+            Ok(o) => o,
             Err(e) => {
                 if e.kind() != std::io::ErrorKind::NotFound {
                     self.metrics.file_errors.fetch_add(1, Relaxed);
@@ -380,9 +425,6 @@ impl Reader {
                 }
                 return Ok(None);
             }
-        };
-        let Ok(meta) = file.metadata() else {
-            return Ok(None);
         };
         if !meta.is_file() {
             return Ok(None);
@@ -405,10 +447,11 @@ impl Reader {
             }
             t.gone = false;
             t.confirmed_gone = false;
+            t.verified = false;
             self.dirty.insert(key);
             return Ok(Some(key));
         }
-        let fp = match fingerprint::fingerprint_prefix(&file, FINGERPRINT_BYTES) {
+        let fp = match fingerprint {
             Ok(fp) => fp,
             Err(e) => {
                 tracing::warn!(event = "file_unreadable", file = %path.display(), error = %e, "cannot read file; will retry");
@@ -423,7 +466,16 @@ impl Reader {
         };
         let mut offset = 0;
         if let Some(cp) = self.resume.remove(&key) {
-            if fingerprint::still_matches(&file, &cp.fingerprint).unwrap_or(false) {
+            // The look fingerprinted min(size, 1 KiB); a checkpoint taken
+            // when the file was shorter needs its own, shorter comparison.
+            let same_file = if cp.fingerprint.len == fp.len {
+                cp.fingerprint.hash == fp.hash
+            } else {
+                File::open(path)
+                    .and_then(|f| fingerprint::still_matches(&f, &cp.fingerprint))
+                    .unwrap_or(false)
+            };
+            if same_file {
                 if meta.len() < cp.offset {
                     tracing::info!(event = "file_truncated", file = %path.display(), size_bytes = meta.len(), checkpoint = cp.offset, "file shorter than its checkpoint; reading from the start");
                     self.send(SinkMsg::Reset(identity.clone()))?;
@@ -445,9 +497,10 @@ impl Reader {
                 ctx: Arc::new(SourceContext::from_path(path)),
                 offset,
                 long_scan: None,
-                file: Some(file),
+                file: None,
                 gone: false,
                 confirmed_gone: false,
+                verified: true,
             },
         );
         self.dirty.insert(key);
@@ -515,17 +568,25 @@ impl Reader {
             return Ok(None);
         };
         if t.file.is_none() {
-            let opened = File::open(&*t.identity.path)
-                .ok()
-                .filter(|f| f.metadata().is_ok_and(|m| FileKey::of(&m) == key));
-            match opened {
-                Some(f) => t.file = Some(f),
-                // Renamed, replaced or deleted: only a full scan can tell.
-                None if !t.confirmed_gone => {
-                    t.gone = true;
+            match File::open(&*t.identity.path) {
+                Ok(f) if f.metadata().is_ok_and(|m| FileKey::of(&m) == key) => t.file = Some(f),
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    // Out of descriptors, permissions, I/O: counted, logged,
+                    // and retried (the next scan, or a backfill's last pass).
+                    self.metrics.file_errors.fetch_add(1, Relaxed);
+                    self.retry_needed = true;
+                    if self.logged_errors.insert(PathBuf::from(&*t.identity.path)) {
+                        tracing::warn!(event = "file_unreadable", file = %t.identity.path, error = %e, "cannot open file; will retry");
+                    }
                     return Ok(None);
                 }
-                None => {}
+                // Renamed, replaced or deleted: only a full scan can tell.
+                _ if !t.confirmed_gone => {
+                    t.gone = true;
+                    self.retry_needed = true;
+                    return Ok(None);
+                }
+                _ => {}
             }
         }
         let Some(file) = t.file.as_ref() else {
@@ -539,7 +600,9 @@ impl Reader {
         if size < t.offset {
             tracing::info!(event = "file_truncated", file = %t.identity.path, size_bytes = size, offset = t.offset, "file truncated; reading from the start");
             reset = true;
-        } else if !fingerprint::still_matches(file, &t.identity.fingerprint).unwrap_or(false) {
+        } else if !t.verified
+            && !fingerprint::still_matches(file, &t.identity.fingerprint).unwrap_or(false)
+        {
             tracing::info!(event = "file_replaced", file = %t.identity.path, "file content replaced; reading from the start");
             reset = true;
         }
@@ -552,6 +615,7 @@ impl Reader {
             self.send(SinkMsg::Reset(identity))?;
         }
         let t = self.files.get_mut(&key).expect("tracked");
+        t.verified = true;
         let file = t.file.as_ref().expect("open");
         if !t.identity.fingerprint.is_complete() && size > u64::from(t.identity.fingerprint.len) {
             if let Ok(fp) = fingerprint::fingerprint_prefix(file, FINGERPRINT_BYTES) {
@@ -604,6 +668,10 @@ impl Reader {
         t.long_scan = r.long_scan;
         if r.more {
             self.dirty.insert(r.key);
+        } else {
+            // Read to its end for now: release the descriptor. The next
+            // wake-up opens it again by path.
+            t.file = None;
         }
         let Some((end, parsed)) = r.chunk else {
             return Ok(false);

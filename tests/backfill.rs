@@ -108,3 +108,46 @@ fn fixtures_edge_cases() {
         .unwrap();
     assert_eq!((out, side), (20, 0));
 }
+
+#[test]
+fn thousands_of_files_fit_in_a_small_descriptor_limit() {
+    use std::os::unix::process::CommandExt;
+    let ch = TestClickHouse::start();
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("claude/projects/p");
+    for i in 0..2000 {
+        append(&dir.join(format!("s{i}.jsonl")), usage_line("fd", i, 1, 1));
+    }
+    let cfg = write_config(
+        work.path(),
+        &ch,
+        "tb_fds",
+        &[&work.path().join("claude")],
+        "",
+    );
+    let mut cmd = bin();
+    cmd.args(["backfill", "--json", "--config"]).arg(&cfg);
+    // SAFETY: setrlimit in the child before exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let lim = libc::rlimit {
+                rlim_cur: 256,
+                rlim_max: 256,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["files"], 2000, "{summary}");
+    assert_eq!(summary["fileErrors"], 0, "{summary}");
+    assert_eq!(ch.totals("tb_fds").messages, 2000);
+}
