@@ -304,11 +304,6 @@ impl Reader {
         }
     }
 
-    /// Replaces the watched folders (config reload). The next scan uses them.
-    pub fn set_dirs(&mut self, dirs: Vec<PathBuf>) {
-        self.opts.dirs = dirs;
-    }
-
     fn send(&self, mut msg: SinkMsg) -> Result<(), SinkGone> {
         // Blocks while the channel is full: backpressure. A shutdown does not
         // interrupt it: the sink keeps draining until the reader is done.

@@ -71,9 +71,4 @@ impl DirWatcher {
         }
         failed
     }
-
-    /// Folders currently watched.
-    pub fn watched(&self) -> usize {
-        self.watched.len()
-    }
 }
