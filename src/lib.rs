@@ -36,4 +36,5 @@ pub mod sink;
 pub mod sizes;
 pub mod state;
 pub mod timestamp;
+pub mod token;
 pub mod watcher;
