@@ -23,6 +23,7 @@ pub mod lines;
 pub mod logging;
 pub mod metrics;
 pub mod notify;
+pub mod oauth;
 pub mod parse;
 pub mod pipeline;
 pub mod price;
