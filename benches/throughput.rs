@@ -100,6 +100,8 @@ fn client(url: &str, db: &str) -> (tokio::runtime::Runtime, ChClient) {
             password: Default::default(),
             request_timeout: Duration::from_secs(30),
             compress: false,
+            send_basic: true,
+            token: None,
         }))
         .unwrap();
     rt.block_on(c.ensure_schema()).unwrap();

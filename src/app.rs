@@ -59,12 +59,25 @@ pub enum Command {
         #[command(flatten)]
         opts: ReportOpts,
     },
+    /// The upstream access token.
+    Token {
+        /// What to show.
+        #[command(subcommand)]
+        action: TokenAction,
+    },
     /// Recount the watched files offline and compare with ClickHouse per session.
     Verify {
         /// Only this session.
         #[arg(long)]
         session: Option<String>,
     },
+}
+
+/// `token` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum TokenAction {
+    /// Source, age and expiry of the cached token (never the token).
+    Status,
 }
 
 /// Options shared by `report` and `scan`.
@@ -259,12 +272,62 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             let entries: Vec<crate::report::Entry> = out.rows.iter().map(Into::into).collect();
             print_report(&entries, kind, &opts, &prices)
         }
+        Command::Token {
+            action: TokenAction::Status,
+        } => {
+            let c = load_config(&cli.config)?;
+            token_status(&c)
+        }
         Command::Verify { session } => {
             let c = load_config(&cli.config)?;
             crate::logging::init("warn", c.log.format);
             verify(&c, session.as_deref())
         }
     }
+}
+
+fn token_status(c: &Config) -> anyhow::Result<i32> {
+    use crate::timestamp::format_rfc3339_ms;
+    let Some(tm) = pipeline::token_manager(c) else {
+        println!(
+            "auth mode: {}",
+            if c.auth == crate::config::AuthConfig::None {
+                "none"
+            } else {
+                "basic"
+            }
+        );
+        println!("no token is used");
+        return Ok(0);
+    };
+    println!("source:   {}", tm.source());
+    let cache = c.state.dir.join(pipeline::TOKEN_CACHE_FILE);
+    println!("cache:    {}", cache.display());
+    match tm.status() {
+        Some((obtained, expires)) => {
+            let now = crate::logging::unix_ms();
+            println!(
+                "obtained: {} ({} s ago)",
+                format_rfc3339_ms(obtained),
+                (now - obtained) / 1000
+            );
+            if expires > now {
+                println!(
+                    "expires:  {} (in {} s)",
+                    format_rfc3339_ms(expires),
+                    (expires - now) / 1000
+                );
+            } else {
+                println!(
+                    "expired:  {} ({} s ago)",
+                    format_rfc3339_ms(expires),
+                    (now - expires) / 1000
+                );
+            }
+        }
+        None => println!("no valid cached token"),
+    }
+    Ok(0)
 }
 
 fn prices_for(config: Option<&Config>) -> anyhow::Result<crate::price::PriceTable> {

@@ -93,6 +93,44 @@ pub struct Config {
     pub http: HttpConfig,
     /// `[pricing]`: a price file overriding the embedded LiteLLM table.
     pub price_file: Option<PathBuf>,
+    /// `[upstream.auth]`: how requests to ClickHouse authenticate.
+    pub auth: AuthConfig,
+}
+
+/// `[upstream.auth]`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AuthConfig {
+    /// No credentials at all.
+    None,
+    /// `clickhouse.user` / `clickhouse.password` (the default).
+    Basic,
+    /// A bearer token from an OAuth2 client-credentials grant.
+    OAuth2(OAuth2Config),
+}
+
+/// OAuth2 client-credentials settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OAuth2Config {
+    /// Token endpoint.
+    pub token_url: String,
+    /// `client_id`.
+    pub client_id: String,
+    /// `client_secret` (from `client_secret_file` or `client_secret_env`).
+    pub client_secret: Secret,
+    /// Optional `scope`.
+    pub scope: Option<String>,
+    /// Optional `audience`.
+    pub audience: Option<String>,
+    /// Extra form parameters.
+    pub extra: Vec<(String, String)>,
+    /// Refresh this long before expiry (default 300 s).
+    pub refresh_buffer: Duration,
+    /// Lifetime of a token whose response has no `expires_in` (default 3600 s).
+    pub default_lifetime: Duration,
+    /// Timeout of one token request (default 10 s).
+    pub request_timeout: Duration,
+    /// A refresh slower than this is logged `slow` (default 2 s).
+    pub slow_refresh: Duration,
 }
 
 /// `[http]`: the metrics and health endpoint.
@@ -259,6 +297,32 @@ struct RawConfig {
     http: RawHttp,
     #[serde(default)]
     pricing: RawPricing,
+    #[serde(default)]
+    upstream: RawUpstream,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawUpstream {
+    #[serde(default)]
+    auth: RawAuth,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAuth {
+    mode: Option<String>,
+    token_url: Option<String>,
+    client_id: Option<String>,
+    client_secret_file: Option<String>,
+    client_secret_env: Option<String>,
+    scope: Option<String>,
+    audience: Option<String>,
+    extra: Option<std::collections::BTreeMap<String, String>>,
+    refresh_buffer_seconds: Option<u64>,
+    default_lifetime_seconds: Option<u64>,
+    request_timeout_ms: Option<u64>,
+    slow_refresh_ms: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -646,6 +710,8 @@ impl Validator<'_> {
             .map(|f| self.path("pricing.file", f))
             .transpose()?;
 
+        let auth = self.auth(raw.upstream.auth)?;
+
         Ok(Config {
             source: self.file.to_path_buf(),
             watch,
@@ -657,7 +723,92 @@ impl Validator<'_> {
             dedup,
             http,
             price_file,
+            auth,
         })
+    }
+
+    fn auth(&self, a: RawAuth) -> Result<AuthConfig, ConfigError> {
+        let mode = a.mode.as_deref().unwrap_or("basic");
+        let oauth_keys = a.token_url.is_some()
+            || a.client_id.is_some()
+            || a.client_secret_file.is_some()
+            || a.client_secret_env.is_some();
+        match mode {
+            "none" | "basic" if oauth_keys => Err(self.invalid(
+                "upstream.auth.mode",
+                format!("oauth2 settings are given but mode is {mode:?}"),
+            )),
+            "none" => Ok(AuthConfig::None),
+            "basic" => Ok(AuthConfig::Basic),
+            "oauth2" => {
+                let token_url = a.token_url.ok_or_else(|| {
+                    self.invalid("upstream.auth.token_url", "required for oauth2")
+                })?;
+                if !(token_url.starts_with("http://") || token_url.starts_with("https://")) {
+                    return Err(self.invalid(
+                        "upstream.auth.token_url",
+                        "must start with http:// or https://",
+                    ));
+                }
+                let client_id = a.client_id.ok_or_else(|| {
+                    self.invalid("upstream.auth.client_id", "required for oauth2")
+                })?;
+                let client_secret = match (a.client_secret_file, a.client_secret_env) {
+                    (Some(f), None) => {
+                        let p = self.path("upstream.auth.client_secret_file", &f)?;
+                        let text = std::fs::read_to_string(&p).map_err(|e| {
+                            self.invalid("upstream.auth.client_secret_file", format!("cannot read {}: {e}", p.display()))
+                        })?;
+                        Secret::new(text.trim_end_matches(['\n', '\r']))
+                    }
+                    (None, Some(var)) => Secret::new(std::env::var(&var).map_err(|_| {
+                        self.invalid("upstream.auth.client_secret_env", format!("environment variable {var} is not set"))
+                    })?),
+                    _ => {
+                        return Err(self.invalid(
+                            "upstream.auth.client_secret_file",
+                            "set exactly one of client_secret_file, client_secret_env (the secret is never inline)",
+                        ))
+                    }
+                };
+                Ok(AuthConfig::OAuth2(OAuth2Config {
+                    token_url,
+                    client_id,
+                    client_secret,
+                    scope: a.scope,
+                    audience: a.audience,
+                    extra: a.extra.unwrap_or_default().into_iter().collect(),
+                    refresh_buffer: Duration::from_secs(self.range(
+                        "upstream.auth.refresh_buffer_seconds",
+                        a.refresh_buffer_seconds.unwrap_or(300),
+                        0,
+                        86_400,
+                    )?),
+                    default_lifetime: Duration::from_secs(self.range(
+                        "upstream.auth.default_lifetime_seconds",
+                        a.default_lifetime_seconds.unwrap_or(3600),
+                        1,
+                        7 * 86_400,
+                    )?),
+                    request_timeout: Duration::from_millis(self.range(
+                        "upstream.auth.request_timeout_ms",
+                        a.request_timeout_ms.unwrap_or(10_000),
+                        100,
+                        600_000,
+                    )?),
+                    slow_refresh: Duration::from_millis(self.range(
+                        "upstream.auth.slow_refresh_ms",
+                        a.slow_refresh_ms.unwrap_or(2000),
+                        1,
+                        600_000,
+                    )?),
+                }))
+            }
+            other => Err(self.invalid(
+                "upstream.auth.mode",
+                format!("{other:?}: use none, basic or oauth2"),
+            )),
+        }
     }
 }
 
@@ -709,6 +860,34 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("http.listen"), "{e}");
+    }
+
+    #[test]
+    fn oauth2_settings_and_secret_sources() {
+        assert_eq!(load("").unwrap().auth, AuthConfig::Basic);
+        let d = tempfile::tempdir().unwrap();
+        let secret = d.path().join("secret");
+        std::fs::write(&secret, "cl13nt-s3cr3t\n").unwrap();
+        let text = format!(
+            "[upstream.auth]\nmode = \"oauth2\"\ntoken_url = \"https://auth.example/token\"\nclient_id = \"tb\"\nclient_secret_file = {:?}\nscope = \"ingest\"\nextra = {{ resource = \"ch\" }}\n",
+            secret.display().to_string()
+        );
+        let c = Config::from_toml(&text, &d.path().join("c.toml")).unwrap();
+        match &c.auth {
+            AuthConfig::OAuth2(o) => {
+                assert_eq!(o.client_secret.expose(), "cl13nt-s3cr3t");
+                assert_eq!(o.extra, vec![("resource".to_string(), "ch".to_string())]);
+                assert_eq!(o.refresh_buffer, Duration::from_secs(300));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(!format!("{c:?}").contains("cl13nt-s3cr3t"));
+        let e = load("[upstream.auth]\nmode = \"oauth2\"\ntoken_url = \"https://a/t\"\nclient_id = \"x\"\nclient_secret = \"inline\"\n").unwrap_err();
+        assert!(e.to_string().contains("client_secret"), "{e}");
+        let e = load("[upstream.auth]\nmode = \"oauth2\"\nclient_id = \"x\"\n").unwrap_err();
+        assert!(e.to_string().contains("upstream.auth.token_url"), "{e}");
+        let e = load("[upstream.auth]\nmode = \"kerberos\"\n").unwrap_err();
+        assert!(e.to_string().contains("upstream.auth.mode"), "{e}");
     }
 
     #[test]

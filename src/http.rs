@@ -34,6 +34,8 @@ pub struct HttpState {
     pub max_lag: Duration,
     /// `/health` fails when a part has not beaten for this long.
     pub stall_limit: Duration,
+    /// The upstream token, when OAuth2 is on.
+    pub token: Option<Arc<crate::token::TokenManager>>,
     registry: Registry,
 }
 
@@ -52,6 +54,7 @@ impl HttpState {
             health,
             max_lag,
             stall_limit: Duration::from_secs(60),
+            token: None,
             registry,
         }
     }
@@ -70,6 +73,11 @@ impl HttpState {
         let mut reasons = Vec::new();
         if !self.health.running.load(Relaxed) {
             reasons.push("pipeline not started".to_string());
+        }
+        if let Some(t) = &self.token {
+            if t.seconds_until_expiry().is_none_or(|s| s <= 0) {
+                reasons.push("no valid upstream token".to_string());
+            }
         }
         if m.clickhouse_down.load(Relaxed) == 1 {
             reasons.push("clickhouse unreachable: inserts are failing".to_string());
@@ -266,7 +274,20 @@ impl Collector for MetricsCollector {
 }
 
 async fn metrics(State(s): State<Arc<HttpState>>) -> Response {
-    let body = s.render();
+    let mut body = s.render();
+    if let Some(t) = &s.token {
+        // Appended before the terminator; these exist only with OAuth2 on.
+        use std::sync::atomic::Ordering::Relaxed;
+        let extra = format!(
+            "# HELP tokenbridge_token_refreshes Successful token refreshes\n# TYPE tokenbridge_token_refreshes counter\ntokenbridge_token_refreshes_total {}\n\
+             # HELP tokenbridge_token_refresh_failures Failed token refreshes\n# TYPE tokenbridge_token_refresh_failures counter\ntokenbridge_token_refresh_failures_total {}\n\
+             # HELP tokenbridge_token_seconds_until_expiry Seconds until the upstream token expires\n# TYPE tokenbridge_token_seconds_until_expiry gauge\ntokenbridge_token_seconds_until_expiry {}\n",
+            t.metrics.refreshes.load(Relaxed),
+            t.metrics.failures.load(Relaxed),
+            t.seconds_until_expiry().unwrap_or(-1)
+        );
+        body = body.replacen("# EOF\n", &(extra + "# EOF\n"), 1);
+    }
     (
         [(
             header::CONTENT_TYPE,

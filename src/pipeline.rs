@@ -83,6 +83,8 @@ pub fn connect(config: &Config, state: Option<&StateDir>) -> anyhow::Result<Conn
     };
     let opts = ConnectOptions {
         compress: ch.compress_for(&url),
+        send_basic: config.auth == crate::config::AuthConfig::Basic,
+        token: token_manager(config),
         url,
         database: ch.database.clone(),
         user: ch.user.clone(),
@@ -196,6 +198,13 @@ pub fn run(config: &Config, mode: Mode, controls: Controls) -> anyhow::Result<Su
     );
     health.reader_beat();
     health.sink_beat();
+    let refresher = conn.client.token_manager().cloned().map(|tm| {
+        let stop = shutdown.clone();
+        std::thread::Builder::new()
+            .name("tokenbridge-token".into())
+            .spawn(move || tm.run_refresher(&stop))
+            .expect("token refresher thread")
+    });
     let sink_thread = std::thread::Builder::new()
         .name("tokenbridge-sink".into())
         .spawn(move || sink.run())
@@ -262,6 +271,9 @@ pub fn run(config: &Config, mode: Mode, controls: Controls) -> anyhow::Result<Su
     shutdown.trigger();
     let _ = supervisor.join();
     if let Some(r) = reloader {
+        let _ = r.join();
+    }
+    if let Some(r) = refresher {
         let _ = r.join();
     }
     tracing::info!(event = "pipeline_stopped", reader = ?reader_exit, sink = ?sink_exit, "pipeline stopped");
@@ -423,6 +435,36 @@ fn supervise(notifier: &Notifier, health: &Health, metrics: &Metrics, shutdown: 
         }
     }
 }
+
+/// The upstream token manager, in OAuth2 mode. Its cache file lives in the
+/// state dir, so a restart (or a report) reuses a still-valid token.
+pub fn token_manager(config: &Config) -> Option<Arc<crate::token::TokenManager>> {
+    let crate::config::AuthConfig::OAuth2(o) = &config.auth else {
+        return None;
+    };
+    let source = crate::oauth::ClientCredentials {
+        token_url: o.token_url.clone(),
+        client_id: o.client_id.clone(),
+        client_secret: o.client_secret.clone(),
+        scope: o.scope.clone(),
+        audience: o.audience.clone(),
+        extra: o.extra.clone(),
+        timeout: o.request_timeout,
+    };
+    Some(crate::token::TokenManager::new(
+        Box::new(source),
+        crate::token::TokenOptions {
+            refresh_buffer: o.refresh_buffer,
+            default_lifetime: o.default_lifetime,
+            slow: o.slow_refresh,
+            cache_file: Some(config.state.dir.join(TOKEN_CACHE_FILE)),
+            ..crate::token::TokenOptions::default()
+        },
+    ))
+}
+
+/// The token cache file inside the state dir.
+pub const TOKEN_CACHE_FILE: &str = "token.json";
 
 /// A connection for read-only commands (reports). In managed mode, when a
 /// daemon holds the state dir, its running server is used; otherwise the

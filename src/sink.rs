@@ -382,6 +382,7 @@ impl Sink {
 
     fn insert_with_retry(&mut self, rows: &[UsageRow]) -> Result<(), InsertError> {
         let mut attempt: u32 = 0;
+        let mut token_refreshed = false;
         let mut delay = self.opts.retry_initial;
         loop {
             attempt += 1;
@@ -400,6 +401,18 @@ impl Sink {
                         );
                     }
                     return Ok(());
+                }
+                Err(e)
+                    if e.is_auth()
+                        && !token_refreshed
+                        && self.client.invalidate_token("clickhouse refused the token") =>
+                {
+                    // Refresh once and retry at once; a second refusal is
+                    // handled like any failure: logged, retried with backoff,
+                    // the batch kept.
+                    self.metrics.insert_failures.fetch_add(1, Relaxed);
+                    token_refreshed = true;
+                    continue;
                 }
                 Err(e @ ChError::Rejected { .. }) => {
                     self.metrics.insert_failures.fetch_add(1, Relaxed);

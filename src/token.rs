@@ -138,6 +138,16 @@ pub struct TokenManager {
     pub metrics: TokenMetrics,
 }
 
+impl std::fmt::Debug for TokenManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the token: only where it comes from and how long it lasts.
+        f.debug_struct("TokenManager")
+            .field("source", &self.source.describe())
+            .field("seconds_until_expiry", &self.seconds_until_expiry())
+            .finish()
+    }
+}
+
 impl TokenManager {
     /// A manager; a still-valid token in the cache file is reused.
     pub fn new(source: Box<dyn TokenSource>, opts: TokenOptions) -> Arc<TokenManager> {

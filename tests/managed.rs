@@ -106,3 +106,39 @@ fn check_config_names_file_and_key() {
         "{text}"
     );
 }
+
+#[test]
+fn token_status_shows_expiry_but_never_the_token() {
+    let work = tempfile::tempdir().unwrap();
+    std::fs::write(work.path().join("secret"), "cl13nt-s3cr3t\n").unwrap();
+    let cfg = work.path().join("config.toml");
+    std::fs::write(
+        &cfg,
+        "[state]\ndir = \"state\"\n[clickhouse]\nmode = \"external\"\n[upstream.auth]\nmode = \"oauth2\"\ntoken_url = \"http://127.0.0.1:1/token\"\nclient_id = \"tb\"\nclient_secret_file = \"secret\"\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all(work.path().join("state")).unwrap();
+    let now = tokenbridge::logging::unix_ms();
+    let cached = serde_json::json!({"value": "eyJ-the-token", "obtained_at_ms": now - 60_000, "expires_at_ms": now + 3_540_000});
+    std::fs::write(work.path().join("state/token.json"), cached.to_string()).unwrap();
+    let out = bin()
+        .args(["token", "status", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("127.0.0.1:1/token") && text.contains("(in 353") && text.contains("60 s ago"),
+        "{text}"
+    );
+    let all = format!("{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        !all.contains("eyJ-the-token") && !all.contains("cl13nt-s3cr3t"),
+        "{all}"
+    );
+}

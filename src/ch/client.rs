@@ -44,6 +44,10 @@ pub struct ConnectOptions {
     pub request_timeout: Duration,
     /// LZ4-compress request and response bodies.
     pub compress: bool,
+    /// Send `user`/`password` (basic mode); off for `none` and bearer tokens.
+    pub send_basic: bool,
+    /// Bearer tokens for every request (OAuth2 mode).
+    pub token: Option<std::sync::Arc<crate::token::TokenManager>>,
 }
 
 /// A ClickHouse server with tokenbridge's schema.
@@ -55,6 +59,7 @@ pub struct ChClient {
     db_client: clickhouse::Client,
     database: String,
     timeout: Duration,
+    token: Option<std::sync::Arc<crate::token::TokenManager>>,
     /// Version facts detected at connect time.
     pub info: ServerInfo,
 }
@@ -92,14 +97,28 @@ impl ChClient {
                 clickhouse::Compression::None
             })
             .with_url(opts.url.clone())
-            .with_user(opts.user.clone())
             .with_validation(false);
-        if !opts.password.is_empty() {
-            base = base.with_password(opts.password.expose());
+        if opts.send_basic && opts.token.is_none() {
+            base = base.with_user(opts.user.clone());
+            if !opts.password.is_empty() {
+                base = base.with_password(opts.password.expose());
+            }
         }
+        let probe = ChClient {
+            db_client: base.clone(),
+            client: base.clone(),
+            database: opts.database.clone(),
+            timeout: opts.request_timeout,
+            token: opts.token.clone(),
+            info: ServerInfo {
+                version: String::new(),
+                major: 0,
+                knows_async_insert: false,
+            },
+        };
         let version: String = with_timeout(
             opts.request_timeout,
-            base.query("SELECT version()").fetch_one::<String>(),
+            probe.c()?.query("SELECT version()").fetch_one::<String>(),
         )
         .await?;
         let major = version
@@ -109,7 +128,9 @@ impl ChClient {
             .unwrap_or(0);
         let knows_async_insert: u64 = with_timeout(
             opts.request_timeout,
-            base.query("SELECT count() FROM system.settings WHERE name = 'async_insert'")
+            probe
+                .c()?
+                .query("SELECT count() FROM system.settings WHERE name = 'async_insert'")
                 .fetch_one::<u64>(),
         )
         .await?;
@@ -124,12 +145,52 @@ impl ChClient {
             client: base,
             database: opts.database.clone(),
             timeout: opts.request_timeout,
+            token: opts.token.clone(),
             info: ServerInfo {
                 version,
                 major,
                 knows_async_insert,
             },
         })
+    }
+
+    /// A client for one request: the base client, with the current bearer
+    /// token when tokens are in use (the crate cannot change credentials on
+    /// an existing client). No valid token is an `Unreachable` error, so
+    /// callers wait and retry rather than give up.
+    fn c(&self) -> Result<clickhouse::Client, ChError> {
+        self.with_token(&self.client)
+    }
+
+    fn dbc(&self) -> Result<clickhouse::Client, ChError> {
+        self.with_token(&self.db_client)
+    }
+
+    fn with_token(&self, base: &clickhouse::Client) -> Result<clickhouse::Client, ChError> {
+        match &self.token {
+            None => Ok(base.clone()),
+            Some(t) => t
+                .get(self.timeout)
+                .map(|tok| base.clone().with_access_token(tok.expose()))
+                .map_err(|e| ChError::Unreachable(e.to_string())),
+        }
+    }
+
+    /// Drops the bearer token after ClickHouse refused it. Returns false when
+    /// no tokens are in use (nothing to refresh).
+    pub fn invalidate_token(&self, reason: &str) -> bool {
+        match &self.token {
+            Some(t) => {
+                t.invalidate(reason);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The token manager, when tokens are in use.
+    pub fn token_manager(&self) -> Option<&std::sync::Arc<crate::token::TokenManager>> {
+        self.token.as_ref()
     }
 
     /// The database name.
@@ -144,7 +205,7 @@ impl ChClient {
 
     /// Runs a statement that returns nothing.
     pub async fn execute(&self, sql: &str) -> Result<(), ChError> {
-        with_timeout(self.timeout, self.client.query(sql).execute()).await
+        with_timeout(self.timeout, self.c()?.query(sql).execute()).await
     }
 
     /// Creates the database and tables if missing and adds missing columns.
@@ -156,7 +217,7 @@ impl ChClient {
             .await?;
         let existing: Vec<String> = with_timeout(
             self.timeout,
-            self.client
+            self.c()?
                 .query(&format!(
                     "SELECT name FROM system.columns WHERE database = '{db}' AND table = '{}'",
                     schema::MESSAGES
@@ -175,7 +236,8 @@ impl ChClient {
     pub async fn insert_rows(&self, rows: &[UsageRow]) -> Result<(), ChError> {
         let fut = async {
             let mut insert = self
-                .db_client
+                .dbc()
+                .map_err(|e| clickhouse::error::Error::Custom(e.to_string()))?
                 .insert::<UsageRow>(schema::MESSAGES)
                 .await?
                 .with_timeouts(Some(self.timeout), Some(self.timeout));
@@ -191,7 +253,7 @@ impl ChClient {
     pub async fn totals(&self) -> Result<Totals, ChError> {
         let (i, o, cc, cr, n) = with_timeout(
             self.timeout,
-            self.client
+            self.c()?
                 .query(&schema::totals_query(&self.database))
                 .fetch_one::<(u64, u64, u64, u64, u64)>(),
         )
@@ -215,7 +277,11 @@ impl ChClient {
     ) -> Result<usize, ChError> {
         let sql = schema::known_versions_query(&self.database, limit);
         let fut = async {
-            let mut cursor = self.client.query(&sql).fetch::<(String, u64)>()?;
+            let mut cursor = self
+                .c()
+                .map_err(|e| clickhouse::error::Error::Custom(e.to_string()))?
+                .query(&sql)
+                .fetch::<(String, u64)>()?;
             let mut n = 0usize;
             while let Some((key, version)) = cursor.next().await? {
                 index.remember(&key, version);
@@ -238,7 +304,7 @@ impl ChClient {
         );
         type R = (i64, String, String, String, u64, u64, u64, u64, u64);
         let rows: Vec<R> =
-            with_timeout(self.timeout * 20, self.client.query(&sql).fetch_all::<R>()).await?;
+            with_timeout(self.timeout * 20, self.c()?.query(&sql).fetch_all::<R>()).await?;
         Ok(rows
             .into_iter()
             .map(
@@ -261,12 +327,9 @@ impl ChClient {
 
     /// A cheap round trip.
     pub async fn ping(&self) -> Result<(), ChError> {
-        with_timeout(
-            self.timeout,
-            self.client.query("SELECT 1").fetch_one::<u8>(),
-        )
-        .await
-        .map(|_| ())
+        with_timeout(self.timeout, self.c()?.query("SELECT 1").fetch_one::<u8>())
+            .await
+            .map(|_| ())
     }
 }
 

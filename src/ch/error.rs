@@ -90,8 +90,8 @@ impl ChError {
         let code = parse_code(&message);
         let lower = message.to_ascii_lowercase();
         if AUTH_CODES.contains(&code)
-            || lower.contains("401 unauthorized")
-            || lower.contains("403 forbidden")
+            || lower.contains("unauthorized")
+            || lower.contains("forbidden")
             || lower.contains("authentication failed")
         {
             return ChError::Auth(message);

@@ -87,6 +87,8 @@ impl TestClickHouse {
                 password: Secret::default(),
                 request_timeout: Duration::from_secs(30),
                 compress: false,
+                send_basic: true,
+                token: None,
             }))
             .unwrap();
         rt.block_on(c.ensure_schema()).unwrap();
