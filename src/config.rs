@@ -105,7 +105,7 @@ pub enum AuthConfig {
     /// `clickhouse.user` / `clickhouse.password` (the default).
     Basic,
     /// A bearer token from an OAuth2 client-credentials grant.
-    OAuth2(OAuth2Config),
+    OAuth2(Box<OAuth2Config>),
 }
 
 /// OAuth2 client-credentials settings.
@@ -771,7 +771,7 @@ impl Validator<'_> {
                         ))
                     }
                 };
-                Ok(AuthConfig::OAuth2(OAuth2Config {
+                Ok(AuthConfig::OAuth2(Box::new(OAuth2Config {
                     token_url,
                     client_id,
                     client_secret,
@@ -802,7 +802,7 @@ impl Validator<'_> {
                         1,
                         600_000,
                     )?),
-                }))
+                })))
             }
             other => Err(self.invalid(
                 "upstream.auth.mode",
