@@ -215,11 +215,10 @@ pub fn run(config: &Config, mode: Mode, controls: Controls) -> anyhow::Result<Su
         .context("starting the reader thread")?;
 
     if follow && config.http.enabled {
-        let http_state = Arc::new(HttpState::new(
-            metrics.clone(),
-            health.clone(),
-            config.http.ready_max_lag,
-        ));
+        let mut http_state =
+            HttpState::new(metrics.clone(), health.clone(), config.http.ready_max_lag);
+        http_state.token = conn.client.token_manager().cloned();
+        let http_state = Arc::new(http_state);
         let stop = shutdown.clone();
         let bound = conn
             .runtime
