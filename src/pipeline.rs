@@ -254,10 +254,11 @@ pub fn run(config: &Config, mode: Mode, controls: Controls) -> anyhow::Result<Su
     let reloader = reload.map(|rx| {
         let mut current = config.clone();
         let s = shutdown.clone();
+        let token = conn.client.token_manager().cloned();
         std::thread::spawn(move || loop {
             crossbeam_channel::select! {
                 recv(rx) -> msg => match msg {
-                    Ok(new) => apply_reload(&mut current, new, &reader_ctrl, &sink_ctrl),
+                    Ok(new) => apply_reload(&mut current, new, &reader_ctrl, &sink_ctrl, token.as_deref()),
                     Err(_) => return,
                 },
                 recv(s.receiver()) -> _ => return,
@@ -331,8 +332,18 @@ fn apply_reload(
     new: Config,
     reader: &crossbeam_channel::Sender<ReaderCtrl>,
     sink: &crossbeam_channel::Sender<SinkOptions>,
+    token: Option<&crate::token::TokenManager>,
 ) {
     let mut changed = Vec::new();
+    match (&current.auth, &new.auth, token) {
+        (a, b, _) if a == b => {}
+        (crate::config::AuthConfig::OAuth2(_), crate::config::AuthConfig::OAuth2(o), Some(t)) => {
+            // New credentials, endpoint or scope: new tokens from now on.
+            t.replace_source(Box::new(token_source(o)));
+            changed.push("upstream.auth");
+        }
+        _ => {}
+    }
     if new.watch.dirs != current.watch.dirs {
         let _ = reader.send(ReaderCtrl::SetDirs(new.watch.dirs.clone()));
         changed.push("watch.dirs");
@@ -357,6 +368,9 @@ fn apply_reload(
     }
     if new.dedup != current.dedup {
         restart.push("dedup");
+    }
+    if std::mem::discriminant(&new.auth) != std::mem::discriminant(&current.auth) {
+        restart.push("upstream.auth.mode");
     }
     if new.watch.rescan_interval != current.watch.rescan_interval
         || new.watch.max_line_bytes != current.watch.max_line_bytes
@@ -441,17 +455,8 @@ pub fn token_manager(config: &Config) -> Option<Arc<crate::token::TokenManager>>
     let crate::config::AuthConfig::OAuth2(o) = &config.auth else {
         return None;
     };
-    let source = crate::oauth::ClientCredentials {
-        token_url: o.token_url.clone(),
-        client_id: o.client_id.clone(),
-        client_secret: o.client_secret.clone(),
-        scope: o.scope.clone(),
-        audience: o.audience.clone(),
-        extra: o.extra.clone(),
-        timeout: o.request_timeout,
-    };
     Some(crate::token::TokenManager::new(
-        Box::new(source),
+        Box::new(token_source(o)),
         crate::token::TokenOptions {
             refresh_buffer: o.refresh_buffer,
             default_lifetime: o.default_lifetime,
@@ -460,6 +465,18 @@ pub fn token_manager(config: &Config) -> Option<Arc<crate::token::TokenManager>>
             ..crate::token::TokenOptions::default()
         },
     ))
+}
+
+fn token_source(o: &crate::config::OAuth2Config) -> crate::oauth::ClientCredentials {
+    crate::oauth::ClientCredentials {
+        token_url: o.token_url.clone(),
+        client_id: o.client_id.clone(),
+        client_secret: o.client_secret.clone(),
+        scope: o.scope.clone(),
+        audience: o.audience.clone(),
+        extra: o.extra.clone(),
+        timeout: o.request_timeout,
+    }
 }
 
 /// The token cache file inside the state dir.

@@ -130,7 +130,7 @@ struct State {
 
 /// The token manager. Cheap to share (`Arc`).
 pub struct TokenManager {
-    source: Box<dyn TokenSource>,
+    source: std::sync::RwLock<Box<dyn TokenSource>>,
     opts: TokenOptions,
     state: Mutex<State>,
     changed: Condvar,
@@ -142,7 +142,7 @@ impl std::fmt::Debug for TokenManager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never the token: only where it comes from and how long it lasts.
         f.debug_struct("TokenManager")
-            .field("source", &self.source.describe())
+            .field("source", &self.source())
             .field("seconds_until_expiry", &self.seconds_until_expiry())
             .finish()
     }
@@ -165,7 +165,7 @@ impl TokenManager {
             );
         }
         Arc::new(TokenManager {
-            source,
+            source: std::sync::RwLock::new(source),
             opts,
             state: Mutex::new(State {
                 token: cached,
@@ -248,13 +248,29 @@ impl TokenManager {
 
     /// Where tokens come from.
     pub fn source(&self) -> String {
-        self.source.describe()
+        self.source.read().expect("token source").describe()
+    }
+
+    /// Switches to new credentials (config reload): the cached token was
+    /// issued to the old ones, so it is dropped and the next request fetches
+    /// one from the new source.
+    pub fn replace_source(&self, source: Box<dyn TokenSource>) {
+        *self.source.write().expect("token source") = source;
+        let mut st = self.state.lock().expect("token state");
+        st.token = None;
+        st.next_attempt = None;
+        st.failures = 0;
+        tracing::info!(
+            event = "token_invalidated",
+            reason = "credentials changed by a reload",
+            "cached token dropped"
+        );
     }
 
     /// One fetch, by the caller that set `refreshing`.
     fn refresh_now(&self) {
         let started = Instant::now();
-        let result = self.source.fetch();
+        let result = self.source.read().expect("token source").fetch();
         let latency = started.elapsed();
         let mut st = self.state.lock().expect("token state");
         st.refreshing = false;
@@ -493,6 +509,18 @@ mod tests {
             "a restart with a valid cache asked for a token"
         );
         assert!(!format!("{:?}", m2.status()).contains("tok-1"));
+    }
+
+    #[test]
+    fn replacing_the_source_drops_the_old_token() {
+        let old = fake(Some(Duration::from_secs(60)), 0);
+        let m = TokenManager::new(Box::new(old.clone()), opts());
+        assert_eq!(m.get(Duration::from_secs(1)).unwrap().expose(), "tok-1");
+        let new = fake(Some(Duration::from_secs(60)), 0);
+        new.calls.store(100, Relaxed);
+        m.replace_source(Box::new(new.clone()));
+        assert_eq!(m.get(Duration::from_secs(1)).unwrap().expose(), "tok-101");
+        assert_eq!(old.calls.load(Relaxed), 1);
     }
 
     #[test]

@@ -29,6 +29,8 @@ struct Issuer {
     failing: AtomicBool,
     lifetime_ms: AtomicU64,
     rejected: AtomicU64,
+    /// The client secret the server accepts (rotated by a test).
+    secret: Mutex<String>,
 }
 
 impl Issuer {
@@ -60,7 +62,7 @@ async fn token_endpoint(State(iss): State<Arc<Issuer>>, body: Bytes) -> Response
         .collect();
     if form.get("grant_type").map(String::as_str) != Some("client_credentials")
         || form.get("client_id").map(String::as_str) != Some("tb")
-        || form.get("client_secret").map(String::as_str) != Some(CLIENT_SECRET)
+        || form.get("client_secret") != Some(&*iss.secret.lock().unwrap())
     {
         return (StatusCode::UNAUTHORIZED, "{\"error\":\"invalid_client\"}").into_response();
     }
@@ -171,6 +173,7 @@ impl AuthWorld {
             .build()
             .unwrap();
         let issuer = Arc::new(Issuer::default());
+        *issuer.secret.lock().unwrap() = CLIENT_SECRET.to_string();
         issuer
             .lifetime_ms
             .store(lifetime.as_millis() as u64, SeqCst);
@@ -424,4 +427,56 @@ fn revoked_token_one_401_one_refresh_then_restart_reuses_the_cache() {
         &world,
         &[std::fs::read_to_string(&log).unwrap(), status_text],
     );
+}
+
+#[test]
+fn sighup_with_a_rotated_client_secret_switches_credentials() {
+    let ch = TestClickHouse::start();
+    let work = tempfile::tempdir().unwrap();
+    let world = AuthWorld::start(&ch.url(), Duration::from_secs(120));
+    let watch = work.path().join("claude");
+    let cfg = world.config(work.path(), "tb_auth_rotate", &watch, 5);
+    let d = Daemon::start(&cfg, &work.path().join("daemon.log"));
+    let file = watch.join("projects/p/s.jsonl");
+    append(&file, usage_line("ro", 0, 1, 1));
+    assert!(wait_until(Duration::from_secs(20), || ch
+        .totals("tb_auth_rotate")
+        .messages
+        == 1));
+
+    // The identity provider rotates the secret and revokes old tokens; the
+    // operator writes the new secret and reloads.
+    let rotated = "r0tat3d-s3cr3t-77";
+    *world.issuer.secret.lock().unwrap() = rotated.to_string();
+    world.issuer.revoke_all();
+    std::fs::write(work.path().join("client-secret"), format!("{rotated}\n")).unwrap();
+    d.signal(libc::SIGHUP);
+    assert!(wait_until(Duration::from_secs(10), || d
+        .log_text()
+        .contains("\"config_reloaded\"")));
+    append(&file, usage_line("ro", 1, 1, 1));
+    assert!(
+        wait_until(Duration::from_secs(20), || ch
+            .totals("tb_auth_rotate")
+            .messages
+            == 2),
+        "{}",
+        d.log_text()
+    );
+    let reloaded = d
+        .events()
+        .into_iter()
+        .find(|e| e["event"] == "config_reloaded")
+        .unwrap();
+    assert!(
+        reloaded["changed"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("upstream.auth"),
+        "{reloaded}"
+    );
+    assert!(d.stop().success());
+    let log = std::fs::read_to_string(work.path().join("daemon.log")).unwrap();
+    assert!(!log.contains(rotated));
+    assert_no_secrets(&world, &[log]);
 }
