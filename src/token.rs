@@ -440,9 +440,12 @@ mod tests {
     }
 
     #[test]
-    fn concurrent_callers_cause_one_request() {
-        let src = fake(Some(Duration::from_secs(60)), 100);
+    fn concurrent_callers_at_expiry_cause_one_request() {
+        // A 300 ms token, then 20 callers at once just after it expired.
+        let src = fake(Some(Duration::from_millis(300)), 100);
         let m = TokenManager::new(Box::new(src.clone()), opts());
+        assert_eq!(m.get(Duration::from_secs(5)).unwrap().expose(), "tok-1");
+        std::thread::sleep(Duration::from_millis(350));
         let handles: Vec<_> = (0..20)
             .map(|_| {
                 let m = m.clone();
@@ -452,11 +455,12 @@ mod tests {
             })
             .collect();
         let tokens: Vec<String> = handles.into_iter().map(|h| h.join().unwrap()).collect();
-        assert_eq!(src.calls.load(Relaxed), 1);
-        assert!(tokens.iter().all(|t| t == "tok-1"));
-        // Cached afterwards.
-        m.get(Duration::from_secs(1)).unwrap();
-        assert_eq!(src.calls.load(Relaxed), 1);
+        assert_eq!(
+            src.calls.load(Relaxed),
+            2,
+            "one request for the first token, one at expiry"
+        );
+        assert!(tokens.iter().all(|t| t == "tok-2"));
     }
 
     #[test]
