@@ -136,6 +136,20 @@ pub fn run(config: &Config, mode: Mode, controls: Controls) -> anyhow::Result<Su
     notifier.status("connecting to clickhouse");
     let conn = connect(config, Some(&state))?;
     notifier.status("loading the dedup index from clickhouse");
+    let waited = conn
+        .runtime
+        .block_on(
+            conn.client
+                .wait_for_running_inserts(config.clickhouse.request_timeout),
+        )
+        .context("checking for inserts still running")?;
+    if waited > 0 {
+        tracing::info!(
+            event = "running_inserts_awaited",
+            inserts = waited,
+            "waited for inserts of an earlier run to finish"
+        );
+    }
     let mut index = DedupIndex::with_max_keys(config.dedup.max_keys);
     let load_started = Instant::now();
     let known = conn

@@ -268,6 +268,30 @@ impl ChClient {
         })
     }
 
+    /// Waits (up to `max`) until no insert into our table is running. A
+    /// daemon killed in the middle of an insert leaves ClickHouse committing
+    /// it; loading known keys before it lands would miss them, and re-reading
+    /// the same bytes would insert those rows a second time. Returns how many
+    /// were waited for at first.
+    pub async fn wait_for_running_inserts(&self, max: Duration) -> Result<u64, ChError> {
+        let sql = format!(
+            "SELECT count() FROM system.processes WHERE lower(query) LIKE 'insert into%' \
+             AND query LIKE '%{}%'",
+            schema::MESSAGES
+        );
+        let deadline = tokio::time::Instant::now() + max;
+        let mut first = None;
+        loop {
+            let n: u64 =
+                with_timeout(self.timeout, self.c()?.query(&sql).fetch_one::<u64>()).await?;
+            first.get_or_insert(n);
+            if n == 0 || tokio::time::Instant::now() >= deadline {
+                return Ok(first.unwrap_or(0));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Loads the best version of the `limit` most recent keys ClickHouse
     /// holds into `index`.
     pub async fn load_known_versions(
