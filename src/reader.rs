@@ -379,8 +379,10 @@ impl Reader {
             .collect();
         for key in missing {
             let t = self.files.get_mut(&key).expect("tracked");
-            t.confirmed_gone = true;
-            if !t.gone {
+            // Logged once, when a scan first confirms it (a failed open may
+            // have flagged it before).
+            if !t.confirmed_gone {
+                t.confirmed_gone = true;
                 t.gone = true;
                 tracing::info!(event = "file_gone", file = %t.identity.path, offset = t.offset, "file no longer found");
             }
