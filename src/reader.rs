@@ -93,9 +93,10 @@ struct Tracked {
     file: Option<File>,
     /// No longer found by a scan.
     gone: bool,
-    /// A full scan did not find it: when it cannot be opened either, it is
-    /// gone for good (until then a failed open may be a rename in progress).
-    confirmed_gone: bool,
+    /// Consecutive full scans that did not find it. Two misses confirm it is
+    /// gone: one scan can list a file just before it is renamed and then fail
+    /// to open it, which must not make the file look new under its new name.
+    missed_scans: u8,
     /// The fingerprint was checked since the last wake-up for this file;
     /// continuation chunks of one read need not check it again.
     verified: bool,
@@ -379,10 +380,9 @@ impl Reader {
             .collect();
         for key in missing {
             let t = self.files.get_mut(&key).expect("tracked");
-            // Logged once, when a scan first confirms it (a failed open may
-            // have flagged it before).
-            if !t.confirmed_gone {
-                t.confirmed_gone = true;
+            t.missed_scans = t.missed_scans.saturating_add(1);
+            // Logged once, when a second scan confirms it.
+            if t.missed_scans == 2 {
                 t.gone = true;
                 tracing::info!(event = "file_gone", file = %t.identity.path, offset = t.offset, "file no longer found");
             }
@@ -443,7 +443,7 @@ impl Reader {
                 t.ctx = Arc::new(SourceContext::from_path(path));
             }
             t.gone = false;
-            t.confirmed_gone = false;
+            t.missed_scans = 0;
             t.verified = false;
             self.dirty.insert(key);
             return Ok(Some(key));
@@ -496,7 +496,7 @@ impl Reader {
                 long_scan: None,
                 file: None,
                 gone: false,
-                confirmed_gone: false,
+                missed_scans: 0,
                 verified: true,
             },
         );
@@ -577,8 +577,8 @@ impl Reader {
                     }
                     return Ok(None);
                 }
-                // Renamed, replaced or deleted: only a full scan can tell.
-                _ if !t.confirmed_gone => {
+                // Renamed, replaced or deleted: only full scans can tell.
+                _ if t.missed_scans < 2 => {
                     t.gone = true;
                     self.retry_needed = true;
                     return Ok(None);
