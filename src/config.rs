@@ -421,11 +421,14 @@ impl Config {
             file: path.to_path_buf(),
             message: e.to_string().trim_end().to_string(),
         })?;
+        // Absolute, so that paths keep their meaning for child processes that
+        // run elsewhere (the managed clickhouse-server runs in its own folder).
         let base = path
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("."));
+        let base = std::path::absolute(&base).unwrap_or(base);
         let v = Validator {
             file: path,
             base: &base,
@@ -888,6 +891,13 @@ mod tests {
         assert!(e.to_string().contains("upstream.auth.token_url"), "{e}");
         let e = load("[upstream.auth]\nmode = \"kerberos\"\n").unwrap_err();
         assert!(e.to_string().contains("upstream.auth.mode"), "{e}");
+    }
+
+    #[test]
+    fn a_relative_config_path_gives_absolute_paths() {
+        let c = Config::from_toml("[state]\ndir = \"st\"\n", Path::new("config.toml")).unwrap();
+        assert!(c.state.dir.is_absolute(), "{}", c.state.dir.display());
+        assert_eq!(c.state.dir, std::env::current_dir().unwrap().join("st"));
     }
 
     #[test]

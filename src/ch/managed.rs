@@ -71,7 +71,11 @@ pub struct ManagedServer {
 impl ManagedServer {
     /// Writes the config, reaps an orphan from an earlier run, spawns the
     /// server and waits until `/ping` answers.
-    pub fn start(opts: ManagedOptions) -> Result<ManagedServer, ManagedError> {
+    pub fn start(mut opts: ManagedOptions) -> Result<ManagedServer, ManagedError> {
+        // The server runs in its own folder: every path it is given is absolute.
+        if let Ok(abs) = std::path::absolute(&opts.dir) {
+            opts.dir = abs;
+        }
         let io = |source| ManagedError::Io {
             binary: opts.binary.clone(),
             source,
