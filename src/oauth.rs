@@ -4,27 +4,13 @@
 
 use std::time::Duration;
 
+use crate::config::OAuth2Config;
 use crate::secret::Secret;
 use crate::token::{FetchedToken, TokenError, TokenSource};
 
-/// Where and as whom to ask for tokens.
+/// The grant, as configured in `[upstream.auth]`.
 #[derive(Debug, Clone)]
-pub struct ClientCredentials {
-    /// Token endpoint.
-    pub token_url: String,
-    /// `client_id`.
-    pub client_id: String,
-    /// `client_secret`.
-    pub client_secret: Secret,
-    /// Optional `scope`.
-    pub scope: Option<String>,
-    /// Optional `audience`.
-    pub audience: Option<String>,
-    /// Extra form parameters.
-    pub extra: Vec<(String, String)>,
-    /// Timeout of one token request.
-    pub timeout: Duration,
-}
+pub struct ClientCredentials(pub OAuth2Config);
 
 #[derive(serde::Deserialize)]
 struct TokenResponse {
@@ -35,27 +21,28 @@ struct TokenResponse {
 
 impl TokenSource for ClientCredentials {
     fn fetch(&self) -> Result<FetchedToken, TokenError> {
+        let c = &self.0;
         let agent: ureq::Agent = ureq::Agent::config_builder()
-            .timeout_global(Some(self.timeout))
+            .timeout_global(Some(c.request_timeout))
             .http_status_as_error(false)
             .build()
             .into();
         let mut form: Vec<(&str, &str)> = vec![
             ("grant_type", "client_credentials"),
-            ("client_id", &self.client_id),
-            ("client_secret", self.client_secret.expose()),
+            ("client_id", &c.client_id),
+            ("client_secret", c.client_secret.expose()),
         ];
-        if let Some(s) = &self.scope {
+        if let Some(s) = &c.scope {
             form.push(("scope", s));
         }
-        if let Some(a) = &self.audience {
+        if let Some(a) = &c.audience {
             form.push(("audience", a));
         }
-        for (k, v) in &self.extra {
+        for (k, v) in &c.extra {
             form.push((k, v));
         }
         let mut resp = agent
-            .post(&self.token_url)
+            .post(&c.token_url)
             .send_form(form)
             // ureq's error names the URL and the cause, never the body.
             .map_err(|e| TokenError::Endpoint(e.to_string()))?;
@@ -66,7 +53,7 @@ impl TokenSource for ClientCredentials {
             .map_err(|e| TokenError::Endpoint(format!("reading the response: {e}")))?;
         if !status.is_success() {
             let excerpt: String = body.chars().take(200).collect();
-            let excerpt = excerpt.replace(self.client_secret.expose(), "***");
+            let excerpt = excerpt.replace(c.client_secret.expose(), "***");
             return Err(TokenError::Endpoint(format!("HTTP {status}: {excerpt}")));
         }
         let parsed: TokenResponse = serde_json::from_str(&body)
@@ -83,7 +70,7 @@ impl TokenSource for ClientCredentials {
     fn describe(&self) -> String {
         format!(
             "oauth2 client credentials at {} (client {})",
-            self.token_url, self.client_id
+            self.0.token_url, self.0.client_id
         )
     }
 }
@@ -130,15 +117,18 @@ mod tests {
     }
 
     fn creds(url: String) -> ClientCredentials {
-        ClientCredentials {
+        ClientCredentials(OAuth2Config {
             token_url: url,
             client_id: "tb-client".into(),
             client_secret: Secret::new("s3cr3t-value"),
             scope: Some("write".into()),
             audience: None,
             extra: vec![("resource".into(), "ch".into())],
-            timeout: Duration::from_secs(5),
-        }
+            refresh_buffer: Duration::from_secs(300),
+            default_lifetime: Duration::from_secs(3600),
+            request_timeout: Duration::from_secs(5),
+            slow_refresh: Duration::from_secs(2),
+        })
     }
 
     #[test]

@@ -482,15 +482,7 @@ pub fn token_manager(config: &Config) -> Option<Arc<crate::token::TokenManager>>
 }
 
 fn token_source(o: &crate::config::OAuth2Config) -> crate::oauth::ClientCredentials {
-    crate::oauth::ClientCredentials {
-        token_url: o.token_url.clone(),
-        client_id: o.client_id.clone(),
-        client_secret: o.client_secret.clone(),
-        scope: o.scope.clone(),
-        audience: o.audience.clone(),
-        extra: o.extra.clone(),
-        timeout: o.request_timeout,
-    }
+    crate::oauth::ClientCredentials(o.clone())
 }
 
 /// The token cache file inside the state dir.
