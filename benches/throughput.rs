@@ -12,9 +12,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use tokenbridge::ch::client::{ConnectOptions, Totals};
-use tokenbridge::ch::managed::{ManagedOptions, ManagedServer};
-use tokenbridge::ch::ChClient;
+// The integration tests' harness: a real clickhouse-server on free ports.
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::TestClickHouse;
+use tokenbridge::ch::client::Totals;
 use tokenbridge::corpus::Expected;
 
 fn env_num(name: &str, default: u64) -> u64 {
@@ -22,14 +25,6 @@ fn env_num(name: &str, default: u64) -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Wall time and peak RSS (bytes) of a child process, from wait4.
@@ -85,27 +80,6 @@ fn ccusage_binary(repo: &Path) -> PathBuf {
         p.display()
     );
     p
-}
-
-fn client(url: &str, db: &str) -> (tokio::runtime::Runtime, ChClient) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let c = rt
-        .block_on(ChClient::connect(&ConnectOptions {
-            url: url.to_string(),
-            database: db.to_string(),
-            user: "default".into(),
-            password: Default::default(),
-            request_timeout: Duration::from_secs(30),
-            compress: false,
-            send_basic: true,
-            token: None,
-        }))
-        .unwrap();
-    rt.block_on(c.ensure_schema()).unwrap();
-    (rt, c)
 }
 
 fn write_config(dir: &Path, url: &str, db: &str, watch: &Path) -> PathBuf {
@@ -167,16 +141,8 @@ fn main() {
         expected.totals.messages
     );
 
-    let ch_dir = tempfile::tempdir().unwrap();
-    let server = ManagedServer::start(ManagedOptions {
-        binary: "/usr/sbin/clickhouse-server".into(),
-        dir: ch_dir.path().join("ch"),
-        http_port: free_port(),
-        tcp_port: free_port(),
-        startup_timeout: Duration::from_secs(60),
-    })
-    .unwrap();
-    let url = server.url();
+    let ch = TestClickHouse::start();
+    let url = ch.url();
     let work = tempfile::tempdir().unwrap();
 
     // Warm the page cache once for both tools.
@@ -214,7 +180,7 @@ fn main() {
                 .arg("--config")
                 .arg(&cfg),
         );
-        let (rt, c) = client(&url, &db);
+        let (rt, c) = ch.client(&db);
         let t: Totals = rt.block_on(c.totals()).unwrap();
         assert_eq!(
             t.total_tokens, expected.totals.total_tokens,
@@ -304,7 +270,7 @@ fn main() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let (rt, c) = client(&url, "bench_live");
+    let (rt, c) = ch.client("bench_live");
     std::thread::sleep(Duration::from_secs(1));
     let file = watch.join("projects/p/live.jsonl");
     let mut lat = Vec::new();
@@ -366,7 +332,7 @@ fn main() {
     );
     println!("\n{report}");
     std::fs::write(out_dir.join("results.md"), &report).unwrap();
-    drop(server);
+    drop(ch);
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {
