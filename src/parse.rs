@@ -25,7 +25,9 @@ use simd_json::prelude::*;
 use simd_json::tape::Value as TapeValue;
 use simd_json::{Buffers, ErrorType, Tape, ValueType};
 
+use crate::content::{content_of, ContentRow};
 use crate::dedup;
+use crate::estimate::Estimator;
 use crate::record::{SourceContext, UsageRow};
 use crate::timestamp::parse_rfc3339_ms;
 
@@ -111,6 +113,15 @@ pub enum Parsed {
 pub struct LineParser {
     buffers: Buffers,
     tape: Option<Tape<'static>>,
+    /// Set when enhanced analysis is on: every valid line's content is
+    /// estimated while its tape is at hand.
+    estimator: Option<Estimator>,
+    /// Content rows of the lines classified since the last [`LineParser::take_content`].
+    content: Vec<ContentRow>,
+    /// Reused for tool-use JSON.
+    scratch: String,
+    /// Nanoseconds spent estimating content since the last take.
+    estimate_ns: u64,
 }
 
 impl Default for LineParser {
@@ -138,7 +149,26 @@ impl LineParser {
         LineParser {
             buffers: Buffers::new(4096),
             tape: Some(Tape::null()),
+            estimator: None,
+            content: Vec::new(),
+            scratch: String::new(),
+            estimate_ns: 0,
         }
+    }
+
+    /// Turns content estimation on (`Some`) or off.
+    pub fn set_estimator(&mut self, estimator: Option<Estimator>) {
+        self.estimator = estimator;
+    }
+
+    /// The content rows collected so far (see [`crate::content`]), in line order.
+    pub fn take_content(&mut self) -> Vec<ContentRow> {
+        std::mem::take(&mut self.content)
+    }
+
+    /// Nanoseconds spent estimating content since the last call (resets).
+    pub fn take_estimate_ns(&mut self) -> u64 {
+        std::mem::take(&mut self.estimate_ns)
     }
 
     /// Classifies `line` (without its newline). simd-json unescapes strings in
@@ -202,11 +232,26 @@ impl LineParser {
             simd_json::fill_tape(&mut buf[..len], &mut self.buffers, &mut tape)
         };
         let result = match filled {
-            Ok(()) => match extract(tape.as_value(), ctx, offset) {
-                Ok(Some(row)) => Parsed::Usage(Box::new(row)),
-                Ok(None) => Parsed::Other,
-                Err(kind) => Parsed::Malformed(kind),
-            },
+            Ok(()) => {
+                let parsed = match extract(tape.as_value(), ctx, offset) {
+                    Ok(Some(row)) => Parsed::Usage(Box::new(row)),
+                    Ok(None) => Parsed::Other,
+                    Err(kind) => Parsed::Malformed(kind),
+                };
+                if let (Some(est), false) =
+                    (&self.estimator, matches!(parsed, Parsed::Malformed(_)))
+                {
+                    let started = std::time::Instant::now();
+                    let root = tape.as_value();
+                    if let Some(row) =
+                        content_of(root, ctx, est, &mut self.scratch, || content_hash(root))
+                    {
+                        self.content.push(row);
+                    }
+                    self.estimate_ns += started.elapsed().as_nanos() as u64;
+                }
+                parsed
+            }
             Err(e) => Parsed::Malformed(match e.error() {
                 ErrorType::InvalidUtf8 => MalformedKind::InvalidUtf8,
                 ErrorType::DepthLimitExceeded => MalformedKind::TooDeep,
