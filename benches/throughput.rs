@@ -242,7 +242,7 @@ fn main() {
                         let ctx = tokenbridge::record::SourceContext::from_path(p);
                         let end = tokenbridge::lines::complete_prefix_len(d);
                         d.resize(d.len() + tokenbridge::parse::PADDING, 0);
-                        tokenbridge::reader::parse_lines(d, end, 0, &ctx, 64 << 20)
+                        tokenbridge::reader::parse_lines(d, end, 0, &ctx, 64 << 20, None)
                             .counts
                             .usage
                     })

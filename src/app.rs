@@ -58,6 +58,10 @@ pub enum Command {
         /// Report options.
         #[command(flatten)]
         opts: ReportOpts,
+        /// Also estimate content tokens by category (`heuristic` or `o200k`),
+        /// as `[analysis] enhanced = true` does in the daemon.
+        #[arg(long, value_name = "ESTIMATOR")]
+        analysis: Option<crate::estimate::EstimatorKind>,
     },
     /// The upstream access token.
     Token {
@@ -195,6 +199,9 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 "fileErrors": m.file_errors.load(Relaxed),
                 "elapsedSeconds": secs,
                 "megabytesPerSecond": bytes as f64 / 1e6 / secs.max(1e-9),
+                "sessionsSummarized": m.sessions_summarized.load(Relaxed),
+                "contentRowsInserted": m.content_rows_inserted.load(Relaxed),
+                "analysis": m.analysis_cost(),
             });
             if json {
                 println!("{out}");
@@ -247,7 +254,11 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 ReportKind::Model(o) => report_from_clickhouse(&c, crate::report::Kind::Model, &o),
             }
         }
-        Command::Scan { items, opts } => {
+        Command::Scan {
+            items,
+            opts,
+            analysis,
+        } => {
             crate::logging::init("warn", crate::config::LogFormat::Text);
             let (kind, paths) = items.split_last().expect("clap requires one item");
             let kind: crate::report::Kind = kind.parse().map_err(anyhow::Error::msg)?;
@@ -265,12 +276,18 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                     64 << 20,
                 )
             };
-            let out = crate::scan::scan(&paths, max_line);
+            let estimator = analysis.map(crate::estimate::Estimator::new);
+            let out = crate::scan::scan(&paths, max_line, estimator);
             for (p, e) in &out.errors {
                 eprintln!("warning: {}: {e}", p.display());
             }
             let entries: Vec<crate::report::Entry> = out.rows.iter().map(Into::into).collect();
-            print_report(&entries, kind, &opts, &prices)
+            let extra = analysis.map(|k| analysis_json(&out, k));
+            print_report(&entries, kind, &opts, &prices, extra.as_ref())?;
+            if let (Some(k), false) = (analysis, opts.json) {
+                print_analysis_table(&out, k);
+            }
+            Ok(0)
         }
         Command::Token {
             action: TokenAction::Status,
@@ -342,6 +359,7 @@ fn print_report(
     kind: crate::report::Kind,
     opts: &ReportOpts,
     prices: &crate::price::PriceTable,
+    extra: Option<&serde_json::Value>,
 ) -> anyhow::Result<i32> {
     let filter = crate::report::Filter {
         since: opts.since.clone(),
@@ -351,11 +369,81 @@ fn print_report(
     };
     let report = crate::report::build(entries, kind, &filter, prices);
     if opts.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        let mut v = serde_json::to_value(&report)?;
+        if let (Some(obj), Some(extra)) = (v.as_object_mut(), extra) {
+            obj.insert("analysis".to_string(), extra.clone());
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         print!("{}", crate::report::table(&report, kind));
     }
     Ok(0)
+}
+
+/// Content estimates and naive totals of a whole scan.
+struct ScanAnalysis {
+    all: crate::content::ContentTotals,
+    naive: u64,
+    dedup: u64,
+    reported_output: u64,
+}
+
+fn scan_analysis(out: &crate::scan::ScanOutput) -> ScanAnalysis {
+    let mut all = crate::content::ContentTotals::default();
+    for t in out.content.values() {
+        all.merge(t);
+    }
+    ScanAnalysis {
+        all,
+        naive: out.naive.values().map(|t| t.total_tokens).sum(),
+        dedup: out.rows.iter().map(|r| r.total_tokens()).sum(),
+        reported_output: out.rows.iter().map(|r| r.output_tokens).sum(),
+    }
+}
+
+/// The `analysis` member `scan --analysis … --json` adds to the report.
+fn analysis_json(
+    out: &crate::scan::ScanOutput,
+    kind: crate::estimate::EstimatorKind,
+) -> serde_json::Value {
+    let a = scan_analysis(out);
+    serde_json::json!({
+        "estimator": kind.to_string(),
+        "content": a.all,
+        "estimatedAssistantOutput": a.all.assistant_output(),
+        "reportedOutputTokens": a.reported_output,
+        "naiveTotalTokens": a.naive,
+        "totalTokens": a.dedup,
+    })
+}
+
+fn print_analysis_table(out: &crate::scan::ScanOutput, kind: crate::estimate::EstimatorKind) {
+    let ScanAnalysis {
+        all,
+        naive,
+        dedup,
+        reported_output,
+    } = scan_analysis(out);
+    {
+        println!("\ncontent tokens, estimated ({kind})   main          sidechain");
+        let s = &all.sidechain;
+        for (name, m, sc) in [
+            ("user prompts", all.user_prompt, s.user_prompt),
+            ("tool results", all.tool_result, s.tool_result),
+            ("assistant text", all.assistant_text, s.assistant_text),
+            ("thinking", all.thinking, s.thinking),
+            ("tool use input", all.tool_use, s.tool_use),
+            ("system / meta", all.system, s.system),
+        ] {
+            println!("  {name:<32} {m:>12} {sc:>12}");
+        }
+        println!(
+            "estimated assistant output {} vs reported output_tokens {}",
+            all.assistant_output(),
+            reported_output
+        );
+        println!("naive sum of every line {naive} vs deduplicated {dedup}");
+    }
 }
 
 fn report_from_clickhouse(
@@ -365,7 +453,7 @@ fn report_from_clickhouse(
 ) -> anyhow::Result<i32> {
     let (conn, _state) = pipeline::connect_for_query(c)?;
     let entries = conn.runtime.block_on(conn.client.report_entries())?;
-    print_report(&entries, kind, opts, &prices_for(Some(c))?)
+    print_report(&entries, kind, opts, &prices_for(Some(c))?, None)
 }
 
 /// Recounts the watched files and compares per session with ClickHouse.
@@ -376,7 +464,7 @@ fn verify(c: &Config, only: Option<&str>) -> anyhow::Result<i32> {
         let e = m.entry(s.to_string()).or_default();
         *e = (e.0 + i, e.1 + o, e.2 + cc, e.3 + cr, e.4 + 1);
     };
-    let out = crate::scan::scan(&c.watch.dirs, c.watch.max_line_bytes);
+    let out = crate::scan::scan(&c.watch.dirs, c.watch.max_line_bytes, None);
     let mut files: BTreeMap<String, Sums> = BTreeMap::new();
     for r in &out.rows {
         add(

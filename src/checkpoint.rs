@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use crate::fingerprint::{FileKey, Fingerprint};
 use crate::state::atomic_write;
+use crate::summary::{self, NaiveSums};
 
 /// File name of the checkpoint state inside the state dir.
 pub const CHECKPOINT_FILE: &str = "checkpoints.json";
@@ -48,6 +49,10 @@ pub struct FileCheckpoint {
     pub path: String,
     /// Committed byte offset (always just after a newline).
     pub offset: u64,
+    /// Per session: the usage lines before `offset`, summed without dedup
+    /// (see [`crate::summary`]). Absent in files written before it existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub naive: Vec<NaiveSums>,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -114,10 +119,19 @@ impl CheckpointStore {
         self.files.is_empty()
     }
 
-    /// Records that everything before `offset` of this file is acknowledged.
-    /// Offsets of one file identity only move forward; a new identity (reused
-    /// inode) or an explicit [`CheckpointStore::reset`] starts over.
-    pub fn commit(&mut self, key: FileKey, fingerprint: Fingerprint, path: &str, offset: u64) {
+    /// Records that everything before `offset` of this file is acknowledged,
+    /// and adds the naive sums of the lines just committed. Offsets of one
+    /// file identity only move forward (a stale commit is ignored, sums
+    /// included); a new identity (reused inode) or an explicit
+    /// [`CheckpointStore::reset`] starts over. Returns false when ignored.
+    pub fn commit(
+        &mut self,
+        key: FileKey,
+        fingerprint: Fingerprint,
+        path: &str,
+        offset: u64,
+        naive: &[NaiveSums],
+    ) -> bool {
         match self.files.get_mut(&key) {
             Some(cp) if cp.fingerprint.len <= fingerprint.len && offset >= cp.offset => {
                 if cp.offset != offset || cp.fingerprint != fingerprint || cp.path != path {
@@ -128,8 +142,13 @@ impl CheckpointStore {
                     }
                     self.dirty = true;
                 }
+                if !naive.is_empty() {
+                    summary::merge(&mut cp.naive, naive);
+                    self.dirty = true;
+                }
+                true
             }
-            Some(_) => {}
+            Some(_) => false,
             None => {
                 self.files.insert(
                     key,
@@ -138,9 +157,11 @@ impl CheckpointStore {
                         fingerprint,
                         path: path.to_string(),
                         offset,
+                        naive: naive.to_vec(),
                     },
                 );
                 self.dirty = true;
+                true
             }
         }
     }
@@ -154,6 +175,7 @@ impl CheckpointStore {
                 fingerprint,
                 path: path.to_string(),
                 offset: 0,
+                naive: Vec::new(),
             },
         );
         self.dirty = true;
@@ -211,8 +233,8 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let k = FileKey { dev: 1, ino: 2 };
         let mut s = CheckpointStore::load(d.path()).unwrap();
-        s.commit(k, fp(10, 5), "/a", 100);
-        s.commit(k, fp(10, 5), "/a", 50); // never backwards
+        s.commit(k, fp(10, 5), "/a", 100, &[]);
+        s.commit(k, fp(10, 5), "/a", 50, &[]); // never backwards
         assert_eq!(s.get(&k).unwrap().offset, 100);
         assert!(s.save().unwrap());
         assert!(!s.save().unwrap());
@@ -231,13 +253,45 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let k = FileKey { dev: 1, ino: 2 };
         let mut s = CheckpointStore::load(d.path()).unwrap();
-        s.commit(k, fp(10, 5), "/a", 100);
+        s.commit(k, fp(10, 5), "/a", 100, &[]);
         s.reset(k, fp(3, 9), "/a");
         assert_eq!(s.get(&k).unwrap().offset, 0);
-        s.commit(k, fp(3, 9), "/a", 20);
+        s.commit(k, fp(3, 9), "/a", 20, &[]);
         assert_eq!(s.get(&k).unwrap().offset, 20);
         s.forget(&k);
         assert!(s.get(&k).is_none());
+    }
+
+    #[test]
+    fn naive_sums_advance_with_the_offset_and_survive_a_reload() {
+        let d = tempfile::tempdir().unwrap();
+        let k = FileKey { dev: 1, ino: 2 };
+        let sums = |n: u64| NaiveSums {
+            session_id: "s".into(),
+            lines: n,
+            output: 10 * n,
+            ..NaiveSums::default()
+        };
+        let mut s = CheckpointStore::load(d.path()).unwrap();
+        assert!(s.commit(k, fp(10, 5), "/a", 100, &[sums(2)]));
+        assert!(s.commit(k, fp(10, 5), "/a", 200, &[sums(3)]));
+        // A stale commit adds nothing.
+        assert!(!s.commit(k, fp(4, 5), "/a", 300, &[sums(100)]));
+        s.save().unwrap();
+        let s2 = CheckpointStore::load(d.path()).unwrap();
+        assert_eq!(s2.get(&k).unwrap().naive, vec![sums(5)]);
+        // A reset starts the sums over with the offset.
+        let mut s2 = s2;
+        s2.reset(k, fp(3, 9), "/a");
+        assert!(s2.get(&k).unwrap().naive.is_empty());
+        // Files written before the field existed still load.
+        std::fs::write(
+            d.path().join(CHECKPOINT_FILE),
+            br#"{"version":1,"files":[{"key":{"dev":1,"ino":2},"fingerprint":{"len":10,"hash":5},"path":"/a","offset":7}]}"#,
+        )
+        .unwrap();
+        let s3 = CheckpointStore::load(d.path()).unwrap();
+        assert_eq!(s3.get(&k).unwrap().offset, 7);
     }
 
     #[test]
@@ -245,7 +299,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let k = FileKey { dev: 1, ino: 2 };
         let mut s = CheckpointStore::load(d.path()).unwrap();
-        s.commit(k, fp(10, 5), "/a", 100);
+        s.commit(k, fp(10, 5), "/a", 100, &[]);
         s.save().unwrap();
         std::fs::write(
             d.path().join(format!("{CHECKPOINT_FILE}.tmp")),

@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use crate::content::ContentRow;
 use crate::fingerprint::{FileKey, Fingerprint};
 use crate::parse::MalformedKind;
 use crate::record::UsageRow;
@@ -62,6 +63,8 @@ pub struct Chunk {
     pub counts: LineCounts,
     /// Line sizes: (bucket start, lines), see [`crate::sizes`].
     pub line_sizes: Vec<(u64, u64)>,
+    /// Content estimates of the chunk's entries (enhanced analysis only).
+    pub content: Vec<ContentRow>,
 }
 
 /// A message to the sink.

@@ -89,6 +89,8 @@ pub struct Config {
     pub service: ServiceConfig,
     /// `[dedup]`.
     pub dedup: DedupConfig,
+    /// `[analysis]`.
+    pub analysis: AnalysisConfig,
     /// `[http]`.
     pub http: HttpConfig,
     /// `[pricing]`: a price file overriding the embedded LiteLLM table.
@@ -182,6 +184,18 @@ pub struct StateConfig {
 pub struct DedupConfig {
     /// Keys remembered at most (see [`crate::dedup::DedupIndex`]).
     pub max_keys: usize,
+}
+
+/// `[analysis]`: enhanced content analysis (README "Enhanced analysis").
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AnalysisConfig {
+    /// Estimate every entry's content tokens by category (default false).
+    pub enhanced: bool,
+    /// How (default `heuristic`; `o200k` is exact BPE and much slower).
+    pub estimator: crate::estimate::EstimatorKind,
+    /// Session summaries are recomputed at most this often while files keep
+    /// changing (and always once the reader has caught up).
+    pub summary_interval: Duration,
 }
 
 /// `[clickhouse]`: where rows go.
@@ -294,6 +308,8 @@ struct RawConfig {
     #[serde(default)]
     dedup: RawDedup,
     #[serde(default)]
+    analysis: RawAnalysis,
+    #[serde(default)]
     http: RawHttp,
     #[serde(default)]
     pricing: RawPricing,
@@ -337,6 +353,14 @@ struct RawHttp {
     enabled: Option<bool>,
     listen: Option<String>,
     ready_max_lag_seconds: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAnalysis {
+    enhanced: Option<bool>,
+    estimator: Option<String>,
+    summary_interval_ms: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -536,6 +560,22 @@ impl Validator<'_> {
             )? as usize,
         };
 
+        let analysis = AnalysisConfig {
+            enhanced: raw.analysis.enhanced.unwrap_or(false),
+            estimator: match raw.analysis.estimator.as_deref() {
+                None => crate::estimate::EstimatorKind::Heuristic,
+                Some(s) => s
+                    .parse()
+                    .map_err(|e: String| self.invalid("analysis.estimator", e))?,
+            },
+            summary_interval: Duration::from_millis(self.range(
+                "analysis.summary_interval_ms",
+                raw.analysis.summary_interval_ms.unwrap_or(2000),
+                0,
+                3_600_000,
+            )?),
+        };
+
         let c = raw.clickhouse;
         let password_sources = [
             c.password.is_some(),
@@ -724,6 +764,7 @@ impl Validator<'_> {
             log,
             service,
             dedup,
+            analysis,
             http,
             price_file,
             auth,

@@ -140,6 +140,24 @@ impl ContentTotals {
         *sy += u64::from(r.system_tokens);
     }
 
+    /// Adds another set of totals.
+    pub fn merge(&mut self, o: &ContentTotals) {
+        self.user_prompt += o.user_prompt;
+        self.tool_result += o.tool_result;
+        self.assistant_text += o.assistant_text;
+        self.thinking += o.thinking;
+        self.tool_use += o.tool_use;
+        self.system += o.system;
+        let (s, os) = (&mut self.sidechain, &o.sidechain);
+        s.user_prompt += os.user_prompt;
+        s.tool_result += os.tool_result;
+        s.assistant_text += os.assistant_text;
+        s.thinking += os.thinking;
+        s.tool_use += os.tool_use;
+        s.system += os.system;
+        self.entries += o.entries;
+    }
+
     /// Estimated assistant output (text + thinking + tool use), both chains.
     pub fn assistant_output(&self) -> u64 {
         self.assistant_text

@@ -106,6 +106,8 @@ pub struct Expected {
     pub by_day: BTreeMap<String, Tokens>,
     /// What summing every usage line would give (no dedup).
     pub naive: Tokens,
+    /// The same by the lines' `sessionId`.
+    pub naive_by_session: BTreeMap<String, Tokens>,
     /// Lines written (excluding blank).
     pub lines: u64,
     /// Malformed lines written.
@@ -199,6 +201,7 @@ struct Gen {
     spec: Spec,
     truths: Vec<Truth>,
     naive: Tokens,
+    naive_by_session: BTreeMap<String, Tokens>,
     malformed: u64,
     bytes: u64,
     files: Vec<GenFile>,
@@ -374,7 +377,7 @@ impl Gen {
             if let Some(r) = &req_id {
                 line["requestId"] = json!(r);
             }
-            add_usage(&mut self.naive, &u);
+            self.add_naive(session, &u);
             *parent = uuid;
             envelopes.push(line.clone());
             self.push(lines, line);
@@ -467,6 +470,16 @@ impl Gen {
         });
     }
 
+    fn add_naive(&mut self, session: &str, u: &Usage) {
+        add_usage(&mut self.naive, u);
+        add_usage(
+            self.naive_by_session
+                .entry(session.to_string())
+                .or_default(),
+            u,
+        );
+    }
+
     /// Counts a copied line again: malformed stays malformed, usage adds to
     /// the naive sum (from either place a usage can sit).
     fn count_copy(&mut self, line: &str) {
@@ -483,8 +496,9 @@ impl Gen {
         };
         let g = |k: &str| u[k].as_u64().unwrap_or(0);
         let cc = &u["cache_creation"];
-        add_usage(
-            &mut self.naive,
+        let session = v["sessionId"].as_str().unwrap_or_default().to_string();
+        self.add_naive(
+            &session,
             &Usage {
                 input: g("input_tokens"),
                 output: g("output_tokens"),
@@ -536,8 +550,8 @@ impl Gen {
                     continue;
                 }
                 let u = &env["message"]["usage"];
-                add_usage(
-                    &mut self.naive,
+                self.add_naive(
+                    session,
                     &Usage {
                         input: u["input_tokens"].as_u64().unwrap_or(0),
                         output: u["output_tokens"].as_u64().unwrap_or(0),
@@ -574,6 +588,7 @@ pub fn generate(spec: &Spec) -> (Vec<GenFile>, Expected) {
         spec: spec.clone(),
         truths: Vec::new(),
         naive: Tokens::default(),
+        naive_by_session: BTreeMap::new(),
         malformed: 0,
         bytes: 0,
         files: Vec::new(),
@@ -600,6 +615,7 @@ pub fn generate(spec: &Spec) -> (Vec<GenFile>, Expected) {
     }
     let mut exp = Expected {
         naive: g.naive,
+        naive_by_session: g.naive_by_session.clone(),
         malformed_lines: g.malformed,
         files: g.files.len() as u64,
         bytes: g.bytes,

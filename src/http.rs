@@ -252,6 +252,59 @@ impl Collector for MetricsCollector {
             (1 - m.clickhouse_down.load(Relaxed).min(1)) as f64,
         )?;
         {
+            let cost = m.analysis_cost();
+            let c = ConstCounter::new(0u64);
+            let mut fam = enc.encode_descriptor(
+                "analysis_cpu_seconds",
+                "CPU time parsing (path=base) and estimating content (path=enhanced)",
+                None,
+                c.metric_type(),
+            )?;
+            for (path, ns) in [
+                ("base", m.parse_ns_base.load(Relaxed)),
+                ("enhanced", m.parse_ns_enhanced.load(Relaxed)),
+            ] {
+                ConstCounter::new(ns as f64 / 1e9).encode(fam.encode_family(&[("path", path)])?)?;
+            }
+            let mut fam = enc.encode_descriptor(
+                "analysis_insert_bytes",
+                "Approximate bytes inserted: messages and file_naive (path=base), content (path=enhanced)",
+                None,
+                c.metric_type(),
+            )?;
+            for (path, b) in [
+                ("base", cost.base_insert_bytes),
+                ("enhanced", cost.enhanced_insert_bytes),
+            ] {
+                ConstCounter::new(b).encode(fam.encode_family(&[("path", path)])?)?;
+            }
+            let g = ConstGauge::new(0.0);
+            let mut fam = enc.encode_descriptor(
+                "analysis_cpu_ms_per_mb",
+                "CPU milliseconds per MB read: parsing (path=base), content estimation on top (path=enhanced)",
+                None,
+                g.metric_type(),
+            )?;
+            for (path, v) in [
+                ("base", cost.base_cpu_ms_per_mb),
+                ("enhanced", cost.enhanced_cpu_ms_per_mb),
+            ] {
+                ConstGauge::new(v).encode(fam.encode_family(&[("path", path)])?)?;
+            }
+        }
+        counter(
+            &mut enc,
+            "content_rows_inserted",
+            "Content estimate rows ClickHouse acknowledged (enhanced analysis)",
+            m.content_rows_inserted.load(Relaxed),
+        )?;
+        counter(
+            &mut enc,
+            "sessions_summarized",
+            "Session summaries recomputed",
+            m.sessions_summarized.load(Relaxed),
+        )?;
+        {
             let c = ConstCounter::new(0u64);
             let mut fam = enc.encode_descriptor(
                 "size_bucket",

@@ -38,6 +38,7 @@ pub mod shutdown;
 pub mod sink;
 pub mod sizes;
 pub mod state;
+pub mod summary;
 pub mod timestamp;
 pub mod token;
 pub mod watcher;

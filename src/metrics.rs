@@ -52,6 +52,18 @@ pub struct Metrics {
     pub dedup_keys: AtomicU64,
     /// Keys the dedup index forgot because of its limit.
     pub dedup_evicted: AtomicU64,
+    /// Nanoseconds spent parsing lines (the base path, without estimation).
+    pub parse_ns_base: AtomicU64,
+    /// Nanoseconds spent estimating content (enhanced analysis).
+    pub parse_ns_enhanced: AtomicU64,
+    /// Approximate bytes of base rows inserted (`messages`, `file_naive`).
+    pub insert_bytes_base: AtomicU64,
+    /// Approximate bytes of enhanced rows inserted (`content`).
+    pub insert_bytes_enhanced: AtomicU64,
+    /// Content rows ClickHouse acknowledged.
+    pub content_rows_inserted: AtomicU64,
+    /// Session summaries recomputed.
+    pub sessions_summarized: AtomicU64,
     /// Line and batch sizes by bucket.
     pub sizes: SizeBuckets,
     /// Latency of acknowledged inserts, seconds.
@@ -62,6 +74,12 @@ impl Default for Metrics {
     fn default() -> Self {
         Metrics {
             bytes_read: AtomicU64::default(),
+            parse_ns_base: AtomicU64::default(),
+            parse_ns_enhanced: AtomicU64::default(),
+            insert_bytes_base: AtomicU64::default(),
+            insert_bytes_enhanced: AtomicU64::default(),
+            content_rows_inserted: AtomicU64::default(),
+            sessions_summarized: AtomicU64::default(),
             lines_usage: AtomicU64::default(),
             lines_other: AtomicU64::default(),
             lines_blank: AtomicU64::default(),
@@ -99,5 +117,72 @@ impl Metrics {
     /// Total malformed lines.
     pub fn malformed_total(&self) -> u64 {
         self.lines_malformed.iter().map(|c| c.load(Relaxed)).sum()
+    }
+}
+
+/// CPU time the calling thread has used, nanoseconds.
+pub fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return 0;
+    }
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// What enhanced analysis costs next to the base path, from the counters:
+/// parsing CPU per MB read, and bytes inserted. With analysis off the
+/// enhanced figures are 0 and the base ones are what turning it on adds to.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AnalysisCost {
+    /// MB (10^6 bytes) of lines read.
+    pub megabytes: f64,
+    /// CPU ms per MB spent parsing and classifying (base path).
+    pub base_cpu_ms_per_mb: f64,
+    /// CPU ms per MB spent estimating content (enhanced path, on top).
+    pub enhanced_cpu_ms_per_mb: f64,
+    /// Approximate bytes of `messages` and `file_naive` rows inserted.
+    pub base_insert_bytes: u64,
+    /// Approximate bytes of `content` rows inserted.
+    pub enhanced_insert_bytes: u64,
+}
+
+impl Metrics {
+    /// The current [`AnalysisCost`].
+    pub fn analysis_cost(&self) -> AnalysisCost {
+        let mb = self.bytes_read.load(Relaxed) as f64 / 1e6;
+        let per_mb = |ns: u64| {
+            if mb > 0.0 {
+                ns as f64 / 1e6 / mb
+            } else {
+                0.0
+            }
+        };
+        AnalysisCost {
+            megabytes: mb,
+            base_cpu_ms_per_mb: per_mb(self.parse_ns_base.load(Relaxed)),
+            enhanced_cpu_ms_per_mb: per_mb(self.parse_ns_enhanced.load(Relaxed)),
+            base_insert_bytes: self.insert_bytes_base.load(Relaxed),
+            enhanced_insert_bytes: self.insert_bytes_enhanced.load(Relaxed),
+        }
+    }
+
+    /// Logs [`Metrics::analysis_cost`] as `analysis_cost`.
+    pub fn log_analysis_cost(&self) {
+        let c = self.analysis_cost();
+        tracing::info!(
+            event = "analysis_cost",
+            megabytes = c.megabytes,
+            base_cpu_ms_per_mb = c.base_cpu_ms_per_mb,
+            enhanced_cpu_ms_per_mb = c.enhanced_cpu_ms_per_mb,
+            base_insert_bytes = c.base_insert_bytes,
+            enhanced_insert_bytes = c.enhanced_insert_bytes,
+            "what enhanced analysis costs next to the base path"
+        );
     }
 }

@@ -425,6 +425,7 @@ fn extract(
         cc_version: cc_version.to_string(),
         source_file: ctx.path.clone(),
         source_offset: offset,
+        cost_usd: 0.0,
     }))
 }
 

@@ -185,6 +185,10 @@ pub fn run(config: &Config, mode: Mode, controls: Controls) -> anyhow::Result<Su
             max_line_bytes: config.watch.max_line_bytes,
             read_chunk_bytes: config.watch.read_chunk_bytes,
             follow,
+            analysis: config
+                .analysis
+                .enhanced
+                .then(|| crate::estimate::Estimator::new(config.analysis.estimator)),
         },
         checkpoints,
         tx,
@@ -209,6 +213,13 @@ pub fn run(config: &Config, mode: Mode, controls: Controls) -> anyhow::Result<Su
         ),
         health.clone(),
         sink_ctrl_rx,
+        crate::sink::SummaryOptions {
+            prices: Arc::new(match &config.price_file {
+                Some(f) => crate::price::PriceTable::with_overrides(f)?,
+                None => crate::price::PriceTable::embedded(),
+            }),
+            interval: config.analysis.summary_interval,
+        },
     );
     health.reader_beat();
     health.sink_beat();
@@ -254,6 +265,7 @@ pub fn run(config: &Config, mode: Mode, controls: Controls) -> anyhow::Result<Su
     notifier.ready();
     notifier.status("ingesting");
     let supervisor = {
+        let enhanced = config.analysis.enhanced;
         let (n, h, m, s) = (
             notifier.clone(),
             health.clone(),
@@ -262,7 +274,7 @@ pub fn run(config: &Config, mode: Mode, controls: Controls) -> anyhow::Result<Su
         );
         std::thread::Builder::new()
             .name("tokenbridge-supervisor".into())
-            .spawn(move || supervise(&n, &h, &m, &s))
+            .spawn(move || supervise(&n, &h, &m, &s, enhanced))
             .context("starting the supervisor thread")?
     };
     let reloader = reload.map(|rx| {
@@ -289,6 +301,9 @@ pub fn run(config: &Config, mode: Mode, controls: Controls) -> anyhow::Result<Su
     }
     if let Some(r) = refresher {
         let _ = r.join();
+    }
+    if config.analysis.enhanced {
+        metrics.log_analysis_cost();
     }
     tracing::info!(event = "pipeline_stopped", reader = ?reader_exit, sink = ?sink_exit, "pipeline stopped");
     if reader_exit == ReaderExit::SinkGone
@@ -383,6 +398,9 @@ fn apply_reload(
     if new.dedup != current.dedup {
         restart.push("dedup");
     }
+    if new.analysis != current.analysis {
+        restart.push("analysis");
+    }
     if std::mem::discriminant(&new.auth) != std::mem::discriminant(&current.auth) {
         restart.push("upstream.auth.mode");
     }
@@ -402,7 +420,14 @@ fn apply_reload(
 
 /// Keeps systemd informed: `STATUS=` every 5 s, `WATCHDOG=1` only while the
 /// reader and the sink make progress, `STOPPING=1` when shutdown starts.
-fn supervise(notifier: &Notifier, health: &Health, metrics: &Metrics, shutdown: &Shutdown) {
+/// With enhanced analysis on, logs `analysis_cost` every 10 minutes.
+fn supervise(
+    notifier: &Notifier,
+    health: &Health,
+    metrics: &Metrics,
+    shutdown: &Shutdown,
+    enhanced: bool,
+) {
     use std::sync::atomic::Ordering::Relaxed;
     let watchdog = crate::notify::watchdog_timeout();
     let tick = watchdog
@@ -410,7 +435,12 @@ fn supervise(notifier: &Notifier, health: &Health, metrics: &Metrics, shutdown: 
         .unwrap_or(Duration::from_secs(5));
     let mut withheld = false;
     let mut last_status = Instant::now();
+    let mut last_cost = Instant::now();
     loop {
+        if enhanced && last_cost.elapsed() >= Duration::from_secs(600) {
+            last_cost = Instant::now();
+            metrics.log_analysis_cost();
+        }
         if let Some(limit) = watchdog {
             match health.stalled(limit) {
                 None => {

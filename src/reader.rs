@@ -24,7 +24,9 @@ use rayon::prelude::*;
 
 use crate::checkpoint::FileCheckpoint;
 use crate::chunk::{BadLine, Chunk, FileIdentity, LineCounts, SinkMsg};
+use crate::content::ContentRow;
 use crate::discovery;
+use crate::estimate::Estimator;
 use crate::fingerprint::{self, FileKey, Fingerprint, FINGERPRINT_BYTES};
 use crate::health::Health;
 use crate::lines;
@@ -60,6 +62,8 @@ pub struct ReaderOptions {
     /// `true`: run until shutdown, following appends. `false`: read what is
     /// there now, send [`SinkMsg::Drain`], return (backfill).
     pub follow: bool,
+    /// Enhanced analysis: estimate every entry's content tokens with this.
+    pub analysis: Option<Estimator>,
 }
 
 /// Instructions to a running reader.
@@ -519,6 +523,7 @@ impl Reader {
         let limit = max_in_flight();
         let max_line = self.opts.max_line_bytes;
         let chunk_bytes = self.opts.read_chunk_bytes;
+        let analysis = self.opts.analysis;
         loop {
             while busy.len() < limit && !self.shutdown.is_triggered() {
                 let Some(key) = queue.pop() else { break };
@@ -530,7 +535,7 @@ impl Reader {
                     busy.insert(key);
                     let tx = res_tx.clone();
                     rayon::spawn(move || {
-                        let _ = tx.send(run_task(task, chunk_bytes, max_line));
+                        let _ = tx.send(run_task(task, chunk_bytes, max_line, analysis));
                     });
                 }
             }
@@ -678,6 +683,9 @@ impl Reader {
             bad,
             counts,
             line_sizes,
+            content,
+            parse_ns,
+            estimate_ns,
         } = parsed;
         let start = t.offset;
         t.offset = end;
@@ -686,6 +694,9 @@ impl Reader {
         m.lines_usage.fetch_add(counts.usage, Relaxed);
         m.lines_other.fetch_add(counts.other, Relaxed);
         m.lines_blank.fetch_add(counts.blank, Relaxed);
+        m.parse_ns_base
+            .fetch_add(parse_ns.saturating_sub(estimate_ns), Relaxed);
+        m.parse_ns_enhanced.fetch_add(estimate_ns, Relaxed);
         for b in &bad {
             m.malformed(b.kind);
         }
@@ -700,6 +711,7 @@ impl Reader {
             bad,
             counts,
             line_sizes,
+            content,
         };
         self.send(SinkMsg::Chunk(chunk))?;
         Ok(true)
@@ -747,10 +759,15 @@ fn find_newline(
     Ok(None)
 }
 
-fn run_task(task: Task, chunk_bytes: usize, max_line: usize) -> TaskResult {
+fn run_task(
+    task: Task,
+    chunk_bytes: usize,
+    max_line: usize,
+    analysis: Option<Estimator>,
+) -> TaskResult {
     // Taken out, not borrowed: a nested rayon job on this thread may want one too.
     let mut buf = READ_BUF.with(|b| std::mem::take(&mut *b.borrow_mut()));
-    let result = read_task(&task, chunk_bytes, max_line, &mut buf);
+    let result = read_task(&task, chunk_bytes, max_line, analysis, &mut buf);
     if buf.capacity() <= 2 * chunk_bytes.max(1 << 20) {
         READ_BUF.with(|b| *b.borrow_mut() = buf);
     }
@@ -770,6 +787,7 @@ fn read_task(
     task: &Task,
     chunk_bytes: usize,
     max_line: usize,
+    analysis: Option<Estimator>,
     buf: &mut Vec<u8>,
 ) -> std::io::Result<TaskResult> {
     let mut result = TaskResult {
@@ -831,7 +849,7 @@ fn read_task(
         return Ok(result);
     }
     let end = task.start + complete as u64;
-    let parsed = parse_lines(buf, complete, task.start, &task.ctx, max_line);
+    let parsed = parse_lines(buf, complete, task.start, &task.ctx, max_line, analysis);
     result.chunk = Some((end, parsed));
     // More to read when this read stopped short of the end of the file.
     result.more = end < task.size && (n as u64) < available;
@@ -849,12 +867,21 @@ pub struct ParsedLines {
     pub counts: LineCounts,
     /// Line sizes: (bucket start, lines).
     pub line_sizes: Vec<(u64, u64)>,
+    /// Content estimates of the entries (enhanced analysis only).
+    pub content: Vec<ContentRow>,
+    /// CPU time spent parsing, nanoseconds, including `estimate_ns`.
+    pub parse_ns: u64,
+    /// Of which estimating content (enhanced analysis only).
+    pub estimate_ns: u64,
 }
 
 impl ParsedLines {
     fn merge(&mut self, other: ParsedLines) {
         self.rows.extend(other.rows);
         self.bad.extend(other.bad);
+        self.content.extend(other.content);
+        self.parse_ns += other.parse_ns;
+        self.estimate_ns += other.estimate_ns;
         self.counts.usage += other.counts.usage;
         self.counts.other += other.counts.other;
         self.counts.blank += other.counts.blank;
@@ -875,9 +902,10 @@ pub fn parse_lines(
     base: u64,
     ctx: &SourceContext,
     max_line: usize,
+    analysis: Option<Estimator>,
 ) -> ParsedLines {
     if end < PARALLEL_BYTES {
-        return parse_piece(buf, end, base, ctx, max_line);
+        return parse_piece(buf, end, base, ctx, max_line, analysis);
     }
     // Cut points just after a newline, about PIECE_BYTES apart.
     let mut cuts = vec![0usize];
@@ -904,7 +932,7 @@ pub fn parse_lines(
     pieces.push((base + consumed as u64, end - consumed, rest));
     let parts: Vec<ParsedLines> = pieces
         .into_par_iter()
-        .map(|(off, len, piece)| parse_piece(piece, len, off, ctx, max_line))
+        .map(|(off, len, piece)| parse_piece(piece, len, off, ctx, max_line, analysis))
         .collect();
     let mut out = ParsedLines::default();
     for part in parts {
@@ -929,8 +957,11 @@ fn parse_piece(
     base: u64,
     ctx: &SourceContext,
     max_line: usize,
+    analysis: Option<Estimator>,
 ) -> ParsedLines {
+    let cpu_started = crate::metrics::thread_cpu_ns();
     let mut parser = PARSER.with(|p| p.borrow_mut().take()).unwrap_or_default();
+    parser.set_estimator(analysis);
     let mut rows = Vec::new();
     let mut bad = Vec::new();
     let mut counts = LineCounts::default();
@@ -994,12 +1025,17 @@ fn parse_piece(
         }
         pos = nl + 1;
     }
+    let content = parser.take_content();
+    let estimate_ns = parser.take_estimate_ns();
     PARSER.with(|p| *p.borrow_mut() = Some(parser));
     ParsedLines {
         rows,
         bad,
         counts,
         line_sizes,
+        content,
+        parse_ns: crate::metrics::thread_cpu_ns().saturating_sub(cpu_started),
+        estimate_ns,
     }
 }
 
@@ -1019,6 +1055,7 @@ mod tests {
             max_line_bytes: 4096,
             read_chunk_bytes: 4096,
             follow: false,
+            analysis: None,
         }
     }
 
@@ -1106,6 +1143,7 @@ mod tests {
             fingerprint: fingerprint::fingerprint_prefix(&f, FINGERPRINT_BYTES).unwrap(),
             path: p.to_string_lossy().into(),
             offset: first.len() as u64,
+            naive: Vec::new(),
         };
         let msgs = collect(d.path(), vec![cp.clone()], opts(d.path()));
         let cs = chunks(&msgs);

@@ -5,7 +5,7 @@ use std::path::Path;
 
 /// One usage entry: a row of the `messages` table. Column order and names
 /// here are the insert's column list; the DDL lives in [`crate::ch::schema`].
-#[derive(Debug, Clone, PartialEq, Eq, clickhouse::Row, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, clickhouse::Row, serde::Serialize, serde::Deserialize)]
 pub struct UsageRow {
     /// Dedup key: `message.id|requestId`, `message.id|`, `uuid:<uuid>` or `hash:<hex>`.
     pub key: String,
@@ -61,6 +61,9 @@ pub struct UsageRow {
     pub source_file: String,
     /// Byte offset of that line in its file.
     pub source_offset: u64,
+    /// Cost in USD at the prices in effect when it was inserted (the sink
+    /// fills it in; 0 for an unknown model).
+    pub cost_usd: f64,
 }
 
 impl UsageRow {
@@ -74,7 +77,7 @@ impl UsageRow {
 
     /// Approximate bytes this row occupies in a RowBinary insert, for batch sizing.
     pub fn approx_bytes(&self) -> usize {
-        120 + self.key.len()
+        128 + self.key.len()
             + self.session_id.len()
             + self.project.len()
             + self.agent_id.len()

@@ -3,17 +3,19 @@
 //! the daemon, so its numbers can be compared with ClickHouse (`verify`) and
 //! with ccusage.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 
 use rayon::prelude::*;
 
 use crate::chunk::LineCounts;
+use crate::content::ContentTotals;
 use crate::dedup::{key_hash, KeyHash};
 use crate::discovery;
+use crate::estimate::Estimator;
 use crate::parse::PADDING;
 use crate::reader::{parse_lines, ParsedLines};
-use crate::record::{SourceContext, UsageRow};
+use crate::record::{SourceContext, Totals, UsageRow};
 
 /// What a scan found.
 #[derive(Debug, Default)]
@@ -28,13 +30,18 @@ pub struct ScanOutput {
     pub counts: LineCounts,
     /// Files that could not be read.
     pub errors: Vec<(PathBuf, std::io::Error)>,
+    /// Per session: what summing every usage line would give (no dedup).
+    pub naive: HashMap<String, Totals>,
+    /// Per session: content estimates (only with an estimator).
+    pub content: HashMap<String, ContentTotals>,
 }
 
 /// Files read and parsed in parallel at a time (bounds memory).
 const FILES_PER_STEP: usize = 64;
 
-/// Scans `paths` (files or folders).
-pub fn scan(paths: &[PathBuf], max_line: usize) -> ScanOutput {
+/// Scans `paths` (files or folders); with `analysis`, also estimates every
+/// entry's content tokens (see [`crate::content`]).
+pub fn scan(paths: &[PathBuf], max_line: usize, analysis: Option<Estimator>) -> ScanOutput {
     let mut found = discovery::scan(paths);
     found.files.sort();
     let mut out = ScanOutput {
@@ -46,6 +53,7 @@ pub fn scan(paths: &[PathBuf], max_line: usize) -> ScanOutput {
         usize,
         std::hash::BuildHasherDefault<crate::dedup::PassThroughHasher>,
     > = HashMap::default();
+    let mut content_seen: HashSet<u128> = HashSet::new();
     for group in found.files.chunks(FILES_PER_STEP) {
         let parsed: Vec<Result<(u64, ParsedLines), (PathBuf, std::io::Error)>> = group
             .par_iter()
@@ -55,7 +63,10 @@ pub fn scan(paths: &[PathBuf], max_line: usize) -> ScanOutput {
                 let end = crate::lines::complete_prefix_len(&buf);
                 buf.resize(len + PADDING, 0);
                 let ctx = SourceContext::from_path(path);
-                Ok((end as u64, parse_lines(&mut buf, end, 0, &ctx, max_line)))
+                Ok((
+                    end as u64,
+                    parse_lines(&mut buf, end, 0, &ctx, max_line, analysis),
+                ))
             })
             .collect();
         for p in parsed {
@@ -72,7 +83,24 @@ pub fn scan(paths: &[PathBuf], max_line: usize) -> ScanOutput {
             out.counts.other += lines.counts.other;
             out.counts.blank += lines.counts.blank;
             out.counts.malformed += lines.counts.malformed;
+            for c in lines.content {
+                let id =
+                    xxhash_rust::xxh3::xxh3_128(format!("{}\n{}", c.session_id, c.key).as_bytes());
+                if content_seen.insert(id) {
+                    out.content.entry(c.session_id.clone()).or_default().add(&c);
+                }
+            }
             for row in lines.rows {
+                let naive = match out.naive.get_mut(&row.session_id) {
+                    Some(t) => t,
+                    None => out.naive.entry(row.session_id.clone()).or_default(),
+                };
+                naive.add(
+                    row.input_tokens,
+                    row.output_tokens,
+                    row.cache_creation_input_tokens,
+                    row.cache_read_input_tokens,
+                );
                 let h = key_hash(&row.key);
                 match winners.get(&h) {
                     Some(&i) if row.version > out.rows[i].version => out.rows[i] = row,
@@ -95,7 +123,7 @@ mod tests {
     #[test]
     fn fixture_totals() {
         let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/edge");
-        let out = scan(&[fixtures], 1 << 20);
+        let out = scan(&[fixtures], 1 << 20, None);
         assert_eq!(out.rows.len(), 9);
         let total: u64 = out.rows.iter().map(|r| r.total_tokens()).sum();
         assert_eq!(total, 1308);

@@ -2,29 +2,38 @@
 //! batches rows, inserts them into ClickHouse, and only then advances the
 //! checkpoints of the bytes those rows came from.
 //!
+//! With the rows go the batch's content estimates (enhanced analysis) and each
+//! committed file's cumulative naive sums (`file_naive`); then the summaries
+//! of the sessions touched are recomputed in ClickHouse, at most every
+//! `summary_interval` while data keeps coming and always once the reader has
+//! caught up.
+//!
 //! A batch is flushed on rows, bytes, age (`flush_interval`), or as soon as the
 //! reader reports it has caught up, so a freshly appended line does not wait
 //! for the timer. A failed insert is retried with exponential backoff and
 //! jitter and never skipped; while it is retried nothing else is consumed, the
 //! channel fills, and the reader stops (backpressure).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
-use crate::ch::{ChClient, ChError};
+use crate::ch::{schema, ChClient, ChError};
 use crate::checkpoint::CheckpointStore;
 use crate::chunk::{FileIdentity, SinkMsg};
+use crate::content::ContentRow;
 use crate::deadletter::DeadLetter;
 use crate::dedup::{key_hash, DedupIndex, KeyHash, Offer};
 use crate::fingerprint::FileKey;
 use crate::health::Health;
 use crate::metrics::Metrics;
+use crate::price::{Price, PriceTable, TokenUse};
 use crate::record::UsageRow;
 use crate::shutdown::Shutdown;
+use crate::summary::{self, FileNaiveRow, NaiveSums};
 
 /// Batching and retry settings.
 #[derive(Debug, Clone)]
@@ -45,6 +54,15 @@ pub struct SinkOptions {
     pub slow_insert: Duration,
 }
 
+/// Cost and session-summary settings (fixed for the sink's life).
+#[derive(Debug, Clone)]
+pub struct SummaryOptions {
+    /// Prices for each row's `cost_usd`.
+    pub prices: Arc<PriceTable>,
+    /// Longest wait between summary recomputations while data keeps coming.
+    pub interval: Duration,
+}
+
 /// How the sink ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SinkExit {
@@ -60,8 +78,8 @@ pub enum SinkExit {
 /// A checkpoint change that waits for the batch before it.
 #[derive(Debug)]
 enum Ack {
-    /// File, end offset, bytes covered.
-    Commit(FileIdentity, u64, u64),
+    /// File, end offset, bytes covered, naive sums of the lines covered.
+    Commit(FileIdentity, u64, u64, Vec<NaiveSums>),
     Reset(FileIdentity),
     Forget(FileKey),
 }
@@ -76,11 +94,13 @@ struct Batch {
     acks: Vec<Ack>,
     opened: Option<Instant>,
     superseding: u64,
+    /// Content estimates (enhanced analysis), inserted after the rows.
+    content: Vec<ContentRow>,
 }
 
 impl Batch {
     fn is_empty(&self) -> bool {
-        self.rows.is_empty() && self.acks.is_empty()
+        self.rows.is_empty() && self.acks.is_empty() && self.content.is_empty()
     }
 }
 
@@ -101,6 +121,14 @@ pub struct Sink {
     dead_letter: DeadLetter,
     health: Arc<Health>,
     ctrl_rx: Receiver<SinkOptions>,
+    summary: SummaryOptions,
+    /// Each model's price, looked up once (`None`: unknown, costs 0).
+    price_cache: HashMap<String, Option<Price>>,
+    /// Sessions whose summary is out of date.
+    stale_sessions: HashSet<String>,
+    last_summary: Instant,
+    /// After a failed recomputation: no new try before this.
+    summary_retry_at: Option<Instant>,
 }
 
 /// Why an insert did not go through.
@@ -127,8 +155,14 @@ impl Sink {
         dead_letter: DeadLetter,
         health: Arc<Health>,
         ctrl_rx: Receiver<SinkOptions>,
+        summary: SummaryOptions,
     ) -> Sink {
         Sink {
+            summary,
+            price_cache: HashMap::new(),
+            stale_sessions: HashSet::new(),
+            last_summary: Instant::now(),
+            summary_retry_at: None,
             dead_letter,
             health,
             ctrl_rx,
@@ -192,17 +226,27 @@ impl Sink {
                         crate::logging::malformed_line(&chunk.file.path, bad);
                         self.dead_letter.bad_line(&chunk.file.path, bad);
                     }
+                    let mut naive = Vec::new();
+                    for row in &chunk.rows {
+                        summary::add_row(&mut naive, row);
+                    }
                     for row in chunk.rows {
                         self.accept(row);
+                    }
+                    for c in chunk.content {
+                        self.batch.bytes += c.approx_bytes();
+                        self.batch.content.push(c);
                     }
                     self.batch.acks.push(Ack::Commit(
                         chunk.file,
                         chunk.end,
                         chunk.end - chunk.start,
+                        naive,
                     ));
-                    let full = self.batch.rows.len() >= self.opts.max_rows
+                    let full = self.batch.rows.len() + self.batch.content.len()
+                        >= self.opts.max_rows
                         || self.batch.bytes >= self.opts.max_bytes;
-                    if full && !self.flush() {
+                    if full && !self.flush(false) {
                         return SinkExit::Abandoned;
                     }
                 }
@@ -215,24 +259,24 @@ impl Sink {
                     self.batch.acks.push(Ack::Forget(key));
                 }
                 Ok(SinkMsg::CaughtUp) => {
-                    if !self.flush() {
+                    if !self.flush(true) {
                         return SinkExit::Abandoned;
                     }
                 }
                 Ok(SinkMsg::Drain) => {
-                    return if self.flush() {
+                    return if self.flush(true) {
                         SinkExit::Drained
                     } else {
                         SinkExit::Abandoned
                     };
                 }
                 Err(RecvTimeoutError::Timeout) => {
-                    if !self.flush() {
+                    if !self.flush(true) {
                         return SinkExit::Abandoned;
                     }
                 }
                 Err(RecvTimeoutError::Disconnected) => {
-                    return if self.flush() {
+                    return if self.flush(true) {
                         SinkExit::Finished
                     } else {
                         SinkExit::Abandoned
@@ -266,16 +310,48 @@ impl Sink {
         }
     }
 
+    /// Fills in each row's `cost_usd`.
+    fn price_rows(&mut self, rows: &mut [UsageRow]) {
+        for r in rows {
+            let price = match self.price_cache.get(&r.model) {
+                Some(p) => *p,
+                None => {
+                    let p = self.summary.prices.lookup(&r.model).copied();
+                    if p.is_none() {
+                        // Logs `model_price_unknown` once per model.
+                        self.summary.prices.cost(&r.model, &TokenUse::default());
+                    }
+                    self.price_cache.insert(r.model.clone(), p);
+                    p
+                }
+            };
+            r.cost_usd = price.map_or(0.0, |p| {
+                p.cost(&TokenUse {
+                    input: r.input_tokens,
+                    output: r.output_tokens,
+                    cache_creation: r.cache_creation_input_tokens,
+                    cache_creation_1h: r.cache_creation_1h_tokens,
+                    cache_read: r.cache_read_input_tokens,
+                })
+            });
+        }
+    }
+
     /// Inserts the batch (retrying) and applies its checkpoint changes.
-    /// Returns false when the shutdown deadline passed before ClickHouse
-    /// acknowledged.
-    fn flush(&mut self) -> bool {
+    /// `caught_up`: the reader has nothing more for now, so stale session
+    /// summaries are recomputed at once. Returns false when the shutdown
+    /// deadline passed before ClickHouse acknowledged.
+    fn flush(&mut self, caught_up: bool) -> bool {
         if self.batch.is_empty() {
             self.batch.opened = None;
+            if caught_up {
+                self.summarize();
+            }
             return true;
         }
-        let batch = std::mem::take(&mut self.batch);
+        let mut batch = std::mem::take(&mut self.batch);
         if !batch.rows.is_empty() {
+            self.price_rows(&mut batch.rows);
             let started = Instant::now();
             let Some(inserted) = self.deliver(&batch.rows) else {
                 self.batch = batch;
@@ -298,6 +374,10 @@ impl Sink {
             self.metrics
                 .last_commit_unix_ms
                 .store(crate::logging::unix_ms(), Relaxed);
+            let row_bytes: usize = batch.rows.iter().map(UsageRow::approx_bytes).sum();
+            self.metrics
+                .insert_bytes_base
+                .fetch_add(row_bytes as u64, Relaxed);
             tracing::info!(
                 event = "batch_committed",
                 rows = inserted,
@@ -307,18 +387,151 @@ impl Sink {
                 "batch committed"
             );
         }
+        if !batch.content.is_empty() {
+            match self.insert_with_retry(schema::CONTENT, &batch.content) {
+                Ok(()) => {
+                    let bytes: usize = batch.content.iter().map(ContentRow::approx_bytes).sum();
+                    self.metrics
+                        .insert_bytes_enhanced
+                        .fetch_add(bytes as u64, Relaxed);
+                    self.metrics
+                        .content_rows_inserted
+                        .fetch_add(batch.content.len() as u64, Relaxed);
+                    for c in &batch.content {
+                        if !self.stale_sessions.contains(&c.session_id) {
+                            self.stale_sessions.insert(c.session_id.clone());
+                        }
+                    }
+                }
+                // The rows landed but the checkpoints stay behind them: the
+                // next start re-reads the bytes, the dedup index drops the
+                // rows, and the content rows replace themselves.
+                Err(InsertError::Abandoned) => return false,
+                Err(InsertError::Rejected(e)) => {
+                    tracing::error!(event = "aux_rows_rejected", table = schema::CONTENT, rows = batch.content.len(), error = %e, "clickhouse rejected these rows; they are left out");
+                }
+            }
+        }
+        let now_ms = crate::logging::unix_ms() as u64;
+        let mut naive_rows: Vec<FileNaiveRow> = Vec::new();
         for ack in batch.acks {
             match ack {
-                Ack::Commit(id, end, bytes) => {
+                Ack::Commit(id, end, bytes, naive) => {
                     self.metrics.bytes_committed.fetch_add(bytes, Relaxed);
-                    self.store.commit(id.key, id.fingerprint, &id.path, end)
+                    let accepted = self
+                        .store
+                        .commit(id.key, id.fingerprint, &id.path, end, &naive);
+                    let Some(cp) = self.store.get(&id.key).filter(|_| accepted) else {
+                        continue;
+                    };
+                    for n in &naive {
+                        let Some(total) = cp.naive.iter().find(|t| t.session_id == n.session_id)
+                        else {
+                            continue;
+                        };
+                        let row = FileNaiveRow {
+                            session_id: total.session_id.clone(),
+                            file_key: format!("{}:{}", id.key.dev, id.key.ino),
+                            source_file: id.path.to_string(),
+                            lines: total.lines,
+                            input_tokens: total.input,
+                            output_tokens: total.output,
+                            cache_creation_input_tokens: total.cache_creation,
+                            cache_read_input_tokens: total.cache_read,
+                            version: now_ms,
+                        };
+                        // A later chunk of the same file in this batch
+                        // carries larger sums: keep only the last.
+                        naive_rows.retain(|r| {
+                            r.session_id != row.session_id || r.file_key != row.file_key
+                        });
+                        if !self.stale_sessions.contains(&row.session_id) {
+                            self.stale_sessions.insert(row.session_id.clone());
+                        }
+                        naive_rows.push(row);
+                    }
                 }
                 Ack::Reset(id) => self.store.reset(id.key, id.fingerprint, &id.path),
                 Ack::Forget(key) => self.store.forget(&key),
             }
         }
+        if !naive_rows.is_empty() {
+            match self.insert_with_retry(schema::FILE_NAIVE, &naive_rows) {
+                Ok(()) => {
+                    let bytes: usize = naive_rows.iter().map(FileNaiveRow::approx_bytes).sum();
+                    self.metrics
+                        .insert_bytes_base
+                        .fetch_add(bytes as u64, Relaxed);
+                }
+                // The checkpoints are not saved: the next start re-reads
+                // these bytes and writes the same sums again.
+                Err(InsertError::Abandoned) => return false,
+                Err(InsertError::Rejected(e)) => {
+                    tracing::error!(event = "aux_rows_rejected", table = schema::FILE_NAIVE, rows = naive_rows.len(), error = %e, "clickhouse rejected these rows; they are left out");
+                }
+            }
+        }
         self.save_checkpoints();
+        if caught_up || self.last_summary.elapsed() >= self.summary.interval {
+            self.summarize();
+        }
         true
+    }
+
+    /// Recomputes the summaries of the sessions changed since the last time.
+    /// A failure keeps them stale for the next try; delivery goes on.
+    fn summarize(&mut self) {
+        if self.stale_sessions.is_empty()
+            || self.summary_retry_at.is_some_and(|t| Instant::now() < t)
+        {
+            return;
+        }
+        self.last_summary = Instant::now();
+        let mut sessions: Vec<String> = self.stale_sessions.drain().collect();
+        sessions.sort();
+        let started = Instant::now();
+        let mut result = self
+            .runtime
+            .block_on(self.client.summarize_sessions(&sessions));
+        if result.as_ref().is_err_and(ChError::is_missing_schema)
+            && self.runtime.block_on(self.client.ensure_schema()).is_ok()
+        {
+            tracing::warn!(
+                event = "schema_recreated",
+                "tables were missing and have been created again"
+            );
+            result = self
+                .runtime
+                .block_on(self.client.summarize_sessions(&sessions));
+        }
+        match result {
+            Ok(()) => {
+                if self.summary_retry_at.take().is_some() {
+                    tracing::info!(
+                        event = "summary_recovered",
+                        "session summaries can be recomputed again"
+                    );
+                }
+                self.metrics
+                    .sessions_summarized
+                    .fetch_add(sessions.len() as u64, Relaxed);
+                tracing::debug!(
+                    event = "sessions_summarized",
+                    sessions = sessions.len(),
+                    latency_ms = started.elapsed().as_millis() as u64,
+                    "session summaries recomputed"
+                );
+            }
+            Err(e) => {
+                // Logged once per failure streak; retried every 10 s.
+                if self.summary_retry_at.is_none() {
+                    tracing::warn!(event = "summary_failed", sessions = sessions.len(), error = %e, "cannot recompute session summaries; will retry");
+                }
+                self.summary_retry_at = Some(Instant::now() + Duration::from_secs(10));
+                self.stale_sessions.extend(sessions);
+            }
+        }
+        self.health.sink_beat();
     }
 
     fn save_checkpoints(&mut self) {
@@ -355,7 +568,7 @@ impl Sink {
     /// go to the dead-letter file, the rest is inserted. Returns how many rows
     /// were inserted, or `None` when the shutdown deadline passed first.
     fn deliver(&mut self, rows: &[UsageRow]) -> Option<usize> {
-        match self.insert_with_retry(rows) {
+        match self.insert_with_retry(schema::MESSAGES, rows) {
             Ok(()) => Some(rows.len()),
             Err(InsertError::Abandoned) => None,
             Err(InsertError::Rejected(e)) if rows.len() == 1 => {
@@ -380,14 +593,17 @@ impl Sink {
         }
     }
 
-    fn insert_with_retry(&mut self, rows: &[UsageRow]) -> Result<(), InsertError> {
+    fn insert_with_retry<T>(&mut self, table: &str, rows: &[T]) -> Result<(), InsertError>
+    where
+        T: clickhouse::RowOwned + clickhouse::RowWrite + Sync,
+    {
         let mut attempt: u32 = 0;
         let mut token_refreshed = false;
         let mut delay = self.opts.retry_initial;
         loop {
             attempt += 1;
             let started = Instant::now();
-            let result = self.runtime.block_on(self.client.insert_rows(rows));
+            let result = self.runtime.block_on(self.client.insert_into(table, rows));
             self.health.sink_beat();
             match result {
                 Ok(()) => {

@@ -213,32 +213,43 @@ impl ChClient {
     pub async fn ensure_schema(&self) -> Result<(), ChError> {
         let db = &self.database;
         self.execute(&schema::create_database(db)).await?;
-        self.execute(&schema::create_messages(db, Engine::Single))
+        for table in schema::TABLES {
+            self.execute(&schema::create_table(db, table, Engine::Single))
+                .await?;
+            let existing: Vec<String> = with_timeout(
+                self.timeout,
+                self.c()?
+                    .query(&format!(
+                        "SELECT name FROM system.columns WHERE database = '{db}' AND table = '{}'",
+                        table.name
+                    ))
+                    .fetch_all::<String>(),
+            )
             .await?;
-        let existing: Vec<String> = with_timeout(
-            self.timeout,
-            self.c()?
-                .query(&format!(
-                    "SELECT name FROM system.columns WHERE database = '{db}' AND table = '{}'",
-                    schema::MESSAGES
-                ))
-                .fetch_all::<String>(),
-        )
-        .await?;
-        for alter in schema::missing_message_columns(db, &existing) {
-            self.execute(&alter).await?;
+            for alter in schema::missing_columns(db, table, &existing) {
+                self.execute(&alter).await?;
+            }
         }
         Ok(())
     }
 
-    /// Inserts rows in one RowBinary insert. Success means ClickHouse has
-    /// written them (async inserts are off where the server knows them).
+    /// Inserts usage rows into `messages`; see [`ChClient::insert_into`].
     pub async fn insert_rows(&self, rows: &[UsageRow]) -> Result<(), ChError> {
+        self.insert_into(schema::MESSAGES, rows).await
+    }
+
+    /// Inserts rows into `table` in one RowBinary insert. Success means
+    /// ClickHouse has written them (async inserts are off where the server
+    /// knows them).
+    pub async fn insert_into<T>(&self, table: &str, rows: &[T]) -> Result<(), ChError>
+    where
+        T: clickhouse::RowOwned + clickhouse::RowWrite + Sync,
+    {
         let fut = async {
             let mut insert = self
                 .dbc()
                 .map_err(|e| clickhouse::error::Error::Custom(e.to_string()))?
-                .insert::<UsageRow>(schema::MESSAGES)
+                .insert::<T>(table)
                 .await?
                 .with_timeouts(Some(self.timeout), Some(self.timeout));
             for row in rows {
@@ -247,6 +258,22 @@ impl ChClient {
             insert.end().await
         };
         with_timeout(self.timeout * 2, fut).await
+    }
+
+    /// Recomputes the `sessions` rows of `sessions` from the tables (see
+    /// [`schema::session_summary_insert`]).
+    pub async fn summarize_sessions(&self, sessions: &[String]) -> Result<(), ChError> {
+        for group in sessions.chunks(2000) {
+            let list = group
+                .iter()
+                .map(|s| schema::quote(s))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql =
+                schema::session_summary_insert(&self.database, &list, crate::logging::unix_ms());
+            with_timeout(self.timeout * 4, self.c()?.query(&sql).execute()).await?;
+        }
+        Ok(())
     }
 
     /// Exact deduplicated totals.
@@ -362,13 +389,26 @@ mod tests {
     use super::*;
     use clickhouse::Row;
 
-    #[test]
-    fn insert_columns_match_the_schema() {
-        let schema_cols: Vec<&str> = schema::MESSAGE_COLUMNS
-            .iter()
+    fn inserted(cols: &[(&'static str, &'static str)]) -> Vec<&'static str> {
+        cols.iter()
             .filter(|(_, t)| !t.contains("DEFAULT"))
             .map(|(n, _)| *n)
-            .collect();
-        assert_eq!(UsageRow::COLUMN_NAMES, schema_cols.as_slice());
+            .collect()
+    }
+
+    #[test]
+    fn insert_columns_match_the_schema() {
+        assert_eq!(
+            UsageRow::COLUMN_NAMES,
+            inserted(schema::MESSAGE_COLUMNS).as_slice()
+        );
+        assert_eq!(
+            crate::content::ContentRow::COLUMN_NAMES,
+            inserted(schema::CONTENT_COLUMNS).as_slice()
+        );
+        assert_eq!(
+            crate::summary::FileNaiveRow::COLUMN_NAMES,
+            inserted(schema::FILE_NAIVE_COLUMNS).as_slice()
+        );
     }
 }

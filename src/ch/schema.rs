@@ -7,6 +7,12 @@
 
 /// The per-message usage table: one logical row per dedup key.
 pub const MESSAGES: &str = "messages";
+/// Enhanced analysis: content estimates, one logical row per entry.
+pub const CONTENT: &str = "content";
+/// What summing every usage line gives, per file and session (cumulative).
+pub const FILE_NAIVE: &str = "file_naive";
+/// One logical row per session: totals, cost, accuracy figures.
+pub const SESSIONS: &str = "sessions";
 
 /// Table engine family. A later cluster mode swaps this for the replicated
 /// variant without touching the column lists.
@@ -45,7 +51,111 @@ pub const MESSAGE_COLUMNS: &[(&str, &str)] = &[
     ("cc_version", "String"),
     ("source_file", "String"),
     ("source_offset", "UInt64"),
+    ("cost_usd", "Float64"),
     ("ingested_at", "DateTime('UTC') DEFAULT now()"),
+];
+
+/// Columns of `content` (matches [`crate::content::ContentRow`]).
+pub const CONTENT_COLUMNS: &[(&str, &str)] = &[
+    ("session_id", "String"),
+    ("key", "String"),
+    ("ts", "DateTime('UTC')"),
+    ("is_sidechain", "UInt8"),
+    ("user_prompt_tokens", "UInt32"),
+    ("tool_result_tokens", "UInt32"),
+    ("assistant_text_tokens", "UInt32"),
+    ("thinking_tokens", "UInt32"),
+    ("tool_use_tokens", "UInt32"),
+    ("system_tokens", "UInt32"),
+];
+
+/// Columns of `file_naive` (matches [`crate::summary::FileNaiveRow`]).
+pub const FILE_NAIVE_COLUMNS: &[(&str, &str)] = &[
+    ("session_id", "String"),
+    ("file_key", "String"),
+    ("source_file", "String"),
+    ("lines", "UInt64"),
+    ("input_tokens", "UInt64"),
+    ("output_tokens", "UInt64"),
+    ("cache_creation_input_tokens", "UInt64"),
+    ("cache_read_input_tokens", "UInt64"),
+    ("version", "UInt64"),
+];
+
+/// Columns of `sessions`, in the order [`session_summary_insert`] fills them.
+pub const SESSION_COLUMNS: &[(&str, &str)] = &[
+    ("session_id", "String"),
+    ("project", "String"),
+    ("first_ts_ms", "Int64"),
+    ("last_ts_ms", "Int64"),
+    ("models", "Array(String)"),
+    ("messages", "UInt64"),
+    ("input_tokens", "UInt64"),
+    ("output_tokens", "UInt64"),
+    ("cache_creation_tokens", "UInt64"),
+    ("cache_read_tokens", "UInt64"),
+    ("total_tokens", "UInt64"),
+    ("cost_usd", "Float64"),
+    ("naive_lines", "UInt64"),
+    ("naive_total_tokens", "UInt64"),
+    ("overcount_pct", "Float64"),
+    ("cache_share_pct", "Float64"),
+    ("est_user_prompt_tokens", "UInt64"),
+    ("est_tool_result_tokens", "UInt64"),
+    ("est_assistant_text_tokens", "UInt64"),
+    ("est_thinking_tokens", "UInt64"),
+    ("est_tool_use_tokens", "UInt64"),
+    ("est_system_tokens", "UInt64"),
+    ("est_sidechain_user_prompt_tokens", "UInt64"),
+    ("est_sidechain_tool_result_tokens", "UInt64"),
+    ("est_sidechain_assistant_text_tokens", "UInt64"),
+    ("est_sidechain_thinking_tokens", "UInt64"),
+    ("est_sidechain_tool_use_tokens", "UInt64"),
+    ("est_sidechain_system_tokens", "UInt64"),
+    ("est_assistant_output_tokens", "UInt64"),
+    ("est_output_ratio", "Float64"),
+    ("updated_ms", "Int64"),
+];
+
+/// A table tokenbridge owns: name, columns, engine and sorting key.
+#[derive(Debug, Clone, Copy)]
+pub struct Table {
+    /// Table name.
+    pub name: &'static str,
+    /// Columns in insert order.
+    pub columns: &'static [(&'static str, &'static str)],
+    /// Version column of the ReplacingMergeTree (`None`: the last insert wins).
+    pub version: Option<&'static str>,
+    /// `ORDER BY`, which is also the replacing key.
+    pub order_by: &'static str,
+}
+
+/// Every table, in creation order.
+pub const TABLES: &[Table] = &[
+    Table {
+        name: MESSAGES,
+        columns: MESSAGE_COLUMNS,
+        version: Some("version"),
+        order_by: "key",
+    },
+    Table {
+        name: CONTENT,
+        columns: CONTENT_COLUMNS,
+        version: None,
+        order_by: "(session_id, key)",
+    },
+    Table {
+        name: FILE_NAIVE,
+        columns: FILE_NAIVE_COLUMNS,
+        version: Some("version"),
+        order_by: "(session_id, file_key)",
+    },
+    Table {
+        name: SESSIONS,
+        columns: SESSION_COLUMNS,
+        version: Some("updated_ms"),
+        order_by: "session_id",
+    },
 ];
 
 /// `CREATE DATABASE IF NOT EXISTS`.
@@ -53,32 +163,121 @@ pub fn create_database(db: &str) -> String {
     format!("CREATE DATABASE IF NOT EXISTS {db}")
 }
 
-/// `CREATE TABLE IF NOT EXISTS` for the messages table.
+/// `CREATE TABLE IF NOT EXISTS` for one of [`TABLES`].
 ///
 /// No `PARTITION BY`: ReplacingMergeTree only collapses rows within one
 /// partition, and the winner of a key must replace its loser wherever they
-/// landed. `ORDER BY key` makes the key the replacing key.
-pub fn create_messages(db: &str, engine: Engine) -> String {
-    let cols = MESSAGE_COLUMNS
+/// landed. `ORDER BY` is the replacing key.
+pub fn create_table(db: &str, table: &Table, engine: Engine) -> String {
+    let cols = table
+        .columns
         .iter()
         .map(|(n, t)| format!("    {n} {t}"))
         .collect::<Vec<_>>()
         .join(",\n");
     let engine = match engine {
-        Engine::Single => "ReplacingMergeTree(version)",
+        Engine::Single => format!("ReplacingMergeTree({})", table.version.unwrap_or("")),
     };
     format!(
-        "CREATE TABLE IF NOT EXISTS {db}.{MESSAGES} (\n{cols}\n) ENGINE = {engine} ORDER BY key"
+        "CREATE TABLE IF NOT EXISTS {db}.{} (\n{cols}\n) ENGINE = {engine} ORDER BY {}",
+        table.name, table.order_by
     )
 }
 
 /// `ALTER TABLE … ADD COLUMN` statements for columns `existing` lacks.
-pub fn missing_message_columns(db: &str, existing: &[String]) -> Vec<String> {
-    MESSAGE_COLUMNS
+pub fn missing_columns(db: &str, table: &Table, existing: &[String]) -> Vec<String> {
+    table
+        .columns
         .iter()
         .filter(|(n, _)| !existing.iter().any(|e| e == n))
-        .map(|(n, t)| format!("ALTER TABLE {db}.{MESSAGES} ADD COLUMN {n} {t}"))
+        .map(|(n, t)| format!("ALTER TABLE {db}.{} ADD COLUMN {n} {t}", table.name))
         .collect()
+}
+
+/// Recomputes the summaries of `sessions` (already quoted SQL string
+/// literals, comma-separated) from the deduplicated tables, in ClickHouse:
+/// one `INSERT … SELECT`, so the figures are exactly what the tables hold.
+/// Formulas (README "Session summaries"):
+/// - `overcount_pct = (naive_total_tokens - total_tokens) / total_tokens * 100`;
+/// - `cache_share_pct = (cache_creation_tokens + cache_read_tokens) / total_tokens * 100`;
+/// - `est_output_ratio = est_assistant_output_tokens / output_tokens`.
+///
+/// 18.16 allows one JOIN per SELECT, hence the nesting; `ANY LEFT JOIN …
+/// USING` means the same there and in 23.x–26.x.
+pub fn session_summary_insert(db: &str, sessions: &str, now_ms: i64) -> String {
+    let cols = SESSION_COLUMNS
+        .iter()
+        .map(|(n, _)| *n)
+        .collect::<Vec<_>>()
+        .join(", ");
+    // Inner aliases differ from column names: ClickHouse would otherwise
+    // substitute an alias into an aggregate of the same name.
+    let mut content_cols = Vec::new();
+    let mut content_out = Vec::new();
+    for (side, prefix) in [(0u8, "est_"), (1, "est_sidechain_")] {
+        for c in [
+            "user_prompt",
+            "tool_result",
+            "assistant_text",
+            "thinking",
+            "tool_use",
+            "system",
+        ] {
+            content_cols.push(format!(
+                "toUInt64(sumIf({c}_tokens, is_sidechain = {side})) AS c_{side}_{c}"
+            ));
+            content_out.push(format!("c_{side}_{c} AS {prefix}{c}_tokens"));
+        }
+    }
+    let content_cols = content_cols.join(", ");
+    let content_out = content_out.join(", ");
+    format!(
+        "INSERT INTO {db}.{SESSIONS} ({cols}) \
+         SELECT session_id, m_project AS project, m_first AS first_ts_ms, m_last AS last_ts_ms, m_models AS models, \
+           m_messages AS messages, m_input AS input_tokens, m_output AS output_tokens, m_cc AS cache_creation_tokens, \
+           m_cr AS cache_read_tokens, m_total AS total_tokens, m_cost AS cost_usd, \
+           n_lines AS naive_lines, n_total AS naive_total_tokens, \
+           if(m_total = 0, 0, (toFloat64(n_total) - toFloat64(m_total)) * 100 / toFloat64(m_total)) AS overcount_pct, \
+           if(m_total = 0, 0, toFloat64(m_cc + m_cr) * 100 / toFloat64(m_total)) AS cache_share_pct, \
+           {content_out}, \
+           c_0_assistant_text + c_0_thinking + c_0_tool_use + c_1_assistant_text + c_1_thinking + c_1_tool_use \
+             AS est_assistant_output_tokens, \
+           if(m_output = 0, 0, toFloat64(est_assistant_output_tokens) / toFloat64(m_output)) AS est_output_ratio, \
+           toInt64({now_ms}) AS updated_ms \
+         FROM ( \
+           SELECT * FROM ( \
+             SELECT session_id, any(project) AS m_project, min(ts_ms) AS m_first, max(ts_ms) AS m_last, \
+               arraySort(groupUniqArray(model)) AS m_models, count() AS m_messages, \
+               sum(input_tokens) AS m_input, sum(output_tokens) AS m_output, \
+               sum(cache_creation_input_tokens) AS m_cc, sum(cache_read_input_tokens) AS m_cr, \
+               sum(input_tokens + output_tokens + cache_creation_input_tokens + cache_read_input_tokens) AS m_total, \
+               sum(cost_usd) AS m_cost \
+             FROM {db}.{MESSAGES} FINAL WHERE session_id IN ({sessions}) GROUP BY session_id \
+           ) ANY LEFT JOIN ( \
+             SELECT session_id, sum(lines) AS n_lines, \
+               sum(input_tokens + output_tokens + cache_creation_input_tokens + cache_read_input_tokens) AS n_total \
+             FROM {db}.{FILE_NAIVE} FINAL WHERE session_id IN ({sessions}) GROUP BY session_id \
+           ) USING session_id \
+         ) ANY LEFT JOIN ( \
+           SELECT session_id, {content_cols} \
+           FROM {db}.{CONTENT} FINAL WHERE session_id IN ({sessions}) GROUP BY session_id \
+         ) USING session_id"
+    )
+}
+
+/// Quotes a string as a ClickHouse string literal.
+pub fn quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('\'');
+    for c in s.chars() {
+        match c {
+            '\'' => out.push_str("\\'"),
+            '\\' => out.push_str("\\\\"),
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
 }
 
 /// Exact totals over the deduplicated rows.
@@ -103,12 +302,17 @@ mod tests {
 
     #[test]
     fn ddl_mentions_every_column_once() {
-        let sql = create_messages("tb", Engine::Single);
-        for (n, _) in MESSAGE_COLUMNS {
-            assert_eq!(sql.matches(&format!("    {n} ")).count(), 1, "{n}");
+        for t in TABLES {
+            let sql = create_table("tb", t, Engine::Single);
+            for (n, _) in t.columns {
+                assert_eq!(sql.matches(&format!("    {n} ")).count(), 1, "{n}");
+            }
+            assert!(!sql.contains("PARTITION"));
         }
+        let sql = create_table("tb", &TABLES[0], Engine::Single);
         assert!(sql.contains("ReplacingMergeTree(version) ORDER BY key"));
-        assert!(!sql.contains("PARTITION"));
+        let sql = create_table("tb", &TABLES[1], Engine::Single);
+        assert!(sql.contains("ReplacingMergeTree() ORDER BY (session_id, key)"));
     }
 
     #[test]
@@ -117,10 +321,20 @@ mod tests {
             .iter()
             .map(|(n, _)| n.to_string())
             .collect();
-        let alters = missing_message_columns("tb", &have);
+        let alters = missing_columns("tb", &TABLES[0], &have);
         assert_eq!(alters.len(), MESSAGE_COLUMNS.len() - 3);
-        assert!(alters[0].contains("ADD COLUMN ts_ms Int64"));
+        assert!(alters[0].contains("ALTER TABLE tb.messages ADD COLUMN ts_ms Int64"));
         let all: Vec<String> = MESSAGE_COLUMNS.iter().map(|(n, _)| n.to_string()).collect();
-        assert!(missing_message_columns("tb", &all).is_empty());
+        assert!(missing_columns("tb", &TABLES[0], &all).is_empty());
+    }
+
+    #[test]
+    fn summary_fills_every_session_column() {
+        let sql = session_summary_insert("tb", "'a', 'b'", 7);
+        for (n, _) in SESSION_COLUMNS {
+            assert!(sql.contains(n), "{n}");
+        }
+        assert_eq!(sql.matches("IN ('a', 'b')").count(), 3);
+        assert_eq!(quote("it's \\"), "'it\\'s \\\\'");
     }
 }
