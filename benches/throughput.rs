@@ -156,6 +156,8 @@ fn main() {
     let mut tb_rss = Vec::new();
     let mut scan_wall = Vec::new();
     let mut scan_rss = Vec::new();
+    let mut enh_wall = Vec::new();
+    let mut enh_rss = Vec::new();
     for round in 0..rounds {
         let r = run_measured(
             Command::new(&ccusage)
@@ -204,6 +206,22 @@ fn main() {
         );
         scan_wall.push(r.wall.as_secs_f64());
         scan_rss.push(r.max_rss as f64);
+
+        // The same with enhanced analysis (heuristic estimator).
+        let r = run_measured(Command::new(tb).arg("scan").arg(&corpus_dir).args([
+            "daily",
+            "--json",
+            "--analysis",
+            "heuristic",
+        ]));
+        let v: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+        assert_eq!(
+            v["totals"]["totalTokens"], expected.totals.total_tokens,
+            "enhanced scan totals"
+        );
+        assert!(v["analysis"]["content"]["entries"].as_u64().unwrap() > 0);
+        enh_wall.push(r.wall.as_secs_f64());
+        enh_rss.push(r.max_rss as f64);
         println!(
             "round {round}: ccusage {:.3}s {:.0}MB | tokenbridge {:.3}s {:.0}MB",
             cc_wall[round],
@@ -216,6 +234,57 @@ fn main() {
     let cc_peak = cc_rss.iter().cloned().fold(0.0, f64::max);
     let tb_peak = tb_rss.iter().cloned().fold(0.0, f64::max);
     let scan_peak = scan_rss.iter().cloned().fold(0.0, f64::max);
+    let enhw = median(enh_wall);
+    let enh_peak = enh_rss.iter().cloned().fold(0.0, f64::max);
+
+    // Enhanced backfill once: the daemon's own figures of what the enhanced
+    // path costs next to the base path.
+    let enh_cfg = write_config(work.path(), &url, "bench_enh", &corpus_dir);
+    let text = std::fs::read_to_string(&enh_cfg).unwrap() + "\n[analysis]\nenhanced = true\n";
+    std::fs::write(&enh_cfg, text).unwrap();
+    let r = run_measured(
+        Command::new(tb)
+            .arg("backfill")
+            .arg("--json")
+            .arg("--config")
+            .arg(&enh_cfg),
+    );
+    let enh_backfill: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    let enh_backfill_wall = r.wall.as_secs_f64();
+    let cost = &enh_backfill["analysis"];
+    let num = |v: &serde_json::Value| v.as_f64().unwrap_or(0.0);
+
+    // Heuristic vs exact o200k_base on the corpus's content, once.
+    let r = run_measured(Command::new(tb).arg("scan").arg(&corpus_dir).args([
+        "daily",
+        "--json",
+        "--analysis",
+        "o200k",
+    ]));
+    let o200k_wall = r.wall.as_secs_f64();
+    let exact: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    let r = run_measured(Command::new(tb).arg("scan").arg(&corpus_dir).args([
+        "daily",
+        "--json",
+        "--analysis",
+        "heuristic",
+    ]));
+    let heur: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    let content_sum = |v: &serde_json::Value| -> f64 {
+        let c = &v["analysis"]["content"];
+        [
+            "userPrompt",
+            "toolResult",
+            "assistantText",
+            "thinking",
+            "toolUse",
+            "system",
+        ]
+        .iter()
+        .map(|k| num(&c[*k]) + num(&c["sidechain"][*k]))
+        .sum()
+    };
+    let heur_error_pct = (content_sum(&heur) / content_sum(&exact) - 1.0) * 100.0;
 
     // Parse only: all files in memory, classified in parallel (no ClickHouse).
     let files: Vec<(PathBuf, Vec<u8>)> = walk(&corpus_dir)
@@ -314,6 +383,9 @@ fn main() {
          | throughput | {:.0} MB/s | {:.0} MB/s ({:.2}x) |\n\
          | peak RSS (max over rounds) | {:.1} MB | {:.1} MB |\n\
          | `scan daily --json` vs `ccusage daily --json`, median wall / throughput / peak RSS | {ccw:.3} s | {scw:.3} s / {:.0} MB/s ({:.2}x) / {:.1} MB |\n\
+         | `scan daily --json --analysis heuristic` (enhanced), median wall / throughput / peak RSS | {ccw:.3} s | {enhw:.3} s / {:.0} MB/s ({:.2}x) / {:.1} MB |\n\
+         | `scan --analysis o200k` (exact BPE), one run | | {o200k_wall:.2} s / {:.0} MB/s; heuristic vs o200k on all content: {heur_error_pct:+.1} % |\n\
+         | enhanced backfill, one run: wall; CPU ms/MB base / enhanced; insert bytes base / enhanced | | {enh_backfill_wall:.3} s; {:.1} / {:.1} ms/MB; {:.1} / {:.1} MB |\n\
          | parse only, 1 thread / all threads | | {parse1:.0} / {parse_all:.0} MB/s |\n\
          | append → queryable latency, {n_lines} lines: p50 / p99 / max | | {:.0} / {:.0} / {:.0} ms |\n",
         bytes / 1e6,
@@ -326,6 +398,14 @@ fn main() {
         bytes / 1e6 / scw,
         ccw / scw,
         scan_peak / 1e6,
+        bytes / 1e6 / enhw,
+        ccw / enhw,
+        enh_peak / 1e6,
+        bytes / 1e6 / o200k_wall,
+        num(&cost["baseCpuMsPerMb"]),
+        num(&cost["enhancedCpuMsPerMb"]),
+        num(&cost["baseInsertBytes"]) / 1e6,
+        num(&cost["enhancedInsertBytes"]) / 1e6,
         pct(0.5),
         pct(0.99),
         lat[lat.len() - 1],

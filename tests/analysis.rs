@@ -348,6 +348,7 @@ fn session_summary_follows_a_growing_session_across_a_restart() {
         .find(|e| e["event"] == "aux_rows_rejected")
         .unwrap();
     assert_eq!(rejected["table"], "content");
+    assert!(rejected["rows"].is_number() && rejected["error"].is_string());
     let failed = ev.iter().find(|e| e["event"] == "summary_failed").unwrap();
     assert!(failed["sessions"].is_number() && failed["error"].is_string());
 

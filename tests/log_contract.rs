@@ -13,12 +13,17 @@ use std::time::Duration;
 
 use common::*;
 
-/// Events whose fields another test checks: a full disk (tests/lifecycle.rs)
-/// or an OAuth2 token server (tests/auth.rs).
+/// Events whose fields another test checks: a full disk (tests/lifecycle.rs),
+/// an OAuth2 token server (tests/auth.rs), or enhanced analysis (tests/analysis.rs).
 const CHECKED_ELSEWHERE: &[&str] = &[
     "checkpoint_save_failed",
     "checkpoint_recovered",
     "dead_letter_write_failed",
+    // tests/analysis.rs (enhanced analysis, a refusing sessions table):
+    "summary_failed",
+    "summary_recovered",
+    "aux_rows_rejected",
+    "analysis_cost",
     // tests/auth.rs (needs an OAuth2 token server):
     "token_refreshed",
     "token_refresh_failed",
