@@ -493,6 +493,14 @@ impl Sink {
         let mut result = self
             .runtime
             .block_on(self.client.summarize_sessions(&sessions));
+        // A refused token is dropped and refreshed once, as for inserts.
+        if result.as_ref().is_err_and(ChError::is_auth)
+            && self.client.invalidate_token("clickhouse refused the token")
+        {
+            result = self
+                .runtime
+                .block_on(self.client.summarize_sessions(&sessions));
+        }
         if result.as_ref().is_err_and(ChError::is_missing_schema)
             && self.runtime.block_on(self.client.ensure_schema()).is_ok()
         {
