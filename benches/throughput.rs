@@ -163,6 +163,8 @@ fn main() {
     let mut scan_rss = Vec::new();
     let mut enh_wall = Vec::new();
     let mut enh_rss = Vec::new();
+    let mut fast_wall = Vec::new();
+    let mut fast_rss = Vec::new();
     for round in 0..rounds {
         let r = run_measured(
             Command::new(&ccusage)
@@ -196,6 +198,35 @@ fn main() {
         assert_eq!(t.messages, expected.totals.messages, "tokenbridge messages");
         tb_wall.push(r.wall.as_secs_f64());
         tb_rss.push(r.max_rss as f64);
+
+        // The same with `validate_all_lines = false`: only lines that can
+        // carry usage are parsed (what ccusage does).
+        let db = format!("bench_fast_{round}");
+        let fast_dir = work.path().join(format!("fast-{round}"));
+        std::fs::create_dir_all(&fast_dir).unwrap();
+        let cfg = write_config(&fast_dir, &url, &db, &corpus_dir);
+        let text = std::fs::read_to_string(&cfg).unwrap().replacen(
+            "[watch]\n",
+            "[watch]\nvalidate_all_lines = false\n",
+            1,
+        );
+        std::fs::write(&cfg, text).unwrap();
+        let r = run_measured(
+            Command::new(tb)
+                .arg("backfill")
+                .arg("--json")
+                .arg("--config")
+                .arg(&cfg),
+        );
+        let (rt, c) = ch.client(&db);
+        let t: Totals = rt.block_on(c.totals()).unwrap();
+        assert_eq!(
+            (t.total_tokens, t.messages),
+            (expected.totals.total_tokens, expected.totals.messages),
+            "tokenbridge totals, usage lines only"
+        );
+        fast_wall.push(r.wall.as_secs_f64());
+        fast_rss.push(r.max_rss as f64);
 
         // The same report straight from files, no ClickHouse.
         let r = run_measured(
@@ -240,6 +271,8 @@ fn main() {
     let tb_peak = tb_rss.iter().cloned().fold(0.0, f64::max);
     let scan_peak = scan_rss.iter().cloned().fold(0.0, f64::max);
     let enhw = median(enh_wall);
+    let fastw = median(fast_wall);
+    let fast_peak = fast_rss.iter().cloned().fold(0.0, f64::max);
     let enh_peak = enh_rss.iter().cloned().fold(0.0, f64::max);
 
     // Enhanced backfill once: the daemon's own figures of what the enhanced
@@ -316,9 +349,16 @@ fn main() {
                         let ctx = tokenbridge::record::SourceContext::from_path(p);
                         let end = tokenbridge::lines::complete_prefix_len(d);
                         d.resize(d.len() + tokenbridge::parse::PADDING, 0);
-                        tokenbridge::reader::parse_lines(d, end, 0, &ctx, 64 << 20, None)
-                            .counts
-                            .usage
+                        tokenbridge::reader::parse_lines(
+                            d,
+                            end,
+                            0,
+                            &ctx,
+                            64 << 20,
+                            tokenbridge::parse::ParseMode::Full,
+                        )
+                        .counts
+                        .usage
                     })
                     .sum()
             });
@@ -387,6 +427,7 @@ fn main() {
          | backfill wall time, median of {rounds} ({:.0} MB, {} files) | {ccw:.3} s | {tbw:.3} s |\n\
          | throughput | {:.0} MB/s | {:.0} MB/s ({:.2}x) |\n\
          | peak RSS (max over rounds) | {:.1} MB | {:.1} MB |\n\
+         | backfill with `validate_all_lines = false`, median wall / throughput / peak RSS | {ccw:.3} s | {fastw:.3} s / {:.0} MB/s ({:.2}x) / {:.1} MB |\n\
          | `scan daily --json` vs `ccusage daily --json`, median wall / throughput / peak RSS | {ccw:.3} s | {scw:.3} s / {:.0} MB/s ({:.2}x) / {:.1} MB |\n\
          | `scan daily --json --analysis heuristic` (enhanced), median wall / throughput / peak RSS | {ccw:.3} s | {enhw:.3} s / {:.0} MB/s ({:.2}x) / {:.1} MB |\n\
          | `scan --analysis o200k` (exact BPE), one run | | {o200k_wall:.2} s / {:.0} MB/s; heuristic vs o200k on all content: {heur_error_pct:+.1} % |\n\
@@ -400,6 +441,9 @@ fn main() {
         ccw / tbw,
         cc_peak / 1e6,
         tb_peak / 1e6,
+        bytes / 1e6 / fastw,
+        ccw / fastw,
+        fast_peak / 1e6,
         bytes / 1e6 / scw,
         ccw / scw,
         scan_peak / 1e6,

@@ -166,6 +166,9 @@ pub struct WatchConfig {
     pub max_line_bytes: usize,
     /// At most this many bytes of one file are read per step (default 1 MiB).
     pub read_chunk_bytes: usize,
+    /// Parse and validate every line (default true). False parses only lines
+    /// that can carry usage; the rest count as `other` without validation.
+    pub validate_all_lines: bool,
 }
 
 /// `[state]`: where checkpoints (and managed ClickHouse data) live.
@@ -382,6 +385,7 @@ struct RawWatch {
     rescan_interval_ms: Option<u64>,
     max_line_bytes: Option<u64>,
     read_chunk_bytes: Option<u64>,
+    validate_all_lines: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -528,6 +532,7 @@ impl Validator<'_> {
                 4096,
                 1 << 30,
             )? as usize,
+            validate_all_lines: w.validate_all_lines.unwrap_or(true),
         };
 
         let state = StateConfig {

@@ -109,6 +109,39 @@ pub enum Parsed {
     Malformed(MalformedKind),
 }
 
+/// How thoroughly lines are classified.
+#[derive(Debug, Clone, Copy)]
+pub enum ParseMode {
+    /// Every line is parsed and validated (the default).
+    Full,
+    /// Only lines that can carry usage are parsed; the others count as
+    /// `other` unvalidated (`[watch] validate_all_lines = false`).
+    UsageOnly,
+    /// Every line is parsed, and its content estimated (enhanced analysis).
+    Enhanced(Estimator),
+}
+
+impl ParseMode {
+    /// The estimator, in enhanced mode.
+    pub fn estimator(self) -> Option<Estimator> {
+        match self {
+            ParseMode::Enhanced(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// False only for a line that cannot be a usage entry: it has neither the
+/// key `"usage"` nor a `\u` escape (which could spell the key). Much cheaper
+/// than parsing: two substring searches.
+pub fn may_carry_usage(line: &[u8]) -> bool {
+    static USAGE: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"usage\""));
+    static ESCAPE: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\\u"));
+    USAGE.find(line).is_some() || ESCAPE.find(line).is_some()
+}
+
 /// Reusable per-thread parser state.
 pub struct LineParser {
     buffers: Buffers,

@@ -21,6 +21,7 @@ use crate::health::Health;
 use crate::http::HttpState;
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
+use crate::parse::ParseMode;
 use crate::reader::{Reader, ReaderCtrl, ReaderExit, ReaderOptions};
 use crate::shutdown::Shutdown;
 use crate::sink::{Sink, SinkExit, SinkOptions};
@@ -185,10 +186,13 @@ pub fn run(config: &Config, mode: Mode, controls: Controls) -> anyhow::Result<Su
             max_line_bytes: config.watch.max_line_bytes,
             read_chunk_bytes: config.watch.read_chunk_bytes,
             follow,
-            analysis: config
-                .analysis
-                .enhanced
-                .then(|| crate::estimate::Estimator::new(config.analysis.estimator)),
+            mode: if config.analysis.enhanced {
+                ParseMode::Enhanced(crate::estimate::Estimator::new(config.analysis.estimator))
+            } else if config.watch.validate_all_lines {
+                ParseMode::Full
+            } else {
+                ParseMode::UsageOnly
+            },
         },
         checkpoints,
         tx,
@@ -407,6 +411,7 @@ fn apply_reload(
     if new.watch.rescan_interval != current.watch.rescan_interval
         || new.watch.max_line_bytes != current.watch.max_line_bytes
         || new.watch.read_chunk_bytes != current.watch.read_chunk_bytes
+        || new.watch.validate_all_lines != current.watch.validate_all_lines
         || new.log.format != current.log.format
     {
         restart.push("watch/log.format");

@@ -26,12 +26,11 @@ use crate::checkpoint::FileCheckpoint;
 use crate::chunk::{BadLine, Chunk, FileIdentity, LineCounts, SinkMsg};
 use crate::content::ContentRow;
 use crate::discovery;
-use crate::estimate::Estimator;
 use crate::fingerprint::{self, FileKey, Fingerprint, FINGERPRINT_BYTES};
 use crate::health::Health;
 use crate::lines;
 use crate::metrics::Metrics;
-use crate::parse::{LineParser, MalformedKind, Parsed, PADDING};
+use crate::parse::{LineParser, MalformedKind, ParseMode, Parsed, PADDING};
 use crate::record::SourceContext;
 use crate::shutdown::Shutdown;
 use crate::watcher::{DirWatcher, Wake};
@@ -62,8 +61,8 @@ pub struct ReaderOptions {
     /// `true`: run until shutdown, following appends. `false`: read what is
     /// there now, send [`SinkMsg::Drain`], return (backfill).
     pub follow: bool,
-    /// Enhanced analysis: estimate every entry's content tokens with this.
-    pub analysis: Option<Estimator>,
+    /// How lines are classified (and, in enhanced mode, estimated).
+    pub mode: ParseMode,
 }
 
 /// Instructions to a running reader.
@@ -523,7 +522,7 @@ impl Reader {
         let limit = max_in_flight();
         let max_line = self.opts.max_line_bytes;
         let chunk_bytes = self.opts.read_chunk_bytes;
-        let analysis = self.opts.analysis;
+        let mode = self.opts.mode;
         loop {
             while busy.len() < limit && !self.shutdown.is_triggered() {
                 let Some(key) = queue.pop() else { break };
@@ -535,7 +534,7 @@ impl Reader {
                     busy.insert(key);
                     let tx = res_tx.clone();
                     rayon::spawn(move || {
-                        let _ = tx.send(run_task(task, chunk_bytes, max_line, analysis));
+                        let _ = tx.send(run_task(task, chunk_bytes, max_line, mode));
                     });
                 }
             }
@@ -759,15 +758,10 @@ fn find_newline(
     Ok(None)
 }
 
-fn run_task(
-    task: Task,
-    chunk_bytes: usize,
-    max_line: usize,
-    analysis: Option<Estimator>,
-) -> TaskResult {
+fn run_task(task: Task, chunk_bytes: usize, max_line: usize, mode: ParseMode) -> TaskResult {
     // Taken out, not borrowed: a nested rayon job on this thread may want one too.
     let mut buf = READ_BUF.with(|b| std::mem::take(&mut *b.borrow_mut()));
-    let result = read_task(&task, chunk_bytes, max_line, analysis, &mut buf);
+    let result = read_task(&task, chunk_bytes, max_line, mode, &mut buf);
     if buf.capacity() <= 2 * chunk_bytes.max(1 << 20) {
         READ_BUF.with(|b| *b.borrow_mut() = buf);
     }
@@ -787,7 +781,7 @@ fn read_task(
     task: &Task,
     chunk_bytes: usize,
     max_line: usize,
-    analysis: Option<Estimator>,
+    mode: ParseMode,
     buf: &mut Vec<u8>,
 ) -> std::io::Result<TaskResult> {
     let mut result = TaskResult {
@@ -849,7 +843,7 @@ fn read_task(
         return Ok(result);
     }
     let end = task.start + complete as u64;
-    let parsed = parse_lines(buf, complete, task.start, &task.ctx, max_line, analysis);
+    let parsed = parse_lines(buf, complete, task.start, &task.ctx, max_line, mode);
     result.chunk = Some((end, parsed));
     // More to read when this read stopped short of the end of the file.
     result.more = end < task.size && (n as u64) < available;
@@ -902,10 +896,10 @@ pub fn parse_lines(
     base: u64,
     ctx: &SourceContext,
     max_line: usize,
-    analysis: Option<Estimator>,
+    mode: ParseMode,
 ) -> ParsedLines {
     if end < PARALLEL_BYTES {
-        return parse_piece(buf, end, base, ctx, max_line, analysis);
+        return parse_piece(buf, end, base, ctx, max_line, mode);
     }
     // Cut points just after a newline, about PIECE_BYTES apart.
     let mut cuts = vec![0usize];
@@ -932,7 +926,7 @@ pub fn parse_lines(
     pieces.push((base + consumed as u64, end - consumed, rest));
     let parts: Vec<ParsedLines> = pieces
         .into_par_iter()
-        .map(|(off, len, piece)| parse_piece(piece, len, off, ctx, max_line, analysis))
+        .map(|(off, len, piece)| parse_piece(piece, len, off, ctx, max_line, mode))
         .collect();
     let mut out = ParsedLines::default();
     for part in parts {
@@ -957,11 +951,12 @@ fn parse_piece(
     base: u64,
     ctx: &SourceContext,
     max_line: usize,
-    analysis: Option<Estimator>,
+    mode: ParseMode,
 ) -> ParsedLines {
     let cpu_started = crate::metrics::thread_cpu_ns();
     let mut parser = PARSER.with(|p| p.borrow_mut().take()).unwrap_or_default();
-    parser.set_estimator(analysis);
+    parser.set_estimator(mode.estimator());
+    let usage_only = matches!(mode, ParseMode::UsageOnly);
     let mut rows = Vec::new();
     let mut bad = Vec::new();
     let mut counts = LineCounts::default();
@@ -978,6 +973,12 @@ fn parse_piece(
         add_size(&mut line_sizes, crate::sizes::bucket(len as u64).0, 1);
         let parsed = if len > max_line {
             Parsed::Malformed(MalformedKind::TooLong)
+        } else if usage_only && !crate::parse::may_carry_usage(&buf[pos..line_end]) {
+            if buf[pos..line_end].iter().all(u8::is_ascii_whitespace) {
+                Parsed::Blank
+            } else {
+                Parsed::Other
+            }
         } else {
             let mut head = [0u8; BAD_LINE_HEAD];
             let n = len.min(BAD_LINE_HEAD);
@@ -1055,7 +1056,7 @@ mod tests {
             max_line_bytes: 4096,
             read_chunk_bytes: 4096,
             follow: false,
-            analysis: None,
+            mode: ParseMode::Full,
         }
     }
 
@@ -1158,6 +1159,37 @@ mod tests {
         let msgs = collect(d.path(), vec![wrong], opts(d.path()));
         assert!(matches!(msgs[0], SinkMsg::Reset(_)));
         assert_eq!(chunks(&msgs)[0].start, 0);
+    }
+
+    #[test]
+    fn usage_only_mode_skips_lines_that_cannot_carry_usage() {
+        let ctx = SourceContext::from_path(Path::new("/c/projects/p/s.jsonl"));
+        let text = format!(
+            "{}{{\"oops\n   \n{{\"type\":\"user\"}}\n{}{}",
+            usage_line("1", 5),
+            // The key spelled with an escape is still found.
+            usage_line("2", 7).replace("\"usage\"", "\"\\u0075sage\""),
+            "{\"usage\":\n"
+        );
+        let run = |mode| {
+            let mut buf = text.clone().into_bytes();
+            let end = buf.len();
+            buf.resize(end + PADDING, 0);
+            parse_lines(&mut buf, end, 0, &ctx, 1 << 20, mode)
+        };
+        let full = run(ParseMode::Full);
+        let fast = run(ParseMode::UsageOnly);
+        assert_eq!(fast.rows, full.rows);
+        assert_eq!(fast.rows.len(), 2);
+        assert_eq!(
+            (full.counts.other, full.counts.malformed, full.counts.blank),
+            (1, 2, 1)
+        );
+        // `{"oops` is not looked at; the cut usage line still is.
+        assert_eq!(
+            (fast.counts.other, fast.counts.malformed, fast.counts.blank),
+            (2, 1, 1)
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@ use crate::content::ContentTotals;
 use crate::dedup::{key_hash, KeyHash};
 use crate::discovery;
 use crate::estimate::Estimator;
-use crate::parse::PADDING;
+use crate::parse::{ParseMode, PADDING};
 use crate::reader::{parse_lines, ParsedLines};
 use crate::record::{SourceContext, Totals, UsageRow};
 
@@ -42,6 +42,7 @@ const FILES_PER_STEP: usize = 64;
 /// Scans `paths` (files or folders); with `analysis`, also estimates every
 /// entry's content tokens (see [`crate::content`]).
 pub fn scan(paths: &[PathBuf], max_line: usize, analysis: Option<Estimator>) -> ScanOutput {
+    let mode = analysis.map_or(ParseMode::Full, ParseMode::Enhanced);
     let mut found = discovery::scan(paths);
     found.files.sort();
     let mut out = ScanOutput {
@@ -65,7 +66,7 @@ pub fn scan(paths: &[PathBuf], max_line: usize, analysis: Option<Estimator>) -> 
                 let ctx = SourceContext::from_path(path);
                 Ok((
                     end as u64,
-                    parse_lines(&mut buf, end, 0, &ctx, max_line, analysis),
+                    parse_lines(&mut buf, end, 0, &ctx, max_line, mode),
                 ))
             })
             .collect();

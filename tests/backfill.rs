@@ -68,6 +68,38 @@ fn backfill_generated_corpus_equals_truth_and_is_idempotent() {
 }
 
 #[test]
+fn usage_lines_only_mode_gives_the_same_totals() {
+    let ch = TestClickHouse::start();
+    let work = tempfile::tempdir().unwrap();
+    let corpus_dir = work.path().join("claude");
+    let exp = corpus::write_corpus(
+        &corpus_dir,
+        &Spec {
+            seed: 9,
+            target_bytes: 6 << 20,
+            ..Spec::default()
+        },
+    )
+    .unwrap();
+    let cfg = write_config_with(
+        work.path(),
+        &ch,
+        "tb_fast",
+        &[&corpus_dir],
+        "validate_all_lines = false",
+        "",
+    );
+    let summary = backfill(&cfg, &[]);
+    assert_eq!(summary["complete"], true);
+    assert_eq!(summary["bytes"], exp.bytes);
+    check_against_truth(&ch, "tb_fast", &exp);
+    // Lines that cannot carry usage are not validated: their malformed ones
+    // count as `other`, so fewer malformed lines are reported, never more.
+    let malformed = summary["malformedLines"].as_u64().unwrap();
+    assert!(malformed <= exp.malformed_lines, "{malformed}");
+}
+
+#[test]
 fn fixtures_edge_cases() {
     let ch = TestClickHouse::start();
     let work = tempfile::tempdir().unwrap();

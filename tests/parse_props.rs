@@ -111,7 +111,7 @@ proptest! {
         let mut buf = text.into_bytes();
         let end = buf.len();
         buf.resize(end + PADDING, 0);
-        let parsed = parse_lines(&mut buf, end, 0, &ctx(), 1 << 20, None);
+        let parsed = parse_lines(&mut buf, end, 0, &ctx(), 1 << 20, tokenbridge::parse::ParseMode::Full);
         let (rows, counts) = (parsed.rows, parsed.counts);
         prop_assert_eq!(rows.len(), entries.len());
         prop_assert_eq!(counts.usage as usize, entries.len());

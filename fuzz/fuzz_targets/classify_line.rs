@@ -19,5 +19,5 @@ fuzz_target!(|data: &[u8]| {
     let mut chunk = data.to_vec();
     let end = tokenbridge::lines::complete_prefix_len(&chunk);
     chunk.resize(chunk.len() + PADDING, 0);
-    let _ = tokenbridge::reader::parse_lines(&mut chunk, end, 0, &ctx, 1 << 16, Some(tokenbridge::estimate::Estimator::Heuristic));
+    let _ = tokenbridge::reader::parse_lines(&mut chunk, end, 0, &ctx, 1 << 16, tokenbridge::parse::ParseMode::Enhanced(tokenbridge::estimate::Estimator::Heuristic));
 });

@@ -212,20 +212,32 @@ impl ChClient {
     /// Idempotent; never drops or changes existing columns.
     pub async fn ensure_schema(&self) -> Result<(), ChError> {
         let db = &self.database;
-        self.execute(&schema::create_database(db)).await?;
+        // One look at what exists, then only the statements needed: every
+        // round trip counts in a short backfill.
+        let columns: Vec<(String, String)> = with_timeout(
+            self.timeout,
+            self.c()?
+                .query(&format!(
+                    "SELECT table, name FROM system.columns WHERE database = {}",
+                    schema::quote(db)
+                ))
+                .fetch_all::<(String, String)>(),
+        )
+        .await?;
+        if columns.is_empty() {
+            self.execute(&schema::create_database(db)).await?;
+        }
         for table in schema::TABLES {
-            self.execute(&schema::create_table(db, table, Engine::Single))
-                .await?;
-            let existing: Vec<String> = with_timeout(
-                self.timeout,
-                self.c()?
-                    .query(&format!(
-                        "SELECT name FROM system.columns WHERE database = '{db}' AND table = '{}'",
-                        table.name
-                    ))
-                    .fetch_all::<String>(),
-            )
-            .await?;
+            let existing: Vec<String> = columns
+                .iter()
+                .filter(|(t, _)| t == table.name)
+                .map(|(_, c)| c.clone())
+                .collect();
+            if existing.is_empty() {
+                self.execute(&schema::create_table(db, table, Engine::Single))
+                    .await?;
+                continue;
+            }
             for alter in schema::missing_columns(db, table, &existing) {
                 self.execute(&alter).await?;
             }
