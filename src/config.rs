@@ -878,6 +878,16 @@ mod tests {
         assert_eq!(c.watch.rescan_interval, Duration::from_secs(10));
         assert_eq!(c.watch.max_line_bytes, 64 << 20);
         assert_eq!(c.log.format, LogFormat::Auto);
+        assert!(c.watch.validate_all_lines);
+        assert!(!c.analysis.enhanced);
+        assert_eq!(
+            c.analysis.estimator,
+            crate::estimate::EstimatorKind::Heuristic
+        );
+        assert_eq!(c.analysis.summary_interval, Duration::from_secs(2));
+        let c = load("[analysis]\nenhanced = true\nestimator = \"o200k\"\n").unwrap();
+        assert!(c.analysis.enhanced);
+        assert_eq!(c.analysis.estimator, crate::estimate::EstimatorKind::O200k);
     }
 
     #[test]
@@ -973,6 +983,10 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("mode") && e.contains("cloud"), "{e}");
+        let e = load("[analysis]\nestimator = \"bpe\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("analysis.estimator") && e.contains("bpe"), "{e}");
         let e = load("[batch]\nmax_rows = 0\n").unwrap_err().to_string();
         assert!(e.contains("batch.max_rows"), "{e}");
         let e = load("[clickhouse]\nurl = \"localhost:8123\"\n")

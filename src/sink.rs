@@ -627,9 +627,13 @@ impl Sink {
                     return Ok(());
                 }
                 Err(e)
-                    if e.is_auth()
+                    if (e.is_auth() || e.may_be_early_refusal())
                         && !token_refreshed
-                        && self.client.invalidate_token("clickhouse refused the token") =>
+                        && self.client.invalidate_token(if e.is_auth() {
+                            "clickhouse refused the token"
+                        } else {
+                            "the insert was cut short; the token may have been refused"
+                        }) =>
                 {
                     // Refresh once and retry at once; a second refusal is
                     // handled like any failure: logged, retried with backoff,

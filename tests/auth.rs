@@ -385,7 +385,12 @@ fn revoked_token_one_401_one_refresh_then_restart_reuses_the_cache() {
         .totals("tb_auth_revoke")
         .messages
         == 2));
-    assert_eq!(world.issuer.rejected.load(SeqCst), 1, "one 401");
+    assert_eq!(
+        world.issuer.rejected.load(SeqCst),
+        1,
+        "one 401: {}",
+        d.log_text()
+    );
     assert_eq!(world.requests(), 2, "one refresh");
     let ev = d.events();
     assert!(ev

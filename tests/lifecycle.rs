@@ -259,6 +259,10 @@ fn full_or_read_only_state_dir_loses_no_checkpoint() {
     let d = Daemon::start(&cfg, &log);
     let messages = |ch: &TestClickHouse| ch.totals("tb_state").messages;
     assert!(wait_until(Duration::from_secs(30), || messages(&ch) == 10));
+    // The rows land before their checkpoint is saved: wait for the save.
+    assert!(wait_until(Duration::from_secs(30), || state
+        .join("checkpoints.json")
+        .exists()));
 
     // Disk full: inserts go on, checkpoints wait in memory.
     let filler = state.join("filler");

@@ -69,6 +69,13 @@ impl ChError {
         matches!(self, ChError::Auth(_))
     }
 
+    /// True when the server (or a proxy) answered before reading the insert's
+    /// body: the client then only sees its body channel closed, not the answer,
+    /// which may have been a refused token.
+    pub fn may_be_early_refusal(&self) -> bool {
+        matches!(self, ChError::Unreachable(m) if m.contains("channel closed"))
+    }
+
     /// Classifies an error of the `clickhouse` crate.
     pub fn from_client(e: clickhouse::error::Error) -> ChError {
         use clickhouse::error::Error as E;
@@ -140,5 +147,8 @@ mod tests {
         let e = ChError::from_response("Code: 252. DB::Exception: Too many parts");
         assert!(e.is_retriable());
         assert!(ChError::Unreachable("refused".into()).is_retriable());
+        assert!(!ChError::Unreachable("refused".into()).may_be_early_refusal());
+        let cut = ChError::from_client(clickhouse::error::Error::Network("channel closed".into()));
+        assert!(cut.may_be_early_refusal() && cut.is_retriable());
     }
 }
