@@ -424,26 +424,24 @@ fn print_analysis_table(out: &crate::scan::ScanOutput, kind: crate::estimate::Es
         dedup,
         reported_output,
     } = scan_analysis(out);
-    {
-        println!("\ncontent tokens, estimated ({kind})   main          sidechain");
-        let s = &all.sidechain;
-        for (name, m, sc) in [
-            ("user prompts", all.user_prompt, s.user_prompt),
-            ("tool results", all.tool_result, s.tool_result),
-            ("assistant text", all.assistant_text, s.assistant_text),
-            ("thinking", all.thinking, s.thinking),
-            ("tool use input", all.tool_use, s.tool_use),
-            ("system / meta", all.system, s.system),
-        ] {
-            println!("  {name:<32} {m:>12} {sc:>12}");
-        }
-        println!(
-            "estimated assistant output {} vs reported output_tokens {}",
-            all.assistant_output(),
-            reported_output
-        );
-        println!("naive sum of every line {naive} vs deduplicated {dedup}");
+    println!("\ncontent tokens, estimated ({kind})   main          sidechain");
+    let (m, s) = (&all.main, &all.sidechain);
+    for (name, a, b) in [
+        ("user prompts", m.user_prompt, s.user_prompt),
+        ("tool results", m.tool_result, s.tool_result),
+        ("assistant text", m.assistant_text, s.assistant_text),
+        ("thinking", m.thinking, s.thinking),
+        ("tool use input", m.tool_use, s.tool_use),
+        ("system / meta", m.system, s.system),
+    ] {
+        println!("  {name:<32} {a:>12} {b:>12}");
     }
+    println!(
+        "estimated assistant output {} vs reported output_tokens {}",
+        all.assistant_output(),
+        reported_output
+    );
+    println!("naive sum of every line {naive} vs deduplicated {dedup}");
 }
 
 fn report_from_clickhouse(

@@ -68,32 +68,10 @@ impl ContentRow {
     }
 }
 
-/// Content estimates of many entries, by category and main/sidechain.
+/// Estimated tokens by category, summed over entries.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ContentTotals {
-    /// Σ user_prompt_tokens, main chain.
-    pub user_prompt: u64,
-    /// Σ tool_result_tokens, main chain.
-    pub tool_result: u64,
-    /// Σ assistant_text_tokens, main chain.
-    pub assistant_text: u64,
-    /// Σ thinking_tokens, main chain.
-    pub thinking: u64,
-    /// Σ tool_use_tokens, main chain.
-    pub tool_use: u64,
-    /// Σ system_tokens, main chain.
-    pub system: u64,
-    /// The same six, sidechain (subagent) entries.
-    pub sidechain: SideTotals,
-    /// Entries counted.
-    pub entries: u64,
-}
-
-/// Sidechain half of [`ContentTotals`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SideTotals {
+pub struct Categories {
     /// Σ user_prompt_tokens.
     pub user_prompt: u64,
     /// Σ tool_result_tokens.
@@ -108,64 +86,71 @@ pub struct SideTotals {
     pub system: u64,
 }
 
-impl ContentTotals {
-    /// Adds one entry.
-    pub fn add(&mut self, r: &ContentRow) {
-        self.entries += 1;
-        let [up, tr, at, th, tu, sy] = if r.is_sidechain == 1 {
-            let s = &mut self.sidechain;
-            [
-                &mut s.user_prompt,
-                &mut s.tool_result,
-                &mut s.assistant_text,
-                &mut s.thinking,
-                &mut s.tool_use,
-                &mut s.system,
-            ]
-        } else {
-            [
-                &mut self.user_prompt,
-                &mut self.tool_result,
-                &mut self.assistant_text,
-                &mut self.thinking,
-                &mut self.tool_use,
-                &mut self.system,
-            ]
-        };
-        *up += u64::from(r.user_prompt_tokens);
-        *tr += u64::from(r.tool_result_tokens);
-        *at += u64::from(r.assistant_text_tokens);
-        *th += u64::from(r.thinking_tokens);
-        *tu += u64::from(r.tool_use_tokens);
-        *sy += u64::from(r.system_tokens);
-    }
-
-    /// Adds another set of totals.
-    pub fn merge(&mut self, o: &ContentTotals) {
+impl Categories {
+    fn add(&mut self, o: &Categories) {
         self.user_prompt += o.user_prompt;
         self.tool_result += o.tool_result;
         self.assistant_text += o.assistant_text;
         self.thinking += o.thinking;
         self.tool_use += o.tool_use;
         self.system += o.system;
-        let (s, os) = (&mut self.sidechain, &o.sidechain);
-        s.user_prompt += os.user_prompt;
-        s.tool_result += os.tool_result;
-        s.assistant_text += os.assistant_text;
-        s.thinking += os.thinking;
-        s.tool_use += os.tool_use;
-        s.system += os.system;
+    }
+
+    /// Assistant text + thinking + tool use.
+    pub fn assistant_output(&self) -> u64 {
+        self.assistant_text + self.thinking + self.tool_use
+    }
+}
+
+impl From<&ContentRow> for Categories {
+    fn from(r: &ContentRow) -> Categories {
+        Categories {
+            user_prompt: r.user_prompt_tokens.into(),
+            tool_result: r.tool_result_tokens.into(),
+            assistant_text: r.assistant_text_tokens.into(),
+            thinking: r.thinking_tokens.into(),
+            tool_use: r.tool_use_tokens.into(),
+            system: r.system_tokens.into(),
+        }
+    }
+}
+
+/// Content estimates of many entries, main chain and sidechain. Serialized
+/// with the main chain's categories at the top level.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContentTotals {
+    /// Main-chain entries.
+    #[serde(flatten)]
+    pub main: Categories,
+    /// Sidechain (subagent) entries.
+    pub sidechain: Categories,
+    /// Entries counted.
+    pub entries: u64,
+}
+
+impl ContentTotals {
+    /// Adds one entry.
+    pub fn add(&mut self, r: &ContentRow) {
+        self.entries += 1;
+        let side = if r.is_sidechain == 1 {
+            &mut self.sidechain
+        } else {
+            &mut self.main
+        };
+        side.add(&Categories::from(r));
+    }
+
+    /// Adds another set of totals.
+    pub fn merge(&mut self, o: &ContentTotals) {
+        self.main.add(&o.main);
+        self.sidechain.add(&o.sidechain);
         self.entries += o.entries;
     }
 
     /// Estimated assistant output (text + thinking + tool use), both chains.
     pub fn assistant_output(&self) -> u64 {
-        self.assistant_text
-            + self.thinking
-            + self.tool_use
-            + self.sidechain.assistant_text
-            + self.sidechain.thinking
-            + self.sidechain.tool_use
+        self.main.assistant_output() + self.sidechain.assistant_output()
     }
 }
 
@@ -192,72 +177,49 @@ pub fn content_of(
     }
     let flag = |name: &str| root.get(name).and_then(|v| v.as_bool()).unwrap_or(false);
     let mut row = ContentRow::default();
-    match line_type {
-        "system" => {
-            row.system_tokens = count_text(root.get("content"), est);
-        }
-        "user" => {
-            let meta = flag("isMeta") || flag("isCompactSummary");
-            let content = root.get("message").and_then(|m| m.get("content"));
-            match content {
-                Some(c) if c.as_str().is_some() => {
-                    let n = count_text(Some(c), est);
-                    if meta {
-                        row.system_tokens = n;
-                    } else {
-                        row.user_prompt_tokens = n;
-                    }
-                }
-                Some(c) => {
-                    for block in c.as_array().into_iter().flat_map(|a| a.iter()) {
-                        match block.get("type").and_then(|t| t.into_string()) {
-                            Some("text") => {
-                                let n = count_text(block.get("text"), est);
-                                if meta {
-                                    row.system_tokens += n;
-                                } else {
-                                    row.user_prompt_tokens += n;
-                                }
-                            }
-                            Some("tool_result") => {
-                                row.tool_result_tokens += count_blocks(block.get("content"), est);
-                            }
-                            _ => {}
+    if line_type == "system" {
+        row.system_tokens = count_text(root.get("content"), est);
+    } else {
+        // A string content is one text block. Text is typed by a person,
+        // injected (meta, compaction summary), or written by the assistant.
+        let user = line_type == "user";
+        let meta = user && (flag("isMeta") || flag("isCompactSummary"));
+        let (mut text, mut tool_result, mut thinking, mut tool_use) = (0u32, 0u32, 0u32, 0u32);
+        match root.get("message").and_then(|m| m.get("content")) {
+            Some(c) if c.as_str().is_some() => text = count_text(Some(c), est),
+            Some(c) => {
+                for block in c.as_array().into_iter().flat_map(|a| a.iter()) {
+                    let (slot, n) = match block.get("type").and_then(|t| t.into_string()) {
+                        Some("text") => (&mut text, count_text(block.get("text"), est)),
+                        Some("tool_result") if user => {
+                            (&mut tool_result, count_blocks(block.get("content"), est))
                         }
-                    }
-                }
-                None => {}
-            }
-        }
-        _ => {
-            let content = root.get("message").and_then(|m| m.get("content"));
-            match content {
-                Some(c) if c.as_str().is_some() => {
-                    row.assistant_text_tokens = count_text(Some(c), est);
-                }
-                Some(c) => {
-                    for block in c.as_array().into_iter().flat_map(|a| a.iter()) {
-                        match block.get("type").and_then(|t| t.into_string()) {
-                            Some("text") => {
-                                row.assistant_text_tokens += count_text(block.get("text"), est)
-                            }
-                            Some("thinking") => {
-                                row.thinking_tokens += count_text(block.get("thinking"), est)
-                            }
-                            Some("tool_use") => {
-                                if let Some(input) = block.get("input") {
-                                    scratch.clear();
-                                    write_json(scratch, input);
-                                    row.tool_use_tokens += clamp(est.count(scratch));
-                                }
-                            }
-                            _ => {}
+                        Some("thinking") if !user => {
+                            (&mut thinking, count_text(block.get("thinking"), est))
                         }
-                    }
+                        Some("tool_use") if !user => {
+                            let n = block.get("input").map_or(0, |input| {
+                                scratch.clear();
+                                write_json(scratch, input);
+                                clamp(est.count(scratch))
+                            });
+                            (&mut tool_use, n)
+                        }
+                        _ => continue,
+                    };
+                    *slot = slot.saturating_add(n);
                 }
-                None => {}
             }
+            None => {}
         }
+        match (user, meta) {
+            (true, true) => row.system_tokens = text,
+            (true, false) => row.user_prompt_tokens = text,
+            _ => row.assistant_text_tokens = text,
+        }
+        row.tool_result_tokens = tool_result;
+        row.thinking_tokens = thinking;
+        row.tool_use_tokens = tool_use;
     }
     if row.total() == 0 {
         return None;
@@ -456,7 +418,7 @@ mod tests {
         });
         assert_eq!(
             (
-                t.thinking,
+                t.main.thinking,
                 t.sidechain.assistant_text,
                 t.sidechain.user_prompt
             ),

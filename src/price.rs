@@ -176,26 +176,28 @@ impl PriceTable {
         keys.first().and_then(|k| self.models.get(*k))
     }
 
+    /// [`PriceTable::lookup`], warning once per model that has no price.
+    pub fn lookup_or_warn(&self, model: &str) -> Option<&Price> {
+        let found = self.lookup(model);
+        if found.is_none()
+            && self
+                .warned
+                .lock()
+                .expect("warned")
+                .insert(model.to_string())
+        {
+            tracing::warn!(
+                event = "model_price_unknown",
+                model,
+                "no price for this model; its cost counts as 0"
+            );
+        }
+        found
+    }
+
     /// Cost of one message; 0 (warned once) for an unknown model.
     pub fn cost(&self, model: &str, u: &TokenUse) -> f64 {
-        match self.lookup(model) {
-            Some(p) => p.cost(u),
-            None => {
-                if self
-                    .warned
-                    .lock()
-                    .expect("warned")
-                    .insert(model.to_string())
-                {
-                    tracing::warn!(
-                        event = "model_price_unknown",
-                        model,
-                        "no price for this model; its cost counts as 0"
-                    );
-                }
-                0.0
-            }
-        }
+        self.lookup_or_warn(model).map_or(0.0, |p| p.cost(u))
     }
 }
 

@@ -75,6 +75,17 @@ impl UsageRow {
             + self.cache_read_input_tokens
     }
 
+    /// The token counts as prices apply to them.
+    pub fn token_use(&self) -> crate::price::TokenUse {
+        crate::price::TokenUse {
+            input: self.input_tokens,
+            output: self.output_tokens,
+            cache_creation: self.cache_creation_input_tokens,
+            cache_creation_1h: self.cache_creation_1h_tokens,
+            cache_read: self.cache_read_input_tokens,
+        }
+    }
+
     /// Approximate bytes this row occupies in a RowBinary insert, for batch sizing.
     pub fn approx_bytes(&self) -> usize {
         128 + self.key.len()

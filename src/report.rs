@@ -34,13 +34,7 @@ impl From<&UsageRow> for Entry {
             session_id: r.session_id.clone(),
             project: r.project.clone(),
             model: r.model.clone(),
-            usage: TokenUse {
-                input: r.input_tokens,
-                output: r.output_tokens,
-                cache_creation: r.cache_creation_input_tokens,
-                cache_creation_1h: r.cache_creation_1h_tokens,
-                cache_read: r.cache_read_input_tokens,
-            },
+            usage: r.token_use(),
         }
     }
 }

@@ -85,8 +85,12 @@ pub fn scan(paths: &[PathBuf], max_line: usize, analysis: Option<Estimator>) -> 
             out.counts.blank += lines.counts.blank;
             out.counts.malformed += lines.counts.malformed;
             for c in lines.content {
-                let id =
-                    xxhash_rust::xxh3::xxh3_128(format!("{}\n{}", c.session_id, c.key).as_bytes());
+                // Same identity as the `content` table's key: session and entry.
+                let mut h = xxhash_rust::xxh3::Xxh3::new();
+                h.update(c.session_id.as_bytes());
+                h.update(b"\n");
+                h.update(c.key.as_bytes());
+                let id = h.digest128();
                 if content_seen.insert(id) {
                     out.content.entry(c.session_id.clone()).or_default().add(&c);
                 }

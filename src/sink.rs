@@ -30,7 +30,7 @@ use crate::dedup::{key_hash, DedupIndex, KeyHash, Offer};
 use crate::fingerprint::FileKey;
 use crate::health::Health;
 use crate::metrics::Metrics;
-use crate::price::{Price, PriceTable, TokenUse};
+use crate::price::{Price, PriceTable};
 use crate::record::UsageRow;
 use crate::shutdown::Shutdown;
 use crate::summary::{self, FileNaiveRow, NaiveSums};
@@ -316,24 +316,12 @@ impl Sink {
             let price = match self.price_cache.get(&r.model) {
                 Some(p) => *p,
                 None => {
-                    let p = self.summary.prices.lookup(&r.model).copied();
-                    if p.is_none() {
-                        // Logs `model_price_unknown` once per model.
-                        self.summary.prices.cost(&r.model, &TokenUse::default());
-                    }
+                    let p = self.summary.prices.lookup_or_warn(&r.model).copied();
                     self.price_cache.insert(r.model.clone(), p);
                     p
                 }
             };
-            r.cost_usd = price.map_or(0.0, |p| {
-                p.cost(&TokenUse {
-                    input: r.input_tokens,
-                    output: r.output_tokens,
-                    cache_creation: r.cache_creation_input_tokens,
-                    cache_creation_1h: r.cache_creation_1h_tokens,
-                    cache_read: r.cache_read_input_tokens,
-                })
-            });
+            r.cost_usd = price.map_or(0.0, |p| p.cost(&r.token_use()));
         }
     }
 
@@ -388,32 +376,27 @@ impl Sink {
             );
         }
         if !batch.content.is_empty() {
-            match self.insert_with_retry(schema::CONTENT, &batch.content) {
-                Ok(()) => {
-                    let bytes: usize = batch.content.iter().map(ContentRow::approx_bytes).sum();
-                    self.metrics
-                        .insert_bytes_enhanced
-                        .fetch_add(bytes as u64, Relaxed);
-                    self.metrics
-                        .content_rows_inserted
-                        .fetch_add(batch.content.len() as u64, Relaxed);
-                    for c in &batch.content {
-                        if !self.stale_sessions.contains(&c.session_id) {
-                            self.stale_sessions.insert(c.session_id.clone());
-                        }
-                    }
-                }
-                // The rows landed but the checkpoints stay behind them: the
-                // next start re-reads the bytes, the dedup index drops the
-                // rows, and the content rows replace themselves.
-                Err(InsertError::Abandoned) => return false,
-                Err(InsertError::Rejected(e)) => {
-                    tracing::error!(event = "aux_rows_rejected", table = schema::CONTENT, rows = batch.content.len(), error = %e, "clickhouse rejected these rows; they are left out");
+            // Abandoned: the rows landed but the checkpoints stay behind them;
+            // the next start re-reads the bytes, the dedup index drops the
+            // rows, and the content rows replace themselves.
+            let Some(inserted) = self.insert_aux(schema::CONTENT, &batch.content) else {
+                return false;
+            };
+            if inserted {
+                let bytes: usize = batch.content.iter().map(ContentRow::approx_bytes).sum();
+                self.metrics
+                    .insert_bytes_enhanced
+                    .fetch_add(bytes as u64, Relaxed);
+                self.metrics
+                    .content_rows_inserted
+                    .fetch_add(batch.content.len() as u64, Relaxed);
+                for c in &batch.content {
+                    self.mark_stale(&c.session_id);
                 }
             }
         }
-        let now_ms = crate::logging::unix_ms() as u64;
-        let mut naive_rows: Vec<FileNaiveRow> = Vec::new();
+        // Files whose naive sums changed, in commit order.
+        let mut touched: Vec<(FileKey, Arc<str>)> = Vec::new();
         for ack in batch.acks {
             match ack {
                 Ack::Commit(id, end, bytes, naive) => {
@@ -421,54 +404,50 @@ impl Sink {
                     let accepted = self
                         .store
                         .commit(id.key, id.fingerprint, &id.path, end, &naive);
-                    let Some(cp) = self.store.get(&id.key).filter(|_| accepted) else {
-                        continue;
-                    };
-                    for n in &naive {
-                        let Some(total) = cp.naive.iter().find(|t| t.session_id == n.session_id)
-                        else {
-                            continue;
-                        };
-                        let row = FileNaiveRow {
-                            session_id: total.session_id.clone(),
-                            file_key: format!("{}:{}", id.key.dev, id.key.ino),
-                            source_file: id.path.to_string(),
-                            lines: total.lines,
-                            input_tokens: total.input,
-                            output_tokens: total.output,
-                            cache_creation_input_tokens: total.cache_creation,
-                            cache_read_input_tokens: total.cache_read,
-                            version: now_ms,
-                        };
-                        // A later chunk of the same file in this batch
-                        // carries larger sums: keep only the last.
-                        naive_rows.retain(|r| {
-                            r.session_id != row.session_id || r.file_key != row.file_key
-                        });
-                        if !self.stale_sessions.contains(&row.session_id) {
-                            self.stale_sessions.insert(row.session_id.clone());
-                        }
-                        naive_rows.push(row);
+                    if accepted && !naive.is_empty() && !touched.iter().any(|(k, _)| *k == id.key) {
+                        touched.push((id.key, id.path));
                     }
                 }
                 Ack::Reset(id) => self.store.reset(id.key, id.fingerprint, &id.path),
                 Ack::Forget(key) => self.store.forget(&key),
             }
         }
+        // Each touched file's cumulative sums, every session of it: the
+        // latest row of a file and session wins in `file_naive`.
+        let version = crate::logging::unix_ms() as u64;
+        let mut naive_rows: Vec<FileNaiveRow> = Vec::new();
+        for (key, path) in &touched {
+            let Some(cp) = self.store.get(key) else {
+                continue;
+            };
+            for total in &cp.naive {
+                naive_rows.push(FileNaiveRow {
+                    session_id: total.session_id.clone(),
+                    file_key: format!("{}:{}", key.dev, key.ino),
+                    source_file: path.to_string(),
+                    lines: total.lines,
+                    input_tokens: total.input,
+                    output_tokens: total.output,
+                    cache_creation_input_tokens: total.cache_creation,
+                    cache_read_input_tokens: total.cache_read,
+                    version,
+                });
+            }
+        }
+        for r in &naive_rows {
+            self.mark_stale(&r.session_id);
+        }
         if !naive_rows.is_empty() {
-            match self.insert_with_retry(schema::FILE_NAIVE, &naive_rows) {
-                Ok(()) => {
-                    let bytes: usize = naive_rows.iter().map(FileNaiveRow::approx_bytes).sum();
-                    self.metrics
-                        .insert_bytes_base
-                        .fetch_add(bytes as u64, Relaxed);
-                }
-                // The checkpoints are not saved: the next start re-reads
-                // these bytes and writes the same sums again.
-                Err(InsertError::Abandoned) => return false,
-                Err(InsertError::Rejected(e)) => {
-                    tracing::error!(event = "aux_rows_rejected", table = schema::FILE_NAIVE, rows = naive_rows.len(), error = %e, "clickhouse rejected these rows; they are left out");
-                }
+            // Abandoned: the checkpoints are not saved, so the next start
+            // re-reads these bytes and writes the same sums again.
+            let Some(inserted) = self.insert_aux(schema::FILE_NAIVE, &naive_rows) else {
+                return false;
+            };
+            if inserted {
+                let bytes: usize = naive_rows.iter().map(FileNaiveRow::approx_bytes).sum();
+                self.metrics
+                    .insert_bytes_base
+                    .fetch_add(bytes as u64, Relaxed);
             }
         }
         self.save_checkpoints();
@@ -476,6 +455,46 @@ impl Sink {
             self.summarize();
         }
         true
+    }
+
+    fn mark_stale(&mut self, session: &str) {
+        if !self.stale_sessions.contains(session) {
+            self.stale_sessions.insert(session.to_string());
+        }
+    }
+
+    /// Inserts rows that derive from the usage rows (`content`, `file_naive`),
+    /// retrying like them. `Some(false)`: ClickHouse refused them; they are
+    /// left out (logged). `None`: the shutdown deadline passed.
+    fn insert_aux<T>(&mut self, table: &'static str, rows: &[T]) -> Option<bool>
+    where
+        T: clickhouse::RowOwned + clickhouse::RowWrite + Sync,
+    {
+        match self.insert_with_retry(table, rows) {
+            Ok(()) => Some(true),
+            Err(InsertError::Abandoned) => None,
+            Err(InsertError::Rejected(e)) => {
+                tracing::error!(event = "aux_rows_rejected", table, rows = rows.len(), error = %e, "clickhouse rejected these rows; they are left out");
+                Some(false)
+            }
+        }
+    }
+
+    /// Creates missing tables again (someone dropped them under us).
+    fn recreate_schema(&self) -> bool {
+        match self.runtime.block_on(self.client.ensure_schema()) {
+            Ok(()) => {
+                tracing::warn!(
+                    event = "schema_recreated",
+                    "tables were missing and have been created again"
+                );
+                true
+            }
+            Err(e) => {
+                tracing::warn!(event = "schema_recreate_failed", error = %e, "cannot re-create the schema");
+                false
+            }
+        }
     }
 
     /// Recomputes the summaries of the sessions changed since the last time.
@@ -490,27 +509,17 @@ impl Sink {
         let mut sessions: Vec<String> = self.stale_sessions.drain().collect();
         sessions.sort();
         let started = Instant::now();
-        let mut result = self
-            .runtime
-            .block_on(self.client.summarize_sessions(&sessions));
-        // A refused token is dropped and refreshed once, as for inserts.
-        if result.as_ref().is_err_and(ChError::is_auth)
-            && self.client.invalidate_token("clickhouse refused the token")
-        {
-            result = self
-                .runtime
-                .block_on(self.client.summarize_sessions(&sessions));
-        }
-        if result.as_ref().is_err_and(ChError::is_missing_schema)
-            && self.runtime.block_on(self.client.ensure_schema()).is_ok()
-        {
-            tracing::warn!(
-                event = "schema_recreated",
-                "tables were missing and have been created again"
-            );
-            result = self
-                .runtime
-                .block_on(self.client.summarize_sessions(&sessions));
+        let run = |s: &Self| s.runtime.block_on(s.client.summarize_sessions(&sessions));
+        let mut result = run(self);
+        // One retry, as for inserts: after dropping a refused token, or after
+        // creating dropped tables again.
+        let recovered = match &result {
+            Err(e) if e.is_auth() => self.client.invalidate_token("clickhouse refused the token"),
+            Err(e) if e.is_missing_schema() => self.recreate_schema(),
+            _ => false,
+        };
+        if recovered {
+            result = run(self);
         }
         match result {
             Ok(()) => {
@@ -649,15 +658,7 @@ impl Sink {
                 Err(e) => {
                     self.metrics.insert_failures.fetch_add(1, Relaxed);
                     if e.is_missing_schema() {
-                        // Someone dropped our table or database: create it again.
-                        if let Err(se) = self.runtime.block_on(self.client.ensure_schema()) {
-                            tracing::warn!(event = "schema_recreate_failed", error = %se, "cannot re-create the schema");
-                        } else {
-                            tracing::warn!(
-                                event = "schema_recreated",
-                                "tables were missing and have been created again"
-                            );
-                        }
+                        self.recreate_schema();
                     }
                     let deadline = self
                         .shutdown
