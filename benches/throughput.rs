@@ -67,6 +67,56 @@ fn run_measured(cmd: &mut Command) -> Run {
     }
 }
 
+/// `tokenbridge backfill --json` with `cfg`, measured; the database must then
+/// hold the generator's truth. Returns the run and its JSON summary.
+fn measured_backfill(
+    tb: &str,
+    cfg: &Path,
+    ch: &TestClickHouse,
+    db: &str,
+    expected: &Expected,
+) -> (Run, serde_json::Value) {
+    let r = run_measured(
+        Command::new(tb)
+            .arg("backfill")
+            .arg("--json")
+            .arg("--config")
+            .arg(cfg),
+    );
+    let (rt, c) = ch.client(db);
+    let t: Totals = rt.block_on(c.totals()).unwrap();
+    assert_eq!(
+        (t.total_tokens, t.messages),
+        (expected.totals.total_tokens, expected.totals.messages),
+        "tokenbridge totals in {db}"
+    );
+    let v = serde_json::from_slice(&r.stdout).unwrap();
+    (r, v)
+}
+
+/// `tokenbridge scan CORPUS daily --json ARGS...`, measured; its totals must
+/// be the generator's truth.
+fn measured_scan(
+    tb: &str,
+    corpus: &Path,
+    args: &[&str],
+    expected: &Expected,
+) -> (Run, serde_json::Value) {
+    let r = run_measured(
+        Command::new(tb)
+            .arg("scan")
+            .arg(corpus)
+            .args(["daily", "--json"])
+            .args(args),
+    );
+    let v: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    assert_eq!(
+        v["totals"]["totalTokens"], expected.totals.total_tokens,
+        "scan totals {args:?}"
+    );
+    (r, v)
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[v.len() / 2]
@@ -82,12 +132,21 @@ fn ccusage_binary(repo: &Path) -> PathBuf {
     p
 }
 
-fn write_config(dir: &Path, url: &str, db: &str, watch: &Path) -> PathBuf {
+/// A config for database `db`; `watch_extra` goes into `[watch]`, `extra`
+/// after the last section.
+fn write_config(
+    dir: &Path,
+    url: &str,
+    db: &str,
+    watch: &Path,
+    watch_extra: &str,
+    extra: &str,
+) -> PathBuf {
     let path = dir.join(format!("{db}.toml"));
     std::fs::write(
         &path,
         format!(
-            "[watch]\ndirs = [{:?}]\n[state]\ndir = {:?}\n[clickhouse]\nmode = \"external\"\nurl = \"{url}\"\ndatabase = \"{db}\"\n[log]\nlevel = \"warn\"\nformat = \"json\"\n[http]\nenabled = false\n",
+            "[watch]\ndirs = [{:?}]\n{watch_extra}\n[state]\ndir = {:?}\n[clickhouse]\nmode = \"external\"\nurl = \"{url}\"\ndatabase = \"{db}\"\n[log]\nlevel = \"warn\"\nformat = \"json\"\n[http]\nenabled = false\n{extra}",
             watch.display().to_string(),
             dir.join(format!("{db}-state")).display().to_string()
         ),
@@ -181,80 +240,33 @@ fn main() {
 
         // A fresh database and state each round: everything is ingested.
         let db = format!("bench_{round}");
-        let cfg = write_config(work.path(), &url, &db, &corpus_dir);
-        let r = run_measured(
-            Command::new(tb)
-                .arg("backfill")
-                .arg("--json")
-                .arg("--config")
-                .arg(&cfg),
-        );
-        let (rt, c) = ch.client(&db);
-        let t: Totals = rt.block_on(c.totals()).unwrap();
-        assert_eq!(
-            t.total_tokens, expected.totals.total_tokens,
-            "tokenbridge totals"
-        );
-        assert_eq!(t.messages, expected.totals.messages, "tokenbridge messages");
+        let cfg = write_config(work.path(), &url, &db, &corpus_dir, "", "");
+        let (r, _) = measured_backfill(tb, &cfg, &ch, &db, &expected);
         tb_wall.push(r.wall.as_secs_f64());
         tb_rss.push(r.max_rss as f64);
 
         // The same with `validate_all_lines = false`: only lines that can
         // carry usage are parsed (what ccusage does).
         let db = format!("bench_fast_{round}");
-        let fast_dir = work.path().join(format!("fast-{round}"));
-        std::fs::create_dir_all(&fast_dir).unwrap();
-        let cfg = write_config(&fast_dir, &url, &db, &corpus_dir);
-        let text = std::fs::read_to_string(&cfg).unwrap().replacen(
-            "[watch]\n",
-            "[watch]\nvalidate_all_lines = false\n",
-            1,
+        let cfg = write_config(
+            work.path(),
+            &url,
+            &db,
+            &corpus_dir,
+            "validate_all_lines = false",
+            "",
         );
-        std::fs::write(&cfg, text).unwrap();
-        let r = run_measured(
-            Command::new(tb)
-                .arg("backfill")
-                .arg("--json")
-                .arg("--config")
-                .arg(&cfg),
-        );
-        let (rt, c) = ch.client(&db);
-        let t: Totals = rt.block_on(c.totals()).unwrap();
-        assert_eq!(
-            (t.total_tokens, t.messages),
-            (expected.totals.total_tokens, expected.totals.messages),
-            "tokenbridge totals, usage lines only"
-        );
+        let (r, _) = measured_backfill(tb, &cfg, &ch, &db, &expected);
         fast_wall.push(r.wall.as_secs_f64());
         fast_rss.push(r.max_rss as f64);
 
         // The same report straight from files, no ClickHouse.
-        let r = run_measured(
-            Command::new(tb)
-                .arg("scan")
-                .arg(&corpus_dir)
-                .args(["daily", "--json"]),
-        );
-        let v: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
-        assert_eq!(
-            v["totals"]["totalTokens"], expected.totals.total_tokens,
-            "scan totals"
-        );
+        let (r, _) = measured_scan(tb, &corpus_dir, &[], &expected);
         scan_wall.push(r.wall.as_secs_f64());
         scan_rss.push(r.max_rss as f64);
 
         // The same with enhanced analysis (heuristic estimator).
-        let r = run_measured(Command::new(tb).arg("scan").arg(&corpus_dir).args([
-            "daily",
-            "--json",
-            "--analysis",
-            "heuristic",
-        ]));
-        let v: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
-        assert_eq!(
-            v["totals"]["totalTokens"], expected.totals.total_tokens,
-            "enhanced scan totals"
-        );
+        let (r, v) = measured_scan(tb, &corpus_dir, &["--analysis", "heuristic"], &expected);
         assert!(v["analysis"]["content"]["entries"].as_u64().unwrap() > 0);
         enh_wall.push(r.wall.as_secs_f64());
         enh_rss.push(r.max_rss as f64);
@@ -277,37 +289,23 @@ fn main() {
 
     // Enhanced backfill once: the daemon's own figures of what the enhanced
     // path costs next to the base path.
-    let enh_cfg = write_config(work.path(), &url, "bench_enh", &corpus_dir);
-    let text = std::fs::read_to_string(&enh_cfg).unwrap() + "\n[analysis]\nenhanced = true\n";
-    std::fs::write(&enh_cfg, text).unwrap();
-    let r = run_measured(
-        Command::new(tb)
-            .arg("backfill")
-            .arg("--json")
-            .arg("--config")
-            .arg(&enh_cfg),
+    let enh_cfg = write_config(
+        work.path(),
+        &url,
+        "bench_enh",
+        &corpus_dir,
+        "",
+        "[analysis]\nenhanced = true\n",
     );
-    let enh_backfill: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    let (r, enh_backfill) = measured_backfill(tb, &enh_cfg, &ch, "bench_enh", &expected);
     let enh_backfill_wall = r.wall.as_secs_f64();
     let cost = &enh_backfill["analysis"];
     let num = |v: &serde_json::Value| v.as_f64().unwrap_or(0.0);
 
     // Heuristic vs exact o200k_base on the corpus's content, once.
-    let r = run_measured(Command::new(tb).arg("scan").arg(&corpus_dir).args([
-        "daily",
-        "--json",
-        "--analysis",
-        "o200k",
-    ]));
+    let (r, exact) = measured_scan(tb, &corpus_dir, &["--analysis", "o200k"], &expected);
     let o200k_wall = r.wall.as_secs_f64();
-    let exact: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
-    let r = run_measured(Command::new(tb).arg("scan").arg(&corpus_dir).args([
-        "daily",
-        "--json",
-        "--analysis",
-        "heuristic",
-    ]));
-    let heur: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    let (_, heur) = measured_scan(tb, &corpus_dir, &["--analysis", "heuristic"], &expected);
     let content_sum = |v: &serde_json::Value| -> f64 {
         let c = &v["analysis"]["content"];
         [
@@ -376,7 +374,7 @@ fn main() {
     let n_lines = env_num("TB_BENCH_LATENCY_LINES", 200) as usize;
     let watch = work.path().join("live");
     std::fs::create_dir_all(watch.join("projects/p")).unwrap();
-    let cfg = write_config(work.path(), &url, "bench_live", &watch);
+    let cfg = write_config(work.path(), &url, "bench_live", &watch, "", "");
     let mut daemon = Command::new(tb)
         .arg("run")
         .arg("--config")

@@ -10,7 +10,6 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::*;
-use tokenbridge::corpus::{self, Spec};
 
 /// One `sessions` row, as the test reads it.
 #[derive(Debug, Clone, PartialEq, clickhouse::Row, serde::Deserialize)]
@@ -77,15 +76,7 @@ fn enhanced_analysis_leaves_totals_alone_and_summaries_match_truth() {
     let ch = TestClickHouse::start();
     let work = tempfile::tempdir().unwrap();
     let corpus_dir = work.path().join("claude");
-    let exp = corpus::write_corpus(
-        &corpus_dir,
-        &Spec {
-            seed: 11,
-            target_bytes: 6 << 20,
-            ..Spec::default()
-        },
-    )
-    .unwrap();
+    let exp = generated_corpus(&corpus_dir, 11, 6 << 20);
     let (base_dir, enh_dir) = (work.path().join("base"), work.path().join("enh"));
     std::fs::create_dir_all(&base_dir).unwrap();
     std::fs::create_dir_all(&enh_dir).unwrap();
@@ -235,14 +226,6 @@ fn enhanced_analysis_leaves_totals_alone_and_summaries_match_truth() {
     assert_eq!(sessions(&ch, "tb_an_enh"), enh);
 }
 
-fn d_events(log: &std::path::Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
 fn user_line(session: &str, uuid: &str, text: &str) -> String {
     format!(
         "{{\"type\":\"user\",\"sessionId\":\"{session}\",\"uuid\":\"{uuid}\",\"timestamp\":\"2025-09-01T09:59:00Z\",\"message\":{{\"role\":\"user\",\"content\":\"{text}\"}}}}\n"
@@ -329,7 +312,7 @@ fn session_summary_follows_a_growing_session_across_a_restart() {
     assert!(wait_until(Duration::from_secs(30), || summary(&ch)
         .is_some_and(|s| s.messages == 3 && s.naive_lines == 4)));
     assert!(d.stop().success());
-    let ev = d_events(&log);
+    let ev = events_of(&log);
     let cost = ev
         .iter()
         .find(|e| e["event"] == "analysis_cost")

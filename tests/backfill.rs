@@ -6,7 +6,7 @@ mod common;
 use std::path::Path;
 
 use common::*;
-use tokenbridge::corpus::{self, Expected, Spec};
+use tokenbridge::corpus::Expected;
 
 fn check_against_truth(ch: &TestClickHouse, db: &str, exp: &Expected) {
     assert_eq!(ch.totals(db), exp.totals, "overall totals");
@@ -29,15 +29,7 @@ fn backfill_generated_corpus_equals_truth_and_is_idempotent() {
     let ch = TestClickHouse::start();
     let work = tempfile::tempdir().unwrap();
     let corpus_dir = work.path().join("claude");
-    let exp = corpus::write_corpus(
-        &corpus_dir,
-        &Spec {
-            seed: 7,
-            target_bytes: 12 << 20,
-            ..Spec::default()
-        },
-    )
-    .unwrap();
+    let exp = generated_corpus(&corpus_dir, 7, 12 << 20);
     assert!(
         exp.naive.total_tokens > exp.totals.total_tokens,
         "corpus must contain duplicates"
@@ -72,15 +64,7 @@ fn usage_lines_only_mode_gives_the_same_totals() {
     let ch = TestClickHouse::start();
     let work = tempfile::tempdir().unwrap();
     let corpus_dir = work.path().join("claude");
-    let exp = corpus::write_corpus(
-        &corpus_dir,
-        &Spec {
-            seed: 9,
-            target_bytes: 6 << 20,
-            ..Spec::default()
-        },
-    )
-    .unwrap();
+    let exp = generated_corpus(&corpus_dir, 9, 6 << 20);
     let cfg = write_config_with(
         work.path(),
         &ch,

@@ -43,15 +43,7 @@ fn kill9_during_backfill_at_random_points_then_exact() {
     let ch = TestClickHouse::start();
     let work = tempfile::tempdir().unwrap();
     let watch = work.path().join("claude");
-    let exp = corpus::write_corpus(
-        &watch,
-        &Spec {
-            seed: 31,
-            target_bytes: 40 << 20,
-            ..Spec::default()
-        },
-    )
-    .unwrap();
+    let exp = generated_corpus(&watch, 31, 40 << 20);
     let cfg = write_config(
         work.path(),
         &ch,

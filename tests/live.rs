@@ -90,15 +90,7 @@ fn graceful_stop_and_restart_mid_ingestion_loses_and_duplicates_nothing() {
     let ch = TestClickHouse::start();
     let work = tempfile::tempdir().unwrap();
     let watch = work.path().join("claude");
-    let exp = corpus::write_corpus(
-        &watch,
-        &Spec {
-            seed: 23,
-            target_bytes: 24 << 20,
-            ..Spec::default()
-        },
-    )
-    .unwrap();
+    let exp = generated_corpus(&watch, 23, 24 << 20);
     // Small batches so the stop lands in the middle.
     let cfg = write_config(
         work.path(),

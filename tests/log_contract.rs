@@ -64,14 +64,6 @@ fn documented_events() -> BTreeMap<String, Vec<String>> {
     out
 }
 
-fn events_of(log: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
 fn wait_event(log: &Path, event: &str) -> bool {
     wait_until(Duration::from_secs(30), || {
         events_of(log).iter().any(|e| e["event"] == event)

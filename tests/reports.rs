@@ -50,15 +50,7 @@ fn scan_and_report_equal_the_generator_truth() {
     let ch = TestClickHouse::start();
     let work = tempfile::tempdir().unwrap();
     let dir = work.path().join("claude");
-    let exp = corpus::write_corpus(
-        &dir,
-        &Spec {
-            seed: 13,
-            target_bytes: 8 << 20,
-            ..Spec::default()
-        },
-    )
-    .unwrap();
+    let exp = generated_corpus(&dir, 13, 8 << 20);
     let cfg = write_config(work.path(), &ch, "tb_reports", &[&dir], "");
     backfill(&cfg, &[]);
     for (kind, list, key, truth) in [

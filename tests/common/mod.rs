@@ -337,10 +337,7 @@ impl Daemon {
 
     /// Parsed JSON log lines.
     pub fn events(&self) -> Vec<serde_json::Value> {
-        self.log_text()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
+        events_of(&self.log)
     }
 }
 
@@ -401,4 +398,27 @@ pub fn copy_tree(from: &Path, to: &Path) {
             std::fs::copy(entry.path(), &target).unwrap();
         }
     }
+}
+
+/// The JSON events of a daemon's log file (the file may outlive the daemon).
+pub fn events_of(log: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// A generated corpus of about `target_bytes` under `dir` (default spec
+/// otherwise), and its truth.
+pub fn generated_corpus(dir: &Path, seed: u64, target_bytes: u64) -> tokenbridge::corpus::Expected {
+    tokenbridge::corpus::write_corpus(
+        dir,
+        &tokenbridge::corpus::Spec {
+            seed,
+            target_bytes,
+            ..tokenbridge::corpus::Spec::default()
+        },
+    )
+    .unwrap()
 }
