@@ -41,4 +41,5 @@ pub mod state;
 pub mod summary;
 pub mod timestamp;
 pub mod token;
+pub mod validate;
 pub mod watcher;

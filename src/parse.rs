@@ -135,11 +135,16 @@ impl ParseMode {
 /// key `"usage"` nor a `\u` escape (which could spell the key). Much cheaper
 /// than parsing: two substring searches.
 pub fn may_carry_usage(line: &[u8]) -> bool {
-    static USAGE: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
-        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"usage\""));
     static ESCAPE: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
         std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\\u"));
-    USAGE.find(line).is_some() || ESCAPE.find(line).is_some()
+    mentions_usage(line) || ESCAPE.find(line).is_some()
+}
+
+/// Whether the bytes `"usage"` occur in `line`.
+fn mentions_usage(line: &[u8]) -> bool {
+    static USAGE: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"usage\""));
+    USAGE.find(line).is_some()
 }
 
 /// Reusable per-thread parser state.
@@ -257,6 +262,17 @@ impl LineParser {
     ) -> Parsed {
         if buf[..len].iter().all(|b| b.is_ascii_whitespace()) {
             return Parsed::Blank;
+        }
+        // Most bytes are in lines without usage; without content estimation
+        // nothing is read from them, so proving them valid is enough (the
+        // scanner also refuses `\u` escapes, which could spell the key).
+        // Whatever it does not vouch for is parsed below.
+        let line = &buf[..len];
+        if self.estimator.is_none()
+            && !mentions_usage(line)
+            && crate::validate::is_plain_object(line)
+        {
+            return Parsed::Other;
         }
         let mut tape = self.tape.take().unwrap_or_else(Tape::null).reset();
         let filled = if padded {
@@ -746,5 +762,49 @@ mod tests {
                 Parsed::Malformed(MalformedKind::InvalidJson)
             );
         }
+    }
+
+    /// The validating scanner takes most lines of a generated corpus, and
+    /// every line gets the class simd-json alone would give it.
+    #[test]
+    fn fast_path_classifies_like_the_full_parser() {
+        let (files, _) = crate::corpus::generate(&crate::corpus::Spec {
+            seed: 5,
+            target_bytes: 3 << 20,
+            ..crate::corpus::Spec::default()
+        });
+        let (mut fast, mut slow) = (LineParser::new(), LineParser::new());
+        // The slow parser never takes the fast path: it estimates content
+        // (and the rows' content is dropped).
+        slow.set_estimator(Some(Estimator::new(
+            crate::estimate::EstimatorKind::Heuristic,
+        )));
+        let (mut lines, mut others, mut vouched) = (0, 0, 0);
+        for f in &files {
+            for line in &f.lines {
+                let line = line.trim_end_matches('\n').as_bytes();
+                let a = fast.classify(&mut line.to_vec(), &ctx(), 0);
+                let b = slow.classify(&mut line.to_vec(), &ctx(), 0);
+                assert_eq!(
+                    a,
+                    b,
+                    "{}",
+                    String::from_utf8_lossy(&line[..line.len().min(300)])
+                );
+                lines += 1;
+                if a == Parsed::Other && !mentions_usage(line) {
+                    others += 1;
+                    vouched += usize::from(crate::validate::is_plain_object(line));
+                }
+            }
+        }
+        let _ = slow.take_content();
+        assert!(
+            lines > 200 && others > 100,
+            "{lines} lines, {others} without usage"
+        );
+        // The generator writes no `\u` escape, exponent or deep nesting: the
+        // scanner vouches for every valid line without usage.
+        assert_eq!(vouched, others, "lines without usage on the fast path");
     }
 }
