@@ -121,21 +121,24 @@ pub fn connect(config: &Config, state: Option<&StateDir>) -> anyhow::Result<Conn
     })
 }
 
-/// Runs the pipeline: the daemon (`Mode::Follow`) until `controls.shutdown`,
-/// or a backfill until everything present is acknowledged. New configs sent
-/// on `controls.reload` are applied while it runs.
-pub fn run(config: &Config, mode: Mode, controls: Controls) -> anyhow::Result<Summary> {
-    let Controls {
-        shutdown,
-        metrics,
-        reload,
-    } = controls;
-    let started = Instant::now();
-    let notifier = Arc::new(Notifier::from_env());
-    notifier.status("opening the state dir");
-    let state = StateDir::open_wait(&config.state.dir, Duration::from_secs(10))?;
+/// The sink's side of start-up: ClickHouse up and connected, the schema
+/// ensured, inserts of an earlier run awaited, the dedup index loaded.
+struct SinkStart {
+    conn: Connection,
+    index: DedupIndex,
+    /// Keys loaded into the index (0: the database held no usage rows).
+    known: usize,
+    /// Whether summaries join content estimates.
+    with_content: bool,
+}
+
+fn start_sink_side(
+    config: &Config,
+    state: &StateDir,
+    notifier: &Notifier,
+) -> anyhow::Result<SinkStart> {
     notifier.status("connecting to clickhouse");
-    let conn = connect(config, Some(&state))?;
+    let conn = connect(config, Some(state))?;
     notifier.status("loading the dedup index from clickhouse");
     let waited = conn
         .runtime
@@ -167,6 +170,32 @@ pub fn run(config: &Config, mode: Mode, controls: Controls) -> anyhow::Result<Su
         latency_ms = load_started.elapsed().as_millis() as u64,
         "dedup index loaded"
     );
+    let with_content = config.analysis.enhanced
+        || conn
+            .runtime
+            .block_on(conn.client.has_rows(crate::ch::schema::CONTENT))
+            .context("looking for content estimates in clickhouse")?;
+    Ok(SinkStart {
+        conn,
+        index,
+        known,
+        with_content,
+    })
+}
+
+/// Runs the pipeline: the daemon (`Mode::Follow`) until `controls.shutdown`,
+/// or a backfill until everything present is acknowledged. New configs sent
+/// on `controls.reload` are applied while it runs.
+pub fn run(config: &Config, mode: Mode, controls: Controls) -> anyhow::Result<Summary> {
+    let Controls {
+        shutdown,
+        metrics,
+        reload,
+    } = controls;
+    let started = Instant::now();
+    let notifier = Arc::new(Notifier::from_env());
+    notifier.status("opening the state dir");
+    let state = StateDir::open_wait(&config.state.dir, Duration::from_secs(10))?;
     let store = CheckpointStore::load(state.path())?;
     let checkpoints = store.entries().cloned().collect();
 
@@ -201,6 +230,27 @@ pub fn run(config: &Config, mode: Mode, controls: Controls) -> anyhow::Result<Su
         health.clone(),
         reader_ctrl_rx,
     );
+    // The reader starts first: discovering and parsing overlap with
+    // connecting, creating the schema and loading the dedup index. Until the
+    // sink runs, it blocks on the full channel.
+    let reader_thread = std::thread::Builder::new()
+        .name("tokenbridge-reader".into())
+        .spawn(move || reader.run())
+        .context("starting the reader thread")?;
+    let SinkStart {
+        conn,
+        index,
+        known,
+        with_content,
+    } = match start_sink_side(config, &state, &notifier) {
+        Ok(started) => started,
+        Err(e) => {
+            shutdown.trigger();
+            drop(rx);
+            let _ = reader_thread.join();
+            return Err(e);
+        }
+    };
     let sink = Sink::new(
         rx,
         conn.client.clone(),
@@ -223,6 +273,8 @@ pub fn run(config: &Config, mode: Mode, controls: Controls) -> anyhow::Result<Su
                 None => crate::price::PriceTable::embedded(),
             }),
             interval: config.analysis.summary_interval,
+            with_content,
+            started_empty: known == 0,
         },
     );
     health.reader_beat();
@@ -238,10 +290,6 @@ pub fn run(config: &Config, mode: Mode, controls: Controls) -> anyhow::Result<Su
         .name("tokenbridge-sink".into())
         .spawn(move || sink.run())
         .context("starting the sink thread")?;
-    let reader_thread = std::thread::Builder::new()
-        .name("tokenbridge-reader".into())
-        .spawn(move || reader.run())
-        .context("starting the reader thread")?;
 
     if follow && config.http.enabled {
         let mut http_state =

@@ -61,6 +61,13 @@ pub struct SummaryOptions {
     pub prices: Arc<PriceTable>,
     /// Longest wait between summary recomputations while data keeps coming.
     pub interval: Duration,
+    /// Join the content estimates into summaries: enhanced analysis is on,
+    /// or the `content` table held rows at start-up.
+    pub with_content: bool,
+    /// The database held no usage rows at start-up: every session in it is
+    /// this run's, so the first recomputation covers all of them without
+    /// listing them.
+    pub started_empty: bool,
 }
 
 /// How the sink ended.
@@ -129,6 +136,9 @@ pub struct Sink {
     last_summary: Instant,
     /// After a failed recomputation: no new try before this.
     summary_retry_at: Option<Instant>,
+    /// The next recomputation covers every session (see
+    /// [`SummaryOptions::started_empty`]).
+    summarize_all: bool,
 }
 
 /// Why an insert did not go through.
@@ -158,6 +168,7 @@ impl Sink {
         summary: SummaryOptions,
     ) -> Sink {
         Sink {
+            summarize_all: summary.started_empty,
             summary,
             price_cache: HashMap::new(),
             stale_sessions: HashSet::new(),
@@ -509,7 +520,11 @@ impl Sink {
         let mut sessions: Vec<String> = self.stale_sessions.drain().collect();
         sessions.sort();
         let started = Instant::now();
-        let run = |s: &Self| s.runtime.block_on(s.client.summarize_sessions(&sessions));
+        let run = |s: &Self| {
+            let scope = (!s.summarize_all).then_some(sessions.as_slice());
+            s.runtime
+                .block_on(s.client.summarize_sessions(scope, s.summary.with_content))
+        };
         let mut result = run(self);
         // One retry, as for inserts: after dropping a refused token, or after
         // creating dropped tables again.
@@ -523,6 +538,7 @@ impl Sink {
         }
         match result {
             Ok(()) => {
+                self.summarize_all = false;
                 if self.summary_retry_at.take().is_some() {
                     tracing::info!(
                         event = "summary_recovered",

@@ -224,6 +224,34 @@ fn enhanced_analysis_leaves_totals_alone_and_summaries_match_truth() {
     std::fs::remove_dir_all(enh_dir.join("state")).unwrap();
     backfill(&cfg_enh, &[]);
     assert_eq!(sessions(&ch, "tb_an_enh"), enh);
+    // So does re-reading with enhanced analysis turned off: the summaries
+    // keep the estimates the content table holds.
+    let off_dir = work.path().join("off");
+    std::fs::create_dir_all(&off_dir).unwrap();
+    let cfg_off = write_config(&off_dir, &ch, "tb_an_enh", &[&corpus_dir], "");
+    backfill(&cfg_off, &[]);
+    let after = sessions(&ch, "tb_an_enh");
+    assert_eq!(after.len(), enh.len());
+    for (id, s) in &after {
+        let before = &enh[id];
+        assert_eq!(
+            (
+                s.est_user_prompt_tokens,
+                s.est_assistant_output_tokens,
+                s.est_system_tokens
+            ),
+            (
+                before.est_user_prompt_tokens,
+                before.est_assistant_output_tokens,
+                before.est_system_tokens
+            ),
+            "{id}"
+        );
+        assert_eq!(
+            (s.total_tokens, s.naive_total_tokens),
+            (before.total_tokens, before.naive_total_tokens)
+        );
+    }
 }
 
 fn user_line(session: &str, uuid: &str, text: &str) -> String {

@@ -272,20 +272,54 @@ impl ChClient {
         with_timeout(self.timeout * 2, fut).await
     }
 
-    /// Recomputes the `sessions` rows of `sessions` from the tables (see
-    /// [`schema::session_summary_insert`]).
-    pub async fn summarize_sessions(&self, sessions: &[String]) -> Result<(), ChError> {
+    /// Recomputes the `sessions` rows of `sessions` from the tables, or of
+    /// every session with `None` (see [`schema::session_summary_insert`];
+    /// `with_content`: join the content estimates).
+    pub async fn summarize_sessions(
+        &self,
+        sessions: Option<&[String]>,
+        with_content: bool,
+    ) -> Result<(), ChError> {
+        let Some(sessions) = sessions else {
+            return self
+                .summarize_scope(schema::SummaryScope::All, with_content)
+                .await;
+        };
+        // Groups keep the statement under ClickHouse's max_query_size.
         for group in sessions.chunks(2000) {
             let list = group
                 .iter()
                 .map(|s| schema::quote(s))
                 .collect::<Vec<_>>()
                 .join(", ");
-            let sql =
-                schema::session_summary_insert(&self.database, &list, crate::logging::unix_ms());
-            with_timeout(self.timeout * 4, self.c()?.query(&sql).execute()).await?;
+            self.summarize_scope(schema::SummaryScope::Sessions(&list), with_content)
+                .await?;
         }
         Ok(())
+    }
+
+    async fn summarize_scope(
+        &self,
+        scope: schema::SummaryScope<'_>,
+        with_content: bool,
+    ) -> Result<(), ChError> {
+        let sql = schema::session_summary_insert(
+            &self.database,
+            scope,
+            crate::logging::unix_ms(),
+            with_content,
+        );
+        with_timeout(self.timeout * 4, self.c()?.query(&sql).execute()).await
+    }
+
+    /// Whether `table` holds any row.
+    pub async fn has_rows(&self, table: &str) -> Result<bool, ChError> {
+        let sql = format!(
+            "SELECT count() FROM (SELECT 1 FROM {}.{table} LIMIT 1)",
+            self.database
+        );
+        let n: u64 = with_timeout(self.timeout, self.c()?.query(&sql).fetch_one()).await?;
+        Ok(n > 0)
     }
 
     /// Exact deduplicated totals.

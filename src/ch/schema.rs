@@ -194,26 +194,49 @@ pub fn missing_columns(db: &str, table: &Table, existing: &[String]) -> Vec<Stri
         .collect()
 }
 
-/// Recomputes the summaries of `sessions` (already quoted SQL string
-/// literals, comma-separated) from the deduplicated tables, in ClickHouse:
-/// one `INSERT … SELECT`, so the figures are exactly what the tables hold.
-/// Formulas (README "Session summaries"):
+/// Which sessions a summary recomputation covers.
+#[derive(Debug, Clone, Copy)]
+pub enum SummaryScope<'a> {
+    /// These sessions: quoted SQL string literals, comma-separated.
+    Sessions(&'a str),
+    /// Every session in `messages`: no `IN` list to ship and parse, which on
+    /// a database this run filled from empty is the same set, cheaper.
+    All,
+}
+
+/// Recomputes session summaries from the deduplicated tables, in
+/// ClickHouse: one `INSERT … SELECT`, so the figures are exactly what the
+/// tables hold. Formulas (README "Session summaries"):
 /// - `overcount_pct = (naive_total_tokens - total_tokens) / total_tokens * 100`;
 /// - `cache_share_pct = (cache_creation_tokens + cache_read_tokens) / total_tokens * 100`;
 /// - `est_output_ratio = est_assistant_output_tokens / output_tokens`.
 ///
+/// `with_content = false` leaves the `content` join out and the estimate
+/// columns 0: right when that table holds nothing for these sessions (no
+/// enhanced analysis), and it saves a third of the query.
+///
 /// 18.16 allows one JOIN per SELECT, hence the nesting; `ANY LEFT JOIN …
 /// USING` means the same there and in 23.x–26.x.
-pub fn session_summary_insert(db: &str, sessions: &str, now_ms: i64) -> String {
+pub fn session_summary_insert(
+    db: &str,
+    scope: SummaryScope<'_>,
+    now_ms: i64,
+    with_content: bool,
+) -> String {
     let cols = SESSION_COLUMNS
         .iter()
         .map(|(n, _)| *n)
         .collect::<Vec<_>>()
         .join(", ");
+    let filter = match scope {
+        SummaryScope::Sessions(list) => format!(" WHERE session_id IN ({list})"),
+        SummaryScope::All => String::new(),
+    };
     // Inner aliases differ from column names: ClickHouse would otherwise
     // substitute an alias into an aggregate of the same name.
     let mut content_cols = Vec::new();
     let mut content_out = Vec::new();
+    let mut output_estimate = Vec::new();
     for (side, prefix) in [(0u8, "est_"), (1, "est_sidechain_")] {
         for c in [
             "user_prompt",
@@ -226,11 +249,45 @@ pub fn session_summary_insert(db: &str, sessions: &str, now_ms: i64) -> String {
             content_cols.push(format!(
                 "toUInt64(sumIf({c}_tokens, is_sidechain = {side})) AS c_{side}_{c}"
             ));
-            content_out.push(format!("c_{side}_{c} AS {prefix}{c}_tokens"));
+            let value = if with_content {
+                format!("c_{side}_{c}")
+            } else {
+                "toUInt64(0)".to_string()
+            };
+            if matches!(c, "assistant_text" | "thinking" | "tool_use") {
+                output_estimate.push(value.clone());
+            }
+            content_out.push(format!("{value} AS {prefix}{c}_tokens"));
         }
     }
     let content_cols = content_cols.join(", ");
     let content_out = content_out.join(", ");
+    let output_estimate = output_estimate.join(" + ");
+    let usage_and_naive = format!(
+        "SELECT * FROM ( \
+           SELECT session_id, any(project) AS m_project, min(ts_ms) AS m_first, max(ts_ms) AS m_last, \
+             arraySort(groupUniqArray(model)) AS m_models, count() AS m_messages, \
+             sum(input_tokens) AS m_input, sum(output_tokens) AS m_output, \
+             sum(cache_creation_input_tokens) AS m_cc, sum(cache_read_input_tokens) AS m_cr, \
+             sum(input_tokens + output_tokens + cache_creation_input_tokens + cache_read_input_tokens) AS m_total, \
+             sum(cost_usd) AS m_cost \
+           FROM {db}.{MESSAGES} FINAL{filter} GROUP BY session_id \
+         ) ANY LEFT JOIN ( \
+           SELECT session_id, sum(lines) AS n_lines, \
+             sum(input_tokens + output_tokens + cache_creation_input_tokens + cache_read_input_tokens) AS n_total \
+           FROM {db}.{FILE_NAIVE} FINAL{filter} GROUP BY session_id \
+         ) USING session_id"
+    );
+    let source = if with_content {
+        format!(
+            "( {usage_and_naive} ) ANY LEFT JOIN ( \
+               SELECT session_id, {content_cols} \
+               FROM {db}.{CONTENT} FINAL{filter} GROUP BY session_id \
+             ) USING session_id"
+        )
+    } else {
+        format!("( {usage_and_naive} )")
+    };
     format!(
         "INSERT INTO {db}.{SESSIONS} ({cols}) \
          SELECT session_id, m_project AS project, m_first AS first_ts_ms, m_last AS last_ts_ms, m_models AS models, \
@@ -240,28 +297,10 @@ pub fn session_summary_insert(db: &str, sessions: &str, now_ms: i64) -> String {
            if(m_total = 0, 0, (toFloat64(n_total) - toFloat64(m_total)) * 100 / toFloat64(m_total)) AS overcount_pct, \
            if(m_total = 0, 0, toFloat64(m_cc + m_cr) * 100 / toFloat64(m_total)) AS cache_share_pct, \
            {content_out}, \
-           c_0_assistant_text + c_0_thinking + c_0_tool_use + c_1_assistant_text + c_1_thinking + c_1_tool_use \
-             AS est_assistant_output_tokens, \
+           {output_estimate} AS est_assistant_output_tokens, \
            if(m_output = 0, 0, toFloat64(est_assistant_output_tokens) / toFloat64(m_output)) AS est_output_ratio, \
            toInt64({now_ms}) AS updated_ms \
-         FROM ( \
-           SELECT * FROM ( \
-             SELECT session_id, any(project) AS m_project, min(ts_ms) AS m_first, max(ts_ms) AS m_last, \
-               arraySort(groupUniqArray(model)) AS m_models, count() AS m_messages, \
-               sum(input_tokens) AS m_input, sum(output_tokens) AS m_output, \
-               sum(cache_creation_input_tokens) AS m_cc, sum(cache_read_input_tokens) AS m_cr, \
-               sum(input_tokens + output_tokens + cache_creation_input_tokens + cache_read_input_tokens) AS m_total, \
-               sum(cost_usd) AS m_cost \
-             FROM {db}.{MESSAGES} FINAL WHERE session_id IN ({sessions}) GROUP BY session_id \
-           ) ANY LEFT JOIN ( \
-             SELECT session_id, sum(lines) AS n_lines, \
-               sum(input_tokens + output_tokens + cache_creation_input_tokens + cache_read_input_tokens) AS n_total \
-             FROM {db}.{FILE_NAIVE} FINAL WHERE session_id IN ({sessions}) GROUP BY session_id \
-           ) USING session_id \
-         ) ANY LEFT JOIN ( \
-           SELECT session_id, {content_cols} \
-           FROM {db}.{CONTENT} FINAL WHERE session_id IN ({sessions}) GROUP BY session_id \
-         ) USING session_id"
+         FROM {source}"
     )
 }
 
@@ -330,11 +369,19 @@ mod tests {
 
     #[test]
     fn summary_fills_every_session_column() {
-        let sql = session_summary_insert("tb", "'a', 'b'", 7);
+        let sql = session_summary_insert("tb", SummaryScope::Sessions("'a', 'b'"), 7, true);
         for (n, _) in SESSION_COLUMNS {
             assert!(sql.contains(n), "{n}");
         }
         assert_eq!(sql.matches("IN ('a', 'b')").count(), 3);
+        assert!(sql.contains("tb.content"));
+        let lean = session_summary_insert("tb", SummaryScope::All, 7, false);
+        for (n, _) in SESSION_COLUMNS {
+            assert!(lean.contains(n), "{n}");
+        }
+        assert!(!lean.contains(" IN ("));
+        assert!(!lean.contains("tb.content"));
+        assert!(lean.contains("toUInt64(0) AS est_thinking_tokens"));
         assert_eq!(quote("it's \\"), "'it\\'s \\\\'");
     }
 }
