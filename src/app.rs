@@ -185,6 +185,14 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             let m = &summary.metrics;
             let secs = summary.elapsed.as_secs_f64();
             let bytes = m.bytes_read.load(Relaxed);
+            // What followed the last acknowledged usage rows: the naive sums,
+            // checkpoints and session summaries (the bench separates it).
+            let last_commit = m.last_commit_unix_ms.load(Relaxed);
+            let after_last_commit_ms = if last_commit > 0 {
+                (crate::logging::unix_ms() - last_commit).max(0)
+            } else {
+                0
+            };
             let out = serde_json::json!({
                 "complete": summary.sink == SinkExit::Drained,
                 "files": m.files_discovered.load(Relaxed),
@@ -198,6 +206,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 "duplicatesDropped": m.duplicates_dropped.load(Relaxed),
                 "fileErrors": m.file_errors.load(Relaxed),
                 "elapsedSeconds": secs,
+                "afterLastCommitMs": after_last_commit_ms,
                 "megabytesPerSecond": bytes as f64 / 1e6 / secs.max(1e-9),
                 "sessionsSummarized": m.sessions_summarized.load(Relaxed),
                 "contentRowsInserted": m.content_rows_inserted.load(Relaxed),

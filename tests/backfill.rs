@@ -40,6 +40,11 @@ fn backfill_generated_corpus_equals_truth_and_is_idempotent() {
     assert_eq!(summary["files"], exp.files);
     assert_eq!(summary["malformedLines"], exp.malformed_lines);
     assert_eq!(summary["bytes"], exp.bytes);
+    // The time after the last insert (summaries, checkpoints) is part of the
+    // run's own time.
+    let after_ms = summary["afterLastCommitMs"].as_f64().unwrap();
+    let elapsed_ms = summary["elapsedSeconds"].as_f64().unwrap() * 1000.0;
+    assert!(after_ms >= 0.0 && after_ms <= elapsed_ms + 1.0, "{summary}");
     check_against_truth(&ch, "tb_backfill", &exp);
 
     // Nothing new: a second backfill reads nothing and inserts nothing.
