@@ -35,8 +35,25 @@ const ODD_BITS: u64 = 0xAAAA_AAAA_AAAA_AAAA;
 
 /// True when `line` is a JSON object simd-json accepts, with no string equal
 /// to `usage` and no `\u` escape. False means "not proven": parse it fully.
+///
+/// Only where the CPU has AVX2: without it the scan runs a byte at a time,
+/// slower than simd-json, so it vouches for nothing and every line takes the
+/// full parser.
 pub fn is_plain_object(line: &[u8]) -> bool {
+    has_avx2() && proves_plain_object(line)
+}
+
+/// The scan itself, on any CPU.
+fn proves_plain_object(line: &[u8]) -> bool {
     simdutf8::basic::from_utf8(line).is_ok() && Validator::new(line).run()
+}
+
+#[inline]
+fn has_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return std::arch::is_x86_feature_detected!("avx2");
+    #[cfg(not(target_arch = "x86_64"))]
+    false
 }
 
 /// Per-block masks, bit i for byte i.
@@ -50,16 +67,19 @@ struct Masks {
     escapable: u64,
 }
 
-/// The masks of one 64-byte block: AVX2 where the CPU has it, else SSE2
-/// (part of every x86_64), else a byte at a time.
+/// The bytes a simple escape may escape (`\u` is left to the full parser).
+const SIMPLE_ESCAPES: [u8; 8] = [b'"', b'\\', b'/', b'b', b'f', b'n', b'r', b't'];
+
+/// The masks of one 64-byte block: AVX2 where the CPU has it, else a byte at
+/// a time (about 20x slower).
 #[inline]
 fn block_masks(b: &[u8; 64]) -> Masks {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
+    if has_avx2() {
         // SAFETY: the CPU has AVX2, checked just above.
         return unsafe { block_masks_avx2(b) };
     }
-    block_masks_sse2(b)
+    block_masks_portable(b)
 }
 
 /// [`block_masks`] with AVX2, 32 bytes per instruction.
@@ -70,7 +90,7 @@ unsafe fn block_masks_avx2(b: &[u8; 64]) -> Masks {
     let quote = _mm256_set1_epi8(b'"' as i8);
     let backslash = _mm256_set1_epi8(b'\\' as i8);
     let max_control = _mm256_set1_epi8(0x1f);
-    let others = [b'/', b'b', b'f', b'n', b'r', b't'].map(|c| _mm256_set1_epi8(c as i8));
+    let escapes = SIMPLE_ESCAPES.map(|c| _mm256_set1_epi8(c as i8));
     let mut m = Masks {
         quote: 0,
         backslash: 0,
@@ -81,65 +101,24 @@ unsafe fn block_masks_avx2(b: &[u8; 64]) -> Masks {
         // SAFETY: both 32-byte loads stay inside the 64-byte array; loadu
         // has no alignment requirement.
         let v = unsafe { _mm256_loadu_si256(b.as_ptr().add(32 * k).cast()) };
-        let shift = 32 * k;
-        let q = _mm256_cmpeq_epi8(v, quote);
-        let bs = _mm256_cmpeq_epi8(v, backslash);
-        m.quote |= (_mm256_movemask_epi8(q) as u32 as u64) << shift;
-        m.backslash |= (_mm256_movemask_epi8(bs) as u32 as u64) << shift;
-        let control = _mm256_cmpeq_epi8(_mm256_max_epu8(v, max_control), max_control);
-        m.control |= (_mm256_movemask_epi8(control) as u32 as u64) << shift;
-        let mut esc = _mm256_or_si256(q, bs);
-        for o in others {
-            esc = _mm256_or_si256(esc, _mm256_cmpeq_epi8(v, o));
-        }
-        m.escapable |= (_mm256_movemask_epi8(esc) as u32 as u64) << shift;
+        let mask = |hits| (_mm256_movemask_epi8(hits) as u32 as u64) << (32 * k);
+        m.quote |= mask(_mm256_cmpeq_epi8(v, quote));
+        m.backslash |= mask(_mm256_cmpeq_epi8(v, backslash));
+        // Control byte: unsigned max(v, 0x1f) == 0x1f.
+        m.control |= mask(_mm256_cmpeq_epi8(
+            _mm256_max_epu8(v, max_control),
+            max_control,
+        ));
+        let escapable = escapes.iter().fold(_mm256_setzero_si256(), |acc, &e| {
+            _mm256_or_si256(acc, _mm256_cmpeq_epi8(v, e))
+        });
+        m.escapable |= mask(escapable);
     }
     m
 }
 
-/// [`block_masks`] with SSE2.
-#[inline]
-fn block_masks_sse2(b: &[u8; 64]) -> Masks {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: SSE2 is part of the x86_64 baseline, so the intrinsics are
-    // available; the four 16-byte loads stay inside the 64-byte array, and
-    // loadu has no alignment requirement.
-    unsafe {
-        use std::arch::x86_64::*;
-        let quote = _mm_set1_epi8(b'"' as i8);
-        let backslash = _mm_set1_epi8(b'\\' as i8);
-        let max_control = _mm_set1_epi8(0x1f);
-        let others = [b'/', b'b', b'f', b'n', b'r', b't'].map(|c| _mm_set1_epi8(c as i8));
-        let mut m = Masks {
-            quote: 0,
-            backslash: 0,
-            control: 0,
-            escapable: 0,
-        };
-        for k in 0..4 {
-            let v = _mm_loadu_si128(b.as_ptr().add(16 * k).cast());
-            let shift = 16 * k;
-            let q = _mm_cmpeq_epi8(v, quote);
-            let bs = _mm_cmpeq_epi8(v, backslash);
-            m.quote |= (_mm_movemask_epi8(q) as u16 as u64) << shift;
-            m.backslash |= (_mm_movemask_epi8(bs) as u16 as u64) << shift;
-            // Control byte: unsigned max(v, 0x1f) == 0x1f.
-            let control = _mm_cmpeq_epi8(_mm_max_epu8(v, max_control), max_control);
-            m.control |= (_mm_movemask_epi8(control) as u16 as u64) << shift;
-            let mut esc = _mm_or_si128(q, bs);
-            for o in others {
-                esc = _mm_or_si128(esc, _mm_cmpeq_epi8(v, o));
-            }
-            m.escapable |= (_mm_movemask_epi8(esc) as u16 as u64) << shift;
-        }
-        m
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    block_masks_portable(b)
-}
-
-/// [`block_masks`] a byte at a time (other targets, and the tests' reference).
-#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
+/// [`block_masks`] a byte at a time (CPUs without AVX2, and the tests'
+/// reference for the AVX2 one).
 fn block_masks_portable(b: &[u8; 64]) -> Masks {
     let mut m = Masks {
         quote: 0,
@@ -151,10 +130,7 @@ fn block_masks_portable(b: &[u8; 64]) -> Masks {
         m.quote |= u64::from(c == b'"') << i;
         m.backslash |= u64::from(c == b'\\') << i;
         m.control |= u64::from(c < 0x20) << i;
-        m.escapable |= u64::from(matches!(
-            c,
-            b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't'
-        )) << i;
+        m.escapable |= u64::from(SIMPLE_ESCAPES.contains(&c)) << i;
     }
     m
 }
@@ -446,7 +422,7 @@ mod tests {
             "{\"text\":\"caf\u{e9} \u{1F600} \u{4e2d}\u{6587}\"}",
             "{\"a\":\"\"}\r",
         ] {
-            assert!(is_plain_object(line.as_bytes()), "{line}");
+            assert!(proves_plain_object(line.as_bytes()), "{line}");
             assert!(simd_object(line.as_bytes()), "{line}");
         }
     }
@@ -490,21 +466,21 @@ mod tests {
             r#"{"usage":{"input_tokens":1}}"#,
             r#"{"k":"usage"}"#,
         ] {
-            assert!(!is_plain_object(line.as_bytes()), "{line:?}");
+            assert!(!proves_plain_object(line.as_bytes()), "{line:?}");
         }
-        assert!(!is_plain_object(b"{\"a\":\"\xff\"}"));
+        assert!(!proves_plain_object(b"{\"a\":\"\xff\"}"));
         let deep = format!(
             "{{\"a\":{}{}}}",
             "[".repeat(MAX_DEPTH),
             "]".repeat(MAX_DEPTH)
         );
-        assert!(!is_plain_object(deep.as_bytes()));
+        assert!(!proves_plain_object(deep.as_bytes()));
         let ok = format!(
             "{{\"a\":{}{}}}",
             "[".repeat(MAX_DEPTH - 1),
             "]".repeat(MAX_DEPTH - 1)
         );
-        assert!(is_plain_object(ok.as_bytes()));
+        assert!(proves_plain_object(ok.as_bytes()));
     }
 
     /// The escape scanner's masks over `bytes` (a multiple of 64 long).
@@ -588,7 +564,7 @@ mod tests {
         /// Never vouches for a line simd-json rejects.
         #[test]
         fn vouches_only_for_what_simd_json_accepts(s in jsonish()) {
-            if is_plain_object(s.as_bytes()) {
+            if proves_plain_object(s.as_bytes()) {
                 prop_assert!(simd_object(s.as_bytes()), "{s:?}");
             }
         }
@@ -609,7 +585,7 @@ mod tests {
                     _ => line.insert(i, byte),
                 }
             }
-            if is_plain_object(&line) {
+            if proves_plain_object(&line) {
                 prop_assert!(simd_object(&line), "{:?}", String::from_utf8_lossy(&line));
             }
         }
@@ -624,7 +600,6 @@ mod tests {
             for block in b.chunks(64) {
                 let block: &[u8; 64] = block.try_into().unwrap();
                 prop_assert_eq!(block_masks(block), block_masks_portable(block));
-                prop_assert_eq!(block_masks_sse2(block), block_masks_portable(block));
             }
         }
 
@@ -633,7 +608,7 @@ mod tests {
         fn vouches_for_serialized_objects(v in plain_value(), k in "[a-z ]{0,4}") {
             let line = serde_json::to_string(&serde_json::json!({ k: v })).unwrap();
             prop_assume!(!line.contains("\"usage\""));
-            prop_assert!(is_plain_object(line.as_bytes()), "{line}");
+            prop_assert!(proves_plain_object(line.as_bytes()), "{line}");
         }
     }
 
