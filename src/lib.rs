@@ -18,6 +18,7 @@ pub mod dedup;
 pub mod discovery;
 pub mod estimate;
 pub mod failpoint;
+pub mod fast_usage;
 pub mod fingerprint;
 pub mod health;
 pub mod http;

@@ -1,9 +1,13 @@
 //! Classifying one JSONL line: usage entry, other entry, blank, or malformed.
 //!
-//! The hot path: simd-json builds a tape into buffers this parser reuses, and
-//! fields are looked up on the tape without building a DOM. Strings borrow from
-//! the line until the winning fields are copied into a [`UsageRow`]. Failures
-//! are a small `Copy` enum, counted by the caller, never boxed.
+//! The hot path, without content estimation: a line without usage is proven
+//! valid by [`crate::validate`] and a plain assistant entry is read in place
+//! by [`crate::fast_usage`]. Everything else (and every line when content is
+//! estimated) goes to simd-json, which builds a tape into buffers this parser
+//! reuses; fields are looked up on the tape without building a DOM. Strings
+//! borrow from the line until the winning fields are copied into a
+//! [`UsageRow`]. Failures are a small `Copy` enum, counted by the caller,
+//! never boxed.
 //!
 //! Validity rules (also in the README):
 //! - a line must be a JSON object (blank lines are skipped, not errors);
@@ -20,6 +24,8 @@
 //!   `sessionId`, `message.model`, `cwd`, `gitBranch`, `version`, `agentId`,
 //!   `service_tier`) may be absent or null, and must be strings otherwise;
 //!   `isSidechain` must be a boolean when present.
+
+use std::borrow::Cow;
 
 use simd_json::prelude::*;
 use simd_json::tape::Value as TapeValue;
@@ -263,16 +269,20 @@ impl LineParser {
         if buf[..len].iter().all(|b| b.is_ascii_whitespace()) {
             return Parsed::Blank;
         }
-        // Most bytes are in lines without usage; without content estimation
-        // nothing is read from them, so proving them valid is enough (the
-        // scanner also refuses `\u` escapes, which could spell the key).
-        // Whatever it does not vouch for is parsed below.
+        // Without content estimation no tape is needed for the common lines:
+        // a line without usage only has to be proven valid (the scanner also
+        // refuses `\u` escapes, which could spell the key), and a plain
+        // assistant entry is read where it lies. Whatever these do not
+        // vouch for is parsed below.
         let line = &buf[..len];
-        if self.estimator.is_none()
-            && !mentions_usage(line)
-            && crate::validate::is_plain_object(line)
-        {
-            return Parsed::Other;
+        if self.estimator.is_none() {
+            if !mentions_usage(line) {
+                if crate::validate::is_plain_object(line) {
+                    return Parsed::Other;
+                }
+            } else if let Some(row) = crate::fast_usage::read(line, ctx, offset) {
+                return Parsed::Usage(Box::new(row));
+            }
         }
         let mut tape = self.tape.take().unwrap_or_else(Tape::null).reset();
         let filled = if padded {
@@ -403,19 +413,11 @@ fn extract(
         None => return Err(MalformedKind::MissingField),
         Some(v) => v.into_string().ok_or(MalformedKind::BadTimestamp)?,
     };
-    let ts_ms = parse_rfc3339_ms(ts_str).ok_or(MalformedKind::BadTimestamp)?;
-    if !(0..=u32::MAX as i64 * 1000).contains(&ts_ms) {
-        return Err(MalformedKind::BadTimestamp);
-    }
+    let ts_ms = timestamp_ms(ts_str)?;
 
     let message_id = opt_str(message.get("id"))?;
-    let model = opt_str(message.get("model"))?;
-    let request_id = opt_str(envelope.get("requestId"))?;
     let uuid = opt_str(envelope.get("uuid"))?;
-    let session_id = opt_str(root.get("sessionId"))?;
-    let cwd = opt_str(root.get("cwd"))?;
-    let git_branch = opt_str(root.get("gitBranch"))?;
-    let cc_version = opt_str(root.get("version"))?;
+    let request_id = opt_str(envelope.get("requestId"))?;
     let agent_id = if progress {
         let data = root.get("data");
         opt_str(data.and_then(|d| d.get("agentId")))?
@@ -426,40 +428,19 @@ fn extract(
         None => false,
         Some(v) => v.as_bool().ok_or(MalformedKind::MistypedField)?,
     };
-    // A progress line sits in the parent's file and says `isSidechain:false`,
-    // so the copy of a subagent message it carries beats the subagent's own
-    // sidechain line (the rule "non-sidechain over sidechain"; ccusage agrees).
-
-    let total =
-        input_tokens + output_tokens + cache_creation_input_tokens + cache_read_input_tokens;
-    let key = dedup::dedup_key(message_id, request_id, uuid, || content_hash(root));
-    let agent_id = if agent_id.is_empty() {
-        ctx.agent_from_path.as_str()
-    } else {
-        agent_id
-    };
-    Ok(Some(UsageRow {
-        key,
-        // A line whose sessionId is not its file's session is a copy.
-        version: dedup::version(
-            is_sidechain,
-            total,
-            session_id.is_empty() || session_id == ctx.session_from_path,
-        ),
-        ts: (ts_ms / 1000) as u32,
+    let entry = Entry {
+        entry_type,
         ts_ms,
-        session_id: if session_id.is_empty() {
-            ctx.session_from_path.clone()
-        } else {
-            session_id.to_string()
-        },
-        project: ctx.project.clone(),
-        is_sidechain: u8::from(is_sidechain),
-        agent_id: agent_id.to_string(),
-        model: model.to_string(),
-        message_id: message_id.to_string(),
-        request_id: request_id.to_string(),
-        entry_type: entry_type.to_string(),
+        message_id: message_id.into(),
+        request_id: request_id.into(),
+        model: opt_str(message.get("model"))?.into(),
+        session_id: opt_str(root.get("sessionId"))?.into(),
+        cwd: opt_str(root.get("cwd"))?.into(),
+        git_branch: opt_str(root.get("gitBranch"))?.into(),
+        cc_version: opt_str(root.get("version"))?.into(),
+        agent_id: agent_id.into(),
+        service_tier: service_tier.into(),
+        is_sidechain,
         input_tokens,
         output_tokens,
         cache_creation_input_tokens,
@@ -468,14 +449,100 @@ fn extract(
         cache_read_input_tokens,
         web_search_requests,
         web_fetch_requests,
-        service_tier: service_tier.to_string(),
-        cwd: cwd.to_string(),
-        git_branch: git_branch.to_string(),
-        cc_version: cc_version.to_string(),
-        source_file: ctx.path.clone(),
-        source_offset: offset,
-        cost_usd: 0.0,
-    }))
+    };
+    let key = dedup::dedup_key(message_id, request_id, uuid, || content_hash(root));
+    Ok(Some(entry.into_row(key, ctx, offset)))
+}
+
+/// A timestamp string as stored: Unix milliseconds within `DateTime`'s range.
+pub(crate) fn timestamp_ms(ts: &str) -> Result<i64, MalformedKind> {
+    let ts_ms = parse_rfc3339_ms(ts).ok_or(MalformedKind::BadTimestamp)?;
+    if !(0..=u32::MAX as i64 * 1000).contains(&ts_ms) {
+        return Err(MalformedKind::BadTimestamp);
+    }
+    Ok(ts_ms)
+}
+
+/// What one usage entry says, checked, before the source file's context is
+/// added. Filled from simd-json's tape here, or straight from the line by
+/// [`crate::fast_usage`]; both build their rows with [`Entry::into_row`].
+pub(crate) struct Entry<'a> {
+    /// `assistant` or `agent_progress`.
+    pub entry_type: &'static str,
+    /// Entry time, Unix milliseconds (see [`timestamp_ms`]).
+    pub ts_ms: i64,
+    pub message_id: Cow<'a, str>,
+    pub request_id: Cow<'a, str>,
+    pub model: Cow<'a, str>,
+    /// The line's `sessionId` (empty when absent).
+    pub session_id: Cow<'a, str>,
+    pub cwd: Cow<'a, str>,
+    pub git_branch: Cow<'a, str>,
+    pub cc_version: Cow<'a, str>,
+    /// The entry's `agentId` (empty when absent).
+    pub agent_id: Cow<'a, str>,
+    pub service_tier: Cow<'a, str>,
+    pub is_sidechain: bool,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cache_creation_input_tokens: u64,
+    pub cache_creation_5m_tokens: u64,
+    pub cache_creation_1h_tokens: u64,
+    pub cache_read_input_tokens: u64,
+    pub web_search_requests: u32,
+    pub web_fetch_requests: u32,
+}
+
+impl Entry<'_> {
+    /// The row, under dedup `key`, of the line at `offset` in the file `ctx` describes.
+    pub(crate) fn into_row(self, key: String, ctx: &SourceContext, offset: u64) -> UsageRow {
+        // A progress line sits in the parent's file and says `isSidechain:false`,
+        // so the copy of a subagent message it carries beats the subagent's own
+        // sidechain line (the rule "non-sidechain over sidechain"; ccusage agrees).
+        let total = self.input_tokens
+            + self.output_tokens
+            + self.cache_creation_input_tokens
+            + self.cache_read_input_tokens;
+        // A line whose sessionId is not its file's session is a copy.
+        let own_file = self.session_id.is_empty() || self.session_id == ctx.session_from_path;
+        UsageRow {
+            key,
+            version: dedup::version(self.is_sidechain, total, own_file),
+            ts: (self.ts_ms / 1000) as u32,
+            ts_ms: self.ts_ms,
+            session_id: if self.session_id.is_empty() {
+                ctx.session_from_path.clone()
+            } else {
+                self.session_id.into_owned()
+            },
+            project: ctx.project.clone(),
+            is_sidechain: u8::from(self.is_sidechain),
+            agent_id: if self.agent_id.is_empty() {
+                ctx.agent_from_path.clone()
+            } else {
+                self.agent_id.into_owned()
+            },
+            model: self.model.into_owned(),
+            message_id: self.message_id.into_owned(),
+            request_id: self.request_id.into_owned(),
+            entry_type: self.entry_type.to_string(),
+            input_tokens: self.input_tokens,
+            output_tokens: self.output_tokens,
+            cache_creation_input_tokens: self.cache_creation_input_tokens,
+            cache_creation_5m_tokens: self.cache_creation_5m_tokens,
+            cache_creation_1h_tokens: self.cache_creation_1h_tokens,
+            cache_read_input_tokens: self.cache_read_input_tokens,
+            web_search_requests: self.web_search_requests,
+            web_fetch_requests: self.web_fetch_requests,
+            service_tier: self.service_tier.into_owned(),
+            cwd: self.cwd.into_owned(),
+            git_branch: self.git_branch.into_owned(),
+            cc_version: self.cc_version.into_owned(),
+            source_file: ctx.path.clone(),
+            source_offset: offset,
+            cost_usd: 0.0,
+        }
+    }
 }
 
 /// Checks the few fields an entry without usage must get right to be "valid".
@@ -780,6 +847,7 @@ mod tests {
             crate::estimate::EstimatorKind::Heuristic,
         )));
         let (mut lines, mut others, mut vouched) = (0, 0, 0);
+        let (mut assistant, mut read_fast) = (0, 0);
         for f in &files {
             for line in &f.lines {
                 let line = line.trim_end_matches('\n').as_bytes();
@@ -796,15 +864,28 @@ mod tests {
                     others += 1;
                     vouched += usize::from(crate::validate::is_plain_object(line));
                 }
+                if let Parsed::Usage(row) = &a {
+                    if row.entry_type == "assistant" {
+                        assistant += 1;
+                        read_fast += usize::from(
+                            crate::fast_usage::read(line, &ctx(), 0).as_ref() == Some(&**row),
+                        );
+                    }
+                }
             }
         }
         let _ = slow.take_content();
         assert!(
-            lines > 200 && others > 100,
-            "{lines} lines, {others} without usage"
+            lines > 200 && others > 100 && assistant > 100,
+            "{lines} lines, {others} without usage, {assistant} assistant entries"
         );
         // The generator writes no `\u` escape, exponent or deep nesting: the
-        // scanner vouches for every valid line without usage.
+        // scanner vouches for every valid line without usage, and every
+        // assistant entry is read without the tape.
         assert_eq!(vouched, others, "lines without usage on the fast path");
+        assert_eq!(
+            read_fast, assistant,
+            "assistant entries read without the tape"
+        );
     }
 }

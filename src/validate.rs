@@ -21,6 +21,9 @@
 //! nesting — answers `false`, and the caller parses the line with simd-json,
 //! which decides (and names the error). So the class of a line never depends
 //! on which path looked at it.
+//!
+//! The same scan, with a [`Watch`] told where keys and values start, lets
+//! [`crate::fast_usage`] read a usage entry's fields without a tape.
 
 /// Deepest nesting vouched for; deeper lines go to the full parser (whose
 /// limit is 1024).
@@ -45,7 +48,43 @@ pub fn is_plain_object(line: &[u8]) -> bool {
 
 /// The scan itself, on any CPU.
 fn proves_plain_object(line: &[u8]) -> bool {
-    simdutf8::basic::from_utf8(line).is_ok() && Validator::new(line).run()
+    simdutf8::basic::from_utf8(line).is_ok() && Validator::new(line, Plain).run().is_some()
+}
+
+/// Proves `line` a JSON object simd-json accepts, with no `\u` escape, while
+/// `watch` is told where keys and values start. The string `usage` is
+/// allowed here. `None` means "not proven" (also when `watch` refused the
+/// line); only where the CPU has AVX2, as [`is_plain_object`].
+pub(crate) fn scan_watching<W: Watch>(line: &[u8], watch: W) -> Option<W> {
+    if !has_avx2() || simdutf8::basic::from_utf8(line).is_err() {
+        return None;
+    }
+    Validator::new(line, watch).run()
+}
+
+/// Follows the structure of a line while the validator scans it.
+pub(crate) trait Watch {
+    /// Whether a string `usage` (key or value) makes the line unproven.
+    const REFUSES_USAGE: bool;
+    /// A key of the object at nesting `depth` (1 for the line's own object)
+    /// has its opening quote at `pos`.
+    fn key(&mut self, line: &[u8], depth: usize, pos: usize);
+    /// A value starts at `pos` inside the container at nesting `depth` (0
+    /// for the line's object itself). False: do not vouch for the line.
+    fn value(&mut self, line: &[u8], depth: usize, pos: usize) -> bool;
+}
+
+/// No watching: what [`is_plain_object`] proves.
+struct Plain;
+
+impl Watch for Plain {
+    const REFUSES_USAGE: bool = true;
+    #[inline(always)]
+    fn key(&mut self, _: &[u8], _: usize, _: usize) {}
+    #[inline(always)]
+    fn value(&mut self, _: &[u8], _: usize, _: usize) -> bool {
+        true
+    }
 }
 
 #[inline]
@@ -199,8 +238,9 @@ enum Expect {
 
 /// The grammar over the bytes outside strings (and each string's opening
 /// quote), fed in order.
-struct Validator<'a> {
+struct Validator<'a, W> {
     line: &'a [u8],
+    watch: W,
     expect: Expect,
     /// Bit d: the container at depth d is an object.
     kinds: [u64; MAX_DEPTH / 64],
@@ -209,10 +249,11 @@ struct Validator<'a> {
     skip_until: usize,
 }
 
-impl<'a> Validator<'a> {
-    fn new(line: &'a [u8]) -> Self {
+impl<'a, W: Watch> Validator<'a, W> {
+    fn new(line: &'a [u8], watch: W) -> Self {
         Validator {
             line,
+            watch,
             expect: Expect::Value,
             kinds: [0; MAX_DEPTH / 64],
             depth: 0,
@@ -220,7 +261,7 @@ impl<'a> Validator<'a> {
         }
     }
 
-    fn run(mut self) -> bool {
+    fn run(mut self) -> Option<W> {
         let mut escapes = EscapeScanner::default();
         let mut in_string_carry = 0u64;
         let mut tail = [b' '; 64];
@@ -244,7 +285,7 @@ impl<'a> Validator<'a> {
             // escape inside a string must be a simple one (`\u` is left to
             // the parser); a backslash outside a string fails below.
             if (m.control | (escaped & !m.escapable)) & in_string != 0 {
-                return false;
+                return None;
             }
             // The grammar sees the opening quotes and everything outside
             // strings (closing quotes excepted).
@@ -257,12 +298,14 @@ impl<'a> Validator<'a> {
                 tokens &= tokens - 1;
                 let pos = base + j;
                 if pos >= self.skip_until && !self.token(pos) {
-                    return false;
+                    return None;
                 }
             }
             base += 64;
         }
-        escapes.next_is_escaped == 0 && in_string_carry == 0 && self.expect == Expect::Done
+        let valid =
+            escapes.next_is_escaped == 0 && in_string_carry == 0 && self.expect == Expect::Done;
+        valid.then_some(self.watch)
     }
 
     #[inline]
@@ -291,9 +334,10 @@ impl<'a> Validator<'a> {
                 ok && self.close()
             }
             Expect::ObjectFirst | Expect::Key => {
-                if c != b'"' || self.line[pos..].starts_with(b"\"usage\"") {
+                if c != b'"' || (W::REFUSES_USAGE && self.line[pos..].starts_with(b"\"usage\"")) {
                     return false;
                 }
+                self.watch.key(self.line, self.depth, pos);
                 self.expect = Expect::Colon;
                 true
             }
@@ -321,6 +365,9 @@ impl<'a> Validator<'a> {
     #[inline]
     fn value(&mut self, c: u8, pos: usize) -> bool {
         self.expect = Expect::Next;
+        if !self.watch.value(self.line, self.depth, pos) {
+            return false;
+        }
         match c {
             b'{' | b'[' => {
                 // The line itself must be an object.
@@ -339,7 +386,7 @@ impl<'a> Validator<'a> {
                 true
             }
             _ if self.depth == 0 => false,
-            b'"' => !self.line[pos..].starts_with(b"\"usage\""),
+            b'"' => !(W::REFUSES_USAGE && self.line[pos..].starts_with(b"\"usage\"")),
             b't' => self.literal(pos, b"true"),
             b'f' => self.literal(pos, b"false"),
             b'n' => self.literal(pos, b"null"),
