@@ -140,29 +140,40 @@ fn start_sink_side(
     notifier.status("connecting to clickhouse");
     let conn = connect(config, Some(state))?;
     notifier.status("loading the dedup index from clickhouse");
-    let waited = conn
-        .runtime
-        .block_on(
-            conn.client
-                .wait_for_running_inserts(config.clickhouse.request_timeout),
-        )
-        .context("checking for inserts still running")?;
-    if waited > 0 {
-        tracing::info!(
-            event = "running_inserts_awaited",
-            inserts = waited,
-            "waited for inserts of an earlier run to finish"
-        );
-    }
     let mut index = DedupIndex::with_max_keys(config.dedup.max_keys);
     let load_started = Instant::now();
-    let known = conn
+    let client = &conn.client;
+    // Known keys are loaded once the inserts of an earlier run have landed;
+    // whether content estimates exist is asked meanwhile.
+    let load = async {
+        let waited = client
+            .wait_for_running_inserts(config.clickhouse.request_timeout)
+            .await
+            .context("checking for inserts still running")?;
+        if waited > 0 {
+            tracing::info!(
+                event = "running_inserts_awaited",
+                inserts = waited,
+                "waited for inserts of an earlier run to finish"
+            );
+        }
+        client
+            .load_known_versions(&mut index, config.dedup.max_keys / 2)
+            .await
+            .context("loading known dedup keys from clickhouse")
+    };
+    let content = async {
+        if config.analysis.enhanced {
+            return Ok(true);
+        }
+        client
+            .has_rows(crate::ch::schema::CONTENT)
+            .await
+            .context("looking for content estimates in clickhouse")
+    };
+    let (known, with_content) = conn
         .runtime
-        .block_on(
-            conn.client
-                .load_known_versions(&mut index, config.dedup.max_keys / 2),
-        )
-        .context("loading known dedup keys from clickhouse")?;
+        .block_on(async { tokio::try_join!(load, content) })?;
     tracing::info!(
         event = "dedup_index_loaded",
         keys = known,
@@ -170,11 +181,6 @@ fn start_sink_side(
         latency_ms = load_started.elapsed().as_millis() as u64,
         "dedup index loaded"
     );
-    let with_content = config.analysis.enhanced
-        || conn
-            .runtime
-            .block_on(conn.client.has_rows(crate::ch::schema::CONTENT))
-            .context("looking for content estimates in clickhouse")?;
     Ok(SinkStart {
         conn,
         index,

@@ -116,9 +116,17 @@ impl ChClient {
                 knows_async_insert: false,
             },
         };
-        let version: String = with_timeout(
+        // One round trip: the version, and whether the server knows the
+        // `async_insert` setting.
+        let (version, knows_async_insert): (String, u64) = with_timeout(
             opts.request_timeout,
-            probe.c()?.query("SELECT version()").fetch_one::<String>(),
+            probe
+                .c()?
+                .query(
+                    "SELECT version(), toUInt64((SELECT count() FROM system.settings \
+                     WHERE name = 'async_insert'))",
+                )
+                .fetch_one::<(String, u64)>(),
         )
         .await?;
         let major = version
@@ -126,14 +134,6 @@ impl ChClient {
             .next()
             .and_then(|m| m.parse().ok())
             .unwrap_or(0);
-        let knows_async_insert: u64 = with_timeout(
-            opts.request_timeout,
-            probe
-                .c()?
-                .query("SELECT count() FROM system.settings WHERE name = 'async_insert'")
-                .fetch_one::<u64>(),
-        )
-        .await?;
         let knows_async_insert = knows_async_insert > 0;
         if knows_async_insert {
             // 26.2 turned async inserts on by default; an acknowledged insert
@@ -227,21 +227,32 @@ impl ChClient {
         if columns.is_empty() {
             self.execute(&schema::create_database(db)).await?;
         }
-        for table in schema::TABLES {
-            let existing: Vec<String> = columns
-                .iter()
-                .filter(|(t, _)| t == table.name)
-                .map(|(_, c)| c.clone())
-                .collect();
-            if existing.is_empty() {
-                self.execute(&schema::create_table(db, table, Engine::Single))
-                    .await?;
-                continue;
+        // Per table: its CREATE, or the ALTERs it lacks, in column order.
+        let per_table: Vec<Vec<String>> = schema::TABLES
+            .iter()
+            .map(|table| {
+                let existing: Vec<String> = columns
+                    .iter()
+                    .filter(|(t, _)| t == table.name)
+                    .map(|(_, c)| c.clone())
+                    .collect();
+                if existing.is_empty() {
+                    vec![schema::create_table(db, table, Engine::Single)]
+                } else {
+                    schema::missing_columns(db, table, &existing)
+                }
+            })
+            .collect();
+        // Tables are independent, and a fresh database needs a statement
+        // per table: the tables are done together, not one round trip after
+        // another.
+        futures_util::future::try_join_all(per_table.iter().map(|statements| async move {
+            for sql in statements {
+                self.execute(sql).await?;
             }
-            for alter in schema::missing_columns(db, table, &existing) {
-                self.execute(&alter).await?;
-            }
-        }
+            Ok::<_, ChError>(())
+        }))
+        .await?;
         Ok(())
     }
 
