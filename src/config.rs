@@ -702,7 +702,7 @@ impl Validator<'_> {
             )?),
             channel_capacity: self.range(
                 "batch.channel_capacity",
-                b.channel_capacity.unwrap_or(4),
+                b.channel_capacity.unwrap_or(32),
                 1,
                 4096,
             )? as usize,
