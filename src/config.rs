@@ -282,6 +282,10 @@ pub struct BatchConfig {
     pub retry_max: Duration,
     /// Inserts slower than this are logged with `slow = true`.
     pub slow_insert: Duration,
+    /// A batch of at least twice [`crate::ch::client::MIN_ROWS_PER_INSERT`]
+    /// rows is sent as up to this many inserts at once (ClickHouse writes
+    /// each insert with one thread).
+    pub parallel_inserts: usize,
 }
 
 /// `[log]`.
@@ -424,6 +428,7 @@ struct RawBatch {
     retry_initial_ms: Option<u64>,
     retry_max_ms: Option<u64>,
     slow_insert_ms: Option<u64>,
+    parallel_inserts: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -714,6 +719,12 @@ impl Validator<'_> {
                 1,
                 3_600_000,
             )?),
+            parallel_inserts: self.range(
+                "batch.parallel_inserts",
+                b.parallel_inserts.unwrap_or(2),
+                1,
+                16,
+            )? as usize,
         };
 
         let level = raw.log.level.unwrap_or_else(|| "info".to_string());

@@ -410,6 +410,7 @@ fn sink_options(config: &Config) -> SinkOptions {
         retry_max: config.batch.retry_max,
         shutdown_timeout: config.service.shutdown_timeout,
         slow_insert: config.batch.slow_insert,
+        parallel_inserts: config.batch.parallel_inserts,
     }
 }
 

@@ -52,6 +52,8 @@ pub struct SinkOptions {
     pub shutdown_timeout: Duration,
     /// An insert slower than this is logged with `slow = true`.
     pub slow_insert: Duration,
+    /// A large batch goes out as up to this many inserts at once.
+    pub parallel_inserts: usize,
 }
 
 /// Cost and session-summary settings (fixed for the sink's life).
@@ -636,7 +638,11 @@ impl Sink {
         loop {
             attempt += 1;
             let started = Instant::now();
-            let result = self.runtime.block_on(self.client.insert_into(table, rows));
+            let result = self.runtime.block_on(self.client.insert_into(
+                table,
+                rows,
+                self.opts.parallel_inserts,
+            ));
             self.health.sink_beat();
             match result {
                 Ok(()) => {

@@ -172,3 +172,81 @@ fn thousands_of_files_fit_in_a_small_descriptor_limit() {
     assert_eq!(summary["fileErrors"], 0, "{summary}");
     assert_eq!(ch.totals("tb_fds").messages, 2000);
 }
+
+/// A large batch goes out as parallel inserts of at least
+/// `MIN_ROWS_PER_INSERT` rows each: as many parts land as the split says,
+/// and every row lands once.
+#[test]
+fn large_batches_go_out_as_parallel_inserts() {
+    use tokenbridge::ch::client::MIN_ROWS_PER_INSERT;
+    use tokenbridge::record::UsageRow;
+    let ch = TestClickHouse::start();
+    let rows = |n: u64| -> Vec<UsageRow> {
+        (0..n)
+            .map(|i| UsageRow {
+                key: format!("m{i}|r{i}"),
+                version: (1 << 63) | (i << 1),
+                ts: 1_757_000_000,
+                ts_ms: 1_757_000_000_000,
+                session_id: format!("s{}", i % 7),
+                project: "p".into(),
+                is_sidechain: 0,
+                agent_id: String::new(),
+                model: "claude-sonnet-4-20250514".into(),
+                message_id: format!("m{i}"),
+                request_id: format!("r{i}"),
+                entry_type: "assistant".into(),
+                input_tokens: i,
+                output_tokens: 2 * i,
+                cache_creation_input_tokens: 0,
+                cache_creation_5m_tokens: 0,
+                cache_creation_1h_tokens: 0,
+                cache_read_input_tokens: 1,
+                web_search_requests: 0,
+                web_fetch_requests: 0,
+                service_tier: "standard".into(),
+                cwd: "/w".into(),
+                git_branch: "main".into(),
+                cc_version: "2.0.1".into(),
+                source_file: "/w/s.jsonl".into(),
+                source_offset: i,
+                cost_usd: 0.0,
+            })
+            .collect()
+    };
+    let min = MIN_ROWS_PER_INSERT as u64;
+    for (db, n, parallel, parts) in [
+        ("tb_par2", 2 * min + 100, 2, 2),
+        ("tb_par1", 2 * min + 100, 1, 1),
+        ("tb_small", 2 * min - 1, 2, 1),
+        ("tb_par4", 4 * min + 3, 4, 4),
+    ] {
+        let (rt, c) = ch.client(db);
+        rt.block_on(c.insert_into("messages", &rows(n), parallel))
+            .unwrap();
+        assert_eq!(ch.raw_rows(db), n, "{db}");
+        // Inserted parts are level 0 and stay listed (inactive) after a merge.
+        let inserted: u64 = rt
+            .block_on(
+                c.raw()
+                    .query(&format!(
+                        "SELECT count() FROM system.parts WHERE database = '{db}' \
+                         AND table = 'messages' AND level = 0"
+                    ))
+                    .fetch_one(),
+            )
+            .unwrap();
+        assert_eq!(inserted, parts, "{db}");
+        let t = ch.totals(db);
+        assert_eq!(
+            (
+                t.messages,
+                t.input_tokens,
+                t.output_tokens,
+                t.cache_read_tokens
+            ),
+            (n, n * (n - 1) / 2, n * (n - 1), n),
+            "{db}"
+        );
+    }
+}

@@ -50,6 +50,10 @@ pub struct ConnectOptions {
     pub token: Option<std::sync::Arc<crate::token::TokenManager>>,
 }
 
+/// Fewest rows per insert when a batch is split into parallel inserts:
+/// below this, one more part costs ClickHouse more than the split saves.
+pub const MIN_ROWS_PER_INSERT: usize = 2048;
+
 /// A ClickHouse server with tokenbridge's schema.
 #[derive(Clone)]
 pub struct ChClient {
@@ -256,15 +260,38 @@ impl ChClient {
         Ok(())
     }
 
-    /// Inserts usage rows into `messages`; see [`ChClient::insert_into`].
+    /// Inserts usage rows into `messages` in one insert; see [`ChClient::insert_into`].
     pub async fn insert_rows(&self, rows: &[UsageRow]) -> Result<(), ChError> {
-        self.insert_into(schema::MESSAGES, rows).await
+        self.insert_into(schema::MESSAGES, rows, 1).await
     }
 
-    /// Inserts rows into `table` in one RowBinary insert. Success means
-    /// ClickHouse has written them (async inserts are off where the server
-    /// knows them).
-    pub async fn insert_into<T>(&self, table: &str, rows: &[T]) -> Result<(), ChError>
+    /// Inserts rows into `table` as RowBinary, in up to `parallel` inserts
+    /// sent together (see [`MIN_ROWS_PER_INSERT`]). Success means ClickHouse
+    /// has written every row (async inserts are off where the server knows
+    /// them); on an error some parts may have landed, and the caller's retry
+    /// writes them again under the same keys and versions, which the
+    /// replacing tables collapse.
+    pub async fn insert_into<T>(
+        &self,
+        table: &str,
+        rows: &[T],
+        parallel: usize,
+    ) -> Result<(), ChError>
+    where
+        T: clickhouse::RowOwned + clickhouse::RowWrite + Sync,
+    {
+        let parts = (rows.len() / MIN_ROWS_PER_INSERT).clamp(1, parallel.max(1));
+        let per_part = rows.len().div_ceil(parts).max(1);
+        futures_util::future::try_join_all(
+            rows.chunks(per_part)
+                .map(|part| self.insert_part(table, part)),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// One RowBinary insert of `rows`.
+    async fn insert_part<T>(&self, table: &str, rows: &[T]) -> Result<(), ChError>
     where
         T: clickhouse::RowOwned + clickhouse::RowWrite + Sync,
     {
