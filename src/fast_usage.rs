@@ -160,7 +160,9 @@ enum Kind {
     Null,
     String,
     Object,
-    /// Numbers, booleans, arrays.
+    True,
+    False,
+    /// Numbers and arrays.
     Other,
 }
 
@@ -182,6 +184,8 @@ impl<'a> Located<'a> {
             Some(b'n') => Kind::Null,
             Some(b'"') => Kind::String,
             Some(b'{') => Kind::Object,
+            Some(b't') => Kind::True,
+            Some(b'f') => Kind::False,
             Some(_) => Kind::Other,
         }
     }
@@ -231,14 +235,13 @@ impl<'a> Located<'a> {
 /// it terminated, valid UTF-8, and free of `\u` escapes.
 fn string_at(line: &[u8], start: usize) -> Option<Cow<'_, str>> {
     let body = &line[start..];
-    let stop = memchr::memchr2(b'"', b'\\', body)?;
+    let mut stop = memchr::memchr2(b'"', b'\\', body)?;
     if body[stop] == b'"' {
         return std::str::from_utf8(&body[..stop]).ok().map(Cow::Borrowed);
     }
     let mut out = Vec::with_capacity(stop + 16);
     let mut i = 0;
     loop {
-        let stop = i + memchr::memchr2(b'"', b'\\', &body[i..])?;
         out.extend_from_slice(&body[i..stop]);
         if body[stop] == b'"' {
             return String::from_utf8(out).ok().map(Cow::Owned);
@@ -253,6 +256,7 @@ fn string_at(line: &[u8], start: usize) -> Option<Cow<'_, str>> {
             _ => return None,
         });
         i = stop + 2;
+        stop = i + memchr::memchr2(b'"', b'\\', &body[i..])?;
     }
 }
 
@@ -287,10 +291,8 @@ pub fn read(line: &[u8], ctx: &SourceContext, offset: u64) -> Option<UsageRow> {
         _ => return None,
     };
     let is_sidechain = match v.kind(IsSidechain) {
-        Kind::Absent | Kind::Null => false,
-        Kind::Other if matches!(line[v.pos(IsSidechain)?], b't' | b'f') => {
-            line[v.pos(IsSidechain)?] == b't'
-        }
+        Kind::Absent | Kind::Null | Kind::False => false,
+        Kind::True => true,
         _ => return None,
     };
     let message_id = v.opt_str(MessageId)?;

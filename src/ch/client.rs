@@ -11,7 +11,6 @@ use std::time::Duration;
 use crate::ch::error::ChError;
 use crate::ch::schema::{self, Engine};
 use crate::dedup::DedupIndex;
-use crate::record::UsageRow;
 use crate::secret::Secret;
 
 /// What the server told us about itself.
@@ -260,11 +259,6 @@ impl ChClient {
         Ok(())
     }
 
-    /// Inserts usage rows into `messages` in one insert; see [`ChClient::insert_into`].
-    pub async fn insert_rows(&self, rows: &[UsageRow]) -> Result<(), ChError> {
-        self.insert_into(schema::MESSAGES, rows, 1).await
-    }
-
     /// Inserts rows into `table` as RowBinary, in up to `parallel` inserts
     /// sent together (see [`MIN_ROWS_PER_INSERT`]). Success means ClickHouse
     /// has written every row (async inserts are off where the server knows
@@ -483,7 +477,7 @@ mod tests {
     #[test]
     fn insert_columns_match_the_schema() {
         assert_eq!(
-            UsageRow::COLUMN_NAMES,
+            crate::record::UsageRow::COLUMN_NAMES,
             inserted(schema::MESSAGE_COLUMNS).as_slice()
         );
         assert_eq!(
