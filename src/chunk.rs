@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use crate::budget::Permit;
 use crate::content::ContentRow;
 use crate::fingerprint::{FileKey, Fingerprint};
 use crate::parse::MalformedKind;
@@ -47,7 +48,7 @@ pub struct LineCounts {
 }
 
 /// Complete lines `[start, end)` of one file, parsed.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Chunk {
     /// The file.
     pub file: FileIdentity,
@@ -65,6 +66,28 @@ pub struct Chunk {
     pub line_sizes: Vec<(u64, u64)>,
     /// Content estimates of the chunk's entries (enhanced analysis only).
     pub content: Vec<ContentRow>,
+    /// The channel's memory this chunk holds (see [`crate::budget`]);
+    /// given back when the chunk is dropped.
+    pub permit: Permit,
+}
+
+impl Chunk {
+    /// Bytes the chunk's parsed contents hold in memory.
+    pub fn mem_bytes(&self) -> u64 {
+        let rows: usize = self.rows.iter().map(UsageRow::mem_bytes).sum();
+        let bad: usize = self
+            .bad
+            .iter()
+            .map(|b| std::mem::size_of::<BadLine>() + b.head.capacity())
+            .sum();
+        let content = self.content.len() * std::mem::size_of::<ContentRow>()
+            + self
+                .content
+                .iter()
+                .map(ContentRow::approx_bytes)
+                .sum::<usize>();
+        (std::mem::size_of::<Chunk>() + rows + bad + content) as u64
+    }
 }
 
 /// A message to the sink.

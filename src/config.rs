@@ -187,6 +187,10 @@ pub struct StateConfig {
 pub struct DedupConfig {
     /// Keys remembered at most (see [`crate::dedup::DedupIndex`]).
     pub max_keys: usize,
+    /// Start-up loads the keys of entries from the last this-many days
+    /// (`None`: every key, the behaviour before this setting). Rows older
+    /// than the window are checked against ClickHouse per batch instead.
+    pub load_window: Option<Duration>,
 }
 
 /// `[analysis]`: enhanced content analysis (README "Enhanced analysis").
@@ -270,12 +274,15 @@ impl ClickHouseConfig {
 pub struct BatchConfig {
     /// Flush when a batch has this many rows.
     pub max_rows: usize,
-    /// Flush when a batch has about this many bytes.
+    /// Flush when a batch's rows hold this many bytes of memory.
     pub max_bytes: usize,
     /// Flush a non-empty batch at least this often.
     pub flush_interval: Duration,
     /// Parsed chunks waiting for the sink; when full, reading stops.
     pub channel_capacity: usize,
+    /// Bytes of parsed rows waiting for the sink; when spent, reading
+    /// stops (the bound that holds whatever the files look like).
+    pub channel_max_bytes: u64,
     /// First retry delay of a failed insert (doubles, with jitter).
     pub retry_initial: Duration,
     /// Longest retry delay.
@@ -374,6 +381,7 @@ struct RawAnalysis {
 #[serde(deny_unknown_fields)]
 struct RawDedup {
     max_keys: Option<u64>,
+    load_days: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -429,6 +437,7 @@ struct RawBatch {
     retry_max_ms: Option<u64>,
     slow_insert_ms: Option<u64>,
     parallel_inserts: Option<u64>,
+    channel_max_bytes: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -568,6 +577,15 @@ impl Validator<'_> {
                 1000,
                 1 << 34,
             )? as usize,
+            load_window: match self.range(
+                "dedup.load_days",
+                raw.dedup.load_days.unwrap_or(7),
+                0,
+                36_500,
+            )? {
+                0 => None,
+                days => Some(Duration::from_secs(days * 86_400)),
+            },
         };
 
         let analysis = AnalysisConfig {
@@ -707,9 +725,9 @@ impl Validator<'_> {
             )?),
             channel_capacity: self.range(
                 "batch.channel_capacity",
-                b.channel_capacity.unwrap_or(32),
+                b.channel_capacity.unwrap_or(1024),
                 1,
-                4096,
+                65536,
             )? as usize,
             retry_initial: Duration::from_millis(retry_initial),
             retry_max: Duration::from_millis(retry_max),
@@ -725,6 +743,12 @@ impl Validator<'_> {
                 1,
                 16,
             )? as usize,
+            channel_max_bytes: self.range(
+                "batch.channel_max_bytes",
+                b.channel_max_bytes.unwrap_or(32 << 20),
+                1 << 20,
+                1 << 32,
+            )?,
         };
 
         let level = raw.log.level.unwrap_or_else(|| "info".to_string());

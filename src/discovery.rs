@@ -1,4 +1,6 @@
-//! The paths provider: every `*.jsonl` file under the watched folders.
+//! The paths provider: every `*.jsonl` file under the watched folders, with
+//! its metadata as the folder listing gives it (`stat`, no open): a scan of
+//! unchanged files opens none of them.
 //!
 //! Symlinked folders and files are followed (operators link transcript
 //! folders into a spool); a folder reached twice, through a link cycle or two
@@ -10,11 +12,20 @@ use std::collections::HashSet;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+/// A transcript file a scan found.
+#[derive(Debug, Clone)]
+pub struct Found {
+    /// Where.
+    pub path: PathBuf,
+    /// Its metadata when listed (symlinks followed).
+    pub meta: std::fs::Metadata,
+}
+
 /// The result of one scan.
 #[derive(Debug, Default)]
 pub struct Scan {
     /// Transcript files found.
-    pub files: Vec<PathBuf>,
+    pub files: Vec<Found>,
     /// Paths that could not be read, with the reason.
     pub errors: Vec<(PathBuf, std::io::Error)>,
 }
@@ -45,7 +56,10 @@ fn walk(dir: &Path, seen: &mut HashSet<(u64, u64)>, out: &mut Scan) {
     };
     if !meta.is_dir() {
         if meta.is_file() && is_transcript(dir) {
-            out.files.push(dir.to_path_buf());
+            out.files.push(Found {
+                path: dir.to_path_buf(),
+                meta,
+            });
         }
         return;
     }
@@ -67,12 +81,19 @@ fn walk(dir: &Path, seen: &mut HashSet<(u64, u64)>, out: &mut Scan) {
             subdirs.push(path);
         } else if ft.is_file() {
             if is_transcript(&path) {
-                out.files.push(path);
+                match entry.metadata() {
+                    Ok(meta) => out.files.push(Found { path, meta }),
+                    // Deleted between the listing and the look.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => out.errors.push((path, e)),
+                }
             }
         } else if ft.is_symlink() {
             match std::fs::metadata(&path) {
                 Ok(m) if m.is_dir() => subdirs.push(path),
-                Ok(m) if m.is_file() && is_transcript(&path) => out.files.push(path),
+                Ok(meta) if meta.is_file() && is_transcript(&path) => {
+                    out.files.push(Found { path, meta })
+                }
                 Ok(_) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => out.errors.push((path, e)),
@@ -107,7 +128,7 @@ mod tests {
         let mut names: Vec<String> = s
             .files
             .iter()
-            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .map(|f| f.path.file_name().unwrap().to_string_lossy().into_owned())
             .collect();
         names.sort();
         assert_eq!(names, vec!["agent-a.jsonl", "s1.jsonl", "x.jsonl"]);

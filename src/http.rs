@@ -201,6 +201,45 @@ impl Collector for MetricsCollector {
         )?;
         counter(
             &mut enc,
+            "file_opens",
+            "Files the reader opened (an unchanged file is only stat-ed by scans)",
+            m.file_opens.load(Relaxed),
+        )?;
+        {
+            let c = ConstCounter::new(0u64);
+            let mut fam = enc.encode_descriptor(
+                "scans",
+                "Looks for files: every watched folder (kind=full), or the paths wake-ups named (kind=paths)",
+                None,
+                c.metric_type(),
+            )?;
+            for (kind, v) in [
+                ("full", m.scans_full.load(Relaxed)),
+                ("paths", m.scans_paths.load(Relaxed)),
+            ] {
+                ConstCounter::new(v).encode(fam.encode_family(&[("kind", kind)])?)?;
+            }
+        }
+        counter(
+            &mut enc,
+            "wakeups",
+            "Wake-ups the file watcher sent the reader",
+            m.wakeups.load(Relaxed),
+        )?;
+        counter(
+            &mut enc,
+            "wakeups_dropped",
+            "Wake-ups not queued because the queue was full (rescans cover them)",
+            m.wakeups_dropped.load(Relaxed),
+        )?;
+        counter(
+            &mut enc,
+            "watch_events_ignored",
+            "File notifications that cannot mean new data (opens, reads, attribute changes)",
+            m.watch_events_ignored.load(Relaxed),
+        )?;
+        counter(
+            &mut enc,
             "file_errors",
             "Per-file read errors",
             m.file_errors.load(Relaxed),
@@ -210,6 +249,18 @@ impl Collector for MetricsCollector {
             "dedup_evicted_keys",
             "Keys the dedup index forgot because of its limit",
             m.dedup_evicted.load(Relaxed),
+        )?;
+        counter(
+            &mut enc,
+            "dedup_lookups",
+            "Batches whose keys older than the index's window were looked up in ClickHouse",
+            m.dedup_lookups.load(Relaxed),
+        )?;
+        counter(
+            &mut enc,
+            "dedup_lookup_keys",
+            "Keys looked up in ClickHouse",
+            m.dedup_lookup_keys.load(Relaxed),
         )?;
         gauge(
             &mut enc,
@@ -222,6 +273,12 @@ impl Collector for MetricsCollector {
             "channel_depth",
             "Chunks waiting for the sink",
             m.channel_depth.load(Relaxed) as f64,
+        )?;
+        gauge(
+            &mut enc,
+            "channel_bytes",
+            "Bytes of parsed rows waiting for the sink (bounded by batch.channel_max_bytes)",
+            m.channel_bytes.load(Relaxed) as f64,
         )?;
         gauge(
             &mut enc,

@@ -7,6 +7,7 @@
 //! [`dedup`], insert through [`ch`], then advance [`checkpoint`]s).
 
 pub mod app;
+pub mod budget;
 pub mod ch;
 pub mod checkpoint;
 pub mod chunk;
@@ -24,6 +25,7 @@ pub mod health;
 pub mod http;
 pub mod lines;
 pub mod logging;
+pub mod memory;
 pub mod metrics;
 pub mod notify;
 pub mod oauth;

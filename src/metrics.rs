@@ -36,22 +36,48 @@ pub struct Metrics {
     pub files_tracked: AtomicU64,
     /// Files discovered since start.
     pub files_discovered: AtomicU64,
+    /// Files opened by the reader (to look at, fingerprint or read them).
+    /// Idle, it stays flat: an unchanged file is only `stat`ed by scans.
+    pub file_opens: AtomicU64,
+    /// Full scans of every watched folder (start-up, timer, overflow).
+    pub scans_full: AtomicU64,
+    /// Looks at the paths named by wake-ups (and new folders' contents).
+    pub scans_paths: AtomicU64,
+    /// Wake-ups the watcher sent the reader.
+    pub wakeups: AtomicU64,
+    /// Wake-ups not queued because the queue was full (the paths already
+    /// queued and the periodic rescan cover them).
+    pub wakeups_dropped: AtomicU64,
+    /// Notifications that cannot mean new data (opens, reads, read-only
+    /// closes, attribute changes), dropped without waking the reader.
+    pub watch_events_ignored: AtomicU64,
     /// Per-file read errors (permission, vanished, …).
     pub file_errors: AtomicU64,
     /// Unix ms of the last acknowledged insert (0 = none yet).
     pub last_commit_unix_ms: AtomicI64,
     /// Bytes the reader still has to read (sum over tracked files).
     pub backlog_bytes: AtomicU64,
+    /// Bytes to read that the first full scan found (what a backfill has
+    /// to do); set once that scan is done.
+    pub initial_backlog_bytes: AtomicU64,
+    /// 1 once the first full scan is done.
+    pub initial_scan_done: AtomicU64,
     /// 1 while the last insert attempt failed.
     pub clickhouse_down: AtomicU64,
     /// Bytes whose rows ClickHouse acknowledged (checkpoints advanced over them).
     pub bytes_committed: AtomicU64,
     /// Chunks waiting in the channel to the sink.
     pub channel_depth: AtomicU64,
+    /// Bytes of parsed rows waiting in the channel (see [`crate::budget`]).
+    pub channel_bytes: AtomicU64,
     /// Keys in the dedup index.
     pub dedup_keys: AtomicU64,
     /// Keys the dedup index forgot because of its limit.
     pub dedup_evicted: AtomicU64,
+    /// Lookups of older keys in ClickHouse (one per batch that had some).
+    pub dedup_lookups: AtomicU64,
+    /// Keys looked up in ClickHouse.
+    pub dedup_lookup_keys: AtomicU64,
     /// Nanoseconds spent parsing lines (the base path, without estimation).
     pub parse_ns_base: AtomicU64,
     /// Nanoseconds spent estimating content (enhanced analysis).
@@ -92,14 +118,25 @@ impl Default for Metrics {
             rows_rejected: AtomicU64::default(),
             files_tracked: AtomicU64::default(),
             files_discovered: AtomicU64::default(),
+            file_opens: AtomicU64::default(),
+            scans_full: AtomicU64::default(),
+            scans_paths: AtomicU64::default(),
+            wakeups: AtomicU64::default(),
+            wakeups_dropped: AtomicU64::default(),
+            watch_events_ignored: AtomicU64::default(),
             file_errors: AtomicU64::default(),
             last_commit_unix_ms: AtomicI64::default(),
             backlog_bytes: AtomicU64::default(),
+            initial_backlog_bytes: AtomicU64::default(),
+            initial_scan_done: AtomicU64::default(),
             clickhouse_down: AtomicU64::default(),
             bytes_committed: AtomicU64::default(),
             channel_depth: AtomicU64::default(),
+            channel_bytes: AtomicU64::default(),
             dedup_keys: AtomicU64::default(),
             dedup_evicted: AtomicU64::default(),
+            dedup_lookups: AtomicU64::default(),
+            dedup_lookup_keys: AtomicU64::default(),
             sizes: SizeBuckets::default(),
             batch_latency: prometheus_client::metrics::histogram::Histogram::new([
                 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,

@@ -24,7 +24,7 @@ use crate::notify::Notifier;
 use crate::parse::ParseMode;
 use crate::reader::{Reader, ReaderCtrl, ReaderExit, ReaderOptions};
 use crate::shutdown::Shutdown;
-use crate::sink::{Sink, SinkExit, SinkOptions};
+use crate::sink::{Sink, SinkExit, SinkOptions, SummaryPolicy};
 use crate::state::StateDir;
 
 /// Run until stopped, or read what is there and stop.
@@ -126,8 +126,11 @@ pub fn connect(config: &Config, state: Option<&StateDir>) -> anyhow::Result<Conn
 struct SinkStart {
     conn: Connection,
     index: DedupIndex,
-    /// Keys loaded into the index (0: the database held no usage rows).
-    known: usize,
+    /// The database held no usage rows at start-up.
+    started_empty: bool,
+    /// The index holds the keys of entries from this time on (Unix ms);
+    /// `None`: all keys (up to the index's limit).
+    window_start_ms: Option<i64>,
     /// Whether summaries join content estimates.
     with_content: bool,
 }
@@ -142,6 +145,10 @@ fn start_sink_side(
     notifier.status("loading the dedup index from clickhouse");
     let mut index = DedupIndex::with_max_keys(config.dedup.max_keys);
     let load_started = Instant::now();
+    let window_start_ms = config
+        .dedup
+        .load_window
+        .map(|w| crate::logging::unix_ms() - w.as_millis() as i64);
     let client = &conn.client;
     // Known keys are loaded once the inserts of an earlier run have landed;
     // whether content estimates exist is asked meanwhile.
@@ -158,9 +165,15 @@ fn start_sink_side(
             );
         }
         client
-            .load_known_versions(&mut index, config.dedup.max_keys / 2)
+            .load_known_versions(&mut index, config.dedup.max_keys / 2, window_start_ms)
             .await
             .context("loading known dedup keys from clickhouse")
+    };
+    let any_usage = async {
+        client
+            .has_rows(crate::ch::schema::MESSAGES)
+            .await
+            .context("looking for usage rows in clickhouse")
     };
     let content = async {
         if config.analysis.enhanced {
@@ -171,9 +184,9 @@ fn start_sink_side(
             .await
             .context("looking for content estimates in clickhouse")
     };
-    let (known, with_content) = conn
+    let (known, with_content, any_usage) = conn
         .runtime
-        .block_on(async { tokio::try_join!(load, content) })?;
+        .block_on(async { tokio::try_join!(load, content, any_usage) })?;
     tracing::info!(
         event = "dedup_index_loaded",
         keys = known,
@@ -184,7 +197,8 @@ fn start_sink_side(
     Ok(SinkStart {
         conn,
         index,
-        known,
+        started_empty: !any_usage,
+        window_start_ms,
         with_content,
     })
 }
@@ -221,6 +235,10 @@ pub fn run(config: &Config, mode: Mode, controls: Controls) -> anyhow::Result<Su
             max_line_bytes: config.watch.max_line_bytes,
             read_chunk_bytes: config.watch.read_chunk_bytes,
             follow,
+            memory: crate::budget::MemoryBudget::reporting(
+                config.batch.channel_max_bytes,
+                metrics.clone(),
+            ),
             mode: if config.analysis.enhanced {
                 ParseMode::Enhanced(crate::estimate::Estimator::new(config.analysis.estimator))
             } else if config.watch.validate_all_lines {
@@ -246,7 +264,8 @@ pub fn run(config: &Config, mode: Mode, controls: Controls) -> anyhow::Result<Su
     let SinkStart {
         conn,
         index,
-        known,
+        started_empty,
+        window_start_ms,
         with_content,
     } = match start_sink_side(config, &state, &notifier) {
         Ok(started) => started,
@@ -263,7 +282,7 @@ pub fn run(config: &Config, mode: Mode, controls: Controls) -> anyhow::Result<Su
         conn.runtime.handle().clone(),
         store,
         index,
-        sink_options(config),
+        sink_options(config, follow),
         metrics.clone(),
         shutdown.clone(),
         DeadLetter::new(
@@ -280,7 +299,9 @@ pub fn run(config: &Config, mode: Mode, controls: Controls) -> anyhow::Result<Su
             }),
             interval: config.analysis.summary_interval,
             with_content,
-            started_empty: known == 0,
+            started_empty,
+            // An empty database holds no key the index could miss.
+            lookup_before_ms: window_start_ms.filter(|_| !started_empty),
         },
     );
     health.reader_beat();
@@ -401,7 +422,7 @@ impl Controls {
     }
 }
 
-fn sink_options(config: &Config) -> SinkOptions {
+fn sink_options(config: &Config, follow: bool) -> SinkOptions {
     SinkOptions {
         max_rows: config.batch.max_rows,
         max_bytes: config.batch.max_bytes,
@@ -411,6 +432,11 @@ fn sink_options(config: &Config) -> SinkOptions {
         shutdown_timeout: config.service.shutdown_timeout,
         slow_insert: config.batch.slow_insert,
         parallel_inserts: config.batch.parallel_inserts,
+        summaries: if follow {
+            SummaryPolicy::WhileFlowing
+        } else {
+            SummaryPolicy::WhenCaughtUp
+        },
     }
 }
 
@@ -437,7 +463,7 @@ fn apply_reload(
         changed.push("watch.dirs");
     }
     if new.batch != current.batch || new.service != current.service {
-        let _ = sink.send(sink_options(&new));
+        let _ = sink.send(sink_options(&new, true));
         changed.push("batch");
     }
     if new.log.level != current.log.level {

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{select, Receiver, Sender};
 use rayon::prelude::*;
 
+use crate::budget::{MemoryBudget, Permit};
 use crate::checkpoint::FileCheckpoint;
 use crate::chunk::{BadLine, Chunk, FileIdentity, LineCounts, SinkMsg};
 use crate::content::ContentRow;
@@ -63,6 +64,8 @@ pub struct ReaderOptions {
     pub follow: bool,
     /// How lines are classified (and, in enhanced mode, estimated).
     pub mode: ParseMode,
+    /// Bounds the parsed rows waiting in the channel, in bytes.
+    pub memory: Arc<MemoryBudget>,
 }
 
 /// Instructions to a running reader.
@@ -103,6 +106,26 @@ struct Tracked {
     /// The fingerprint was checked since the last wake-up for this file;
     /// continuation chunks of one read need not check it again.
     verified: bool,
+    /// Size and modification time when last looked at: a scan that finds
+    /// them unchanged leaves the file alone (no open, no read).
+    seen: Stat,
+}
+
+/// What a `stat` says about a file's content having changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct Stat {
+    len: u64,
+    mtime_ns: i128,
+}
+
+impl Stat {
+    fn of(meta: &std::fs::Metadata) -> Stat {
+        use std::os::unix::fs::MetadataExt;
+        Stat {
+            len: meta.len(),
+            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+        }
+    }
 }
 
 /// A path opened for a look: done in parallel for a scan's files, then
@@ -114,11 +137,17 @@ struct Opened {
     fingerprint: std::io::Result<Fingerprint>,
 }
 
-fn open_path(path: &Path) -> std::io::Result<Opened> {
-    let file = File::open(path)?;
+fn open_path(path: &Path, metrics: &Metrics) -> std::io::Result<Opened> {
+    let file = open_counted(path, metrics)?;
     let meta = file.metadata()?;
     let fingerprint = fingerprint::fingerprint_prefix(&file, FINGERPRINT_BYTES);
     Ok(Opened { meta, fingerprint })
+}
+
+/// Opens a file for reading, counted in `tokenbridge_file_opens_total`.
+fn open_counted(path: &Path, metrics: &Metrics) -> std::io::Result<File> {
+    metrics.file_opens.fetch_add(1, Relaxed);
+    File::open(path)
 }
 
 struct Task {
@@ -198,7 +227,7 @@ impl Reader {
     ) -> Reader {
         let (wake_tx, wake_rx) = crossbeam_channel::bounded(1024);
         let watcher = if opts.follow {
-            match DirWatcher::new(wake_tx) {
+            match DirWatcher::new(wake_tx, metrics.clone()) {
                 Ok(w) => Some(w),
                 Err(e) => {
                     tracing::warn!(event = "watcher_failed", error = %e, "file notifications unavailable; relying on periodic rescans");
@@ -235,6 +264,10 @@ impl Reader {
 
     fn run_inner(&mut self) -> Result<ReaderExit, SinkGone> {
         self.full_scan()?;
+        let m = &self.metrics;
+        m.initial_backlog_bytes
+            .store(m.backlog_bytes.load(Relaxed), Relaxed);
+        m.initial_scan_done.store(1, Relaxed);
         if !self.opts.follow {
             self.drain_pending()?;
             // Files that could not be opened or moved meanwhile get more
@@ -280,7 +313,8 @@ impl Reader {
                 recv(wake_rx) -> w => {
                     let mut wakes: Vec<Wake> = w.into_iter().collect();
                     wakes.extend(wake_rx.try_iter());
-                    if wakes.contains(&Wake::FullScan) {
+                    let lost = self.watcher.as_ref().is_some_and(DirWatcher::take_lost);
+                    if lost || wakes.contains(&Wake::FullScan) {
                         tracing::info!(event = "watcher_overflow", "file events may have been lost; rescanning");
                         self.full_scan()?;
                         next_scan = Instant::now() + self.opts.rescan_interval;
@@ -291,10 +325,7 @@ impl Reader {
                             .collect();
                         paths.sort();
                         paths.dedup();
-                        if self.hint(&paths)? {
-                            self.full_scan()?;
-                            next_scan = Instant::now() + self.opts.rescan_interval;
-                        }
+                        self.hint(&paths)?;
                     }
                 }
                 recv(crossbeam_channel::after(wait)) -> _ => {
@@ -305,6 +336,23 @@ impl Reader {
                 }
                 recv(shutdown) -> _ => return Ok(ReaderExit::Shutdown),
             }
+        }
+    }
+
+    /// Takes `bytes` of the channel's memory budget for a chunk, waiting
+    /// (with heartbeats) while chunks already sent hold it. If the sink
+    /// stopped, the chunks it had not taken are dropped, their permits
+    /// free the budget, and the send that follows finds the sink gone.
+    fn reserve(&self, bytes: u64) -> Result<Permit, SinkGone> {
+        loop {
+            if let Some(p) = self
+                .opts
+                .memory
+                .try_acquire(bytes, Duration::from_millis(500))
+            {
+                return Ok(p);
+            }
+            self.health.reader_beat();
         }
     }
 
@@ -333,52 +381,82 @@ impl Reader {
         }
     }
 
-    /// Reacts to changed paths. Returns true when a full scan is needed
-    /// (something disappeared or a folder appeared).
-    fn hint(&mut self, paths: &[PathBuf]) -> Result<bool, SinkGone> {
-        let mut rescan = false;
+    /// Looks at the paths wake-ups named: a file is looked at (and read when
+    /// its size or time changed), a folder's transcripts are listed. A path
+    /// that no longer exists needs nothing now: a renamed file shows up
+    /// under its new name, a deleted one is confirmed gone by the periodic
+    /// rescans. Never a walk of the whole tree.
+    fn hint(&mut self, paths: &[PathBuf]) -> Result<(), SinkGone> {
+        self.metrics.scans_paths.fetch_add(1, Relaxed);
         for p in paths {
             match std::fs::metadata(p) {
-                Ok(m) if m.is_dir() => rescan = true,
-                Ok(m) if m.is_file() && discovery::is_transcript(p) => {
-                    // observe() also notices a known file under a new name.
-                    self.observe(p)?;
+                Ok(m) if m.is_dir() => {
+                    let scan = discovery::scan(std::slice::from_ref(p));
+                    self.register_found(scan)?;
                 }
-                Ok(_) => {}
-                Err(_) => rescan = true,
+                Ok(m) if m.is_file() && discovery::is_transcript(p) => {
+                    let found = discovery::Found {
+                        path: p.clone(),
+                        meta: m,
+                    };
+                    self.register_found(discovery::Scan {
+                        files: vec![found],
+                        errors: Vec::new(),
+                    })?;
+                }
+                _ => {}
             }
         }
-        Ok(rescan)
+        Ok(())
     }
 
-    fn full_scan(&mut self) -> Result<(), SinkGone> {
-        if let Some(w) = self.watcher.as_mut() {
-            for (dir, e) in w.sync(&self.opts.dirs) {
-                tracing::warn!(event = "watch_failed", dir = %dir.display(), error = %e, "cannot watch folder; relying on periodic rescans");
-            }
-        }
-        let scan = discovery::scan(&self.opts.dirs);
+    /// Registers what a scan found: known files by their listed metadata
+    /// alone, new files after a look (opened in parallel for their
+    /// fingerprints). Returns each found file's key and size.
+    fn register_found(&mut self, scan: discovery::Scan) -> Result<HashMap<FileKey, u64>, SinkGone> {
         for (path, e) in &scan.errors {
             self.metrics.file_errors.fetch_add(1, Relaxed);
             if self.logged_errors.insert(path.clone()) {
                 tracing::warn!(event = "file_unreadable", file = %path.display(), error = %e, "cannot read path; will retry");
             }
         }
-        let opened: Vec<std::io::Result<Opened>> =
-            scan.files.par_iter().map(|p| open_path(p)).collect();
-        let mut seen = HashSet::with_capacity(scan.files.len());
-        let mut sizes = HashMap::with_capacity(scan.files.len());
-        for (path, o) in scan.files.iter().zip(opened) {
+        let (known, new): (Vec<discovery::Found>, Vec<discovery::Found>) = scan
+            .files
+            .into_iter()
+            .partition(|f| self.files.contains_key(&FileKey::of(&f.meta)));
+        let mut seen = HashMap::with_capacity(known.len() + new.len());
+        for f in known {
+            let key = FileKey::of(&f.meta);
+            self.note_known(key, &f.path, &f.meta);
+            seen.insert(key, f.meta.len());
+        }
+        let metrics = &self.metrics;
+        let opened: Vec<std::io::Result<Opened>> = new
+            .par_iter()
+            .map(|f| open_path(&f.path, metrics))
+            .collect();
+        for (f, o) in new.iter().zip(opened) {
             let size = o.as_ref().map(|o| o.meta.len()).unwrap_or(0);
-            if let Some(key) = self.register(path, o)? {
-                seen.insert(key);
-                sizes.insert(key, size);
+            if let Some(key) = self.register(&f.path, o)? {
+                seen.insert(key, size);
             }
         }
+        Ok(seen)
+    }
+
+    fn full_scan(&mut self) -> Result<(), SinkGone> {
+        self.metrics.scans_full.fetch_add(1, Relaxed);
+        if let Some(w) = self.watcher.as_mut() {
+            for (dir, e) in w.sync(&self.opts.dirs) {
+                tracing::warn!(event = "watch_failed", dir = %dir.display(), error = %e, "cannot watch folder; relying on periodic rescans");
+            }
+        }
+        let scan = discovery::scan(&self.opts.dirs);
+        let sizes = self.register_found(scan)?;
         let missing: Vec<FileKey> = self
             .files
             .keys()
-            .filter(|k| !seen.contains(k))
+            .filter(|k| !sizes.contains_key(k))
             .copied()
             .collect();
         for key in missing {
@@ -404,9 +482,34 @@ impl Reader {
         Ok(())
     }
 
-    /// Starts tracking a file, or notes a known file's new path.
-    fn observe(&mut self, path: &Path) -> Result<Option<FileKey>, SinkGone> {
-        self.register(path, open_path(path))
+    /// A known file seen by a scan at `path`: notes a new name (rotation, a
+    /// renamed folder), and marks it for reading when its size or time
+    /// changed since it was last looked at. No open.
+    fn note_known(&mut self, key: FileKey, path: &Path, meta: &std::fs::Metadata) {
+        let Some(t) = self.files.get_mut(&key) else {
+            return;
+        };
+        // Same inode under a new name (rotation), or a second link to it.
+        // It moved when its old path no longer names it (gone, or a new
+        // file was created there, as rotation does).
+        if *t.identity.path != *path.to_string_lossy() {
+            let old_path_is_it =
+                std::fs::metadata(&*t.identity.path).is_ok_and(|m| FileKey::of(&m) == key);
+            if !old_path_is_it {
+                tracing::info!(event = "file_renamed", from = %t.identity.path, to = %path.display(), "file moved");
+                let p: Arc<str> = Arc::from(path.to_string_lossy().as_ref());
+                t.identity.path = p;
+                t.ctx = Arc::new(SourceContext::from_path(path));
+            }
+        }
+        t.gone = false;
+        t.missed_scans = 0;
+        let stat = Stat::of(meta);
+        if stat != t.seen || t.file.is_some() {
+            t.seen = stat;
+            t.verified = false;
+            self.dirty.insert(key);
+        }
     }
 
     fn register(
@@ -433,22 +536,8 @@ impl Reader {
             tracing::info!(event = "file_readable", file = %path.display(), "file can be read again");
         }
         let key = FileKey::of(&meta);
-        if let Some(t) = self.files.get_mut(&key) {
-            // Same inode under a new name (rotation), or a second link to it.
-            // It moved when its old path no longer names it (gone, or a new
-            // file was created there, as rotation does).
-            let old_path_is_it =
-                std::fs::metadata(&*t.identity.path).is_ok_and(|m| FileKey::of(&m) == key);
-            if *t.identity.path != *path.to_string_lossy() && !old_path_is_it {
-                tracing::info!(event = "file_renamed", from = %t.identity.path, to = %path.display(), "file moved");
-                let p: Arc<str> = Arc::from(path.to_string_lossy().as_ref());
-                t.identity.path = p;
-                t.ctx = Arc::new(SourceContext::from_path(path));
-            }
-            t.gone = false;
-            t.missed_scans = 0;
-            t.verified = false;
-            self.dirty.insert(key);
+        if self.files.contains_key(&key) {
+            self.note_known(key, path, &meta);
             return Ok(Some(key));
         }
         let fp = match fingerprint {
@@ -471,7 +560,7 @@ impl Reader {
             let same_file = if cp.fingerprint.len == fp.len {
                 cp.fingerprint.hash == fp.hash
             } else {
-                File::open(path)
+                open_counted(path, &self.metrics)
                     .and_then(|f| fingerprint::still_matches(&f, &cp.fingerprint))
                     .unwrap_or(false)
             };
@@ -501,6 +590,7 @@ impl Reader {
                 gone: false,
                 missed_scans: 0,
                 verified: true,
+                seen: Stat::of(&meta),
             },
         );
         self.dirty.insert(key);
@@ -569,7 +659,7 @@ impl Reader {
             return Ok(None);
         };
         if t.file.is_none() {
-            match File::open(&*t.identity.path) {
+            match open_counted(Path::new(&*t.identity.path), &self.metrics) {
                 Ok(f) if f.metadata().is_ok_and(|m| FileKey::of(&m) == key) => t.file = Some(f),
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                     // Out of descriptors, permissions, I/O: counted, logged,
@@ -594,7 +684,10 @@ impl Reader {
             return self.forget(key).map(|_| None);
         };
         let size = match file.metadata() {
-            Ok(m) => m.len(),
+            Ok(m) => {
+                t.seen = Stat::of(&m);
+                m.len()
+            }
             Err(_) => return self.forget(key).map(|_| None),
         };
         let mut reset = false;
@@ -702,7 +795,7 @@ impl Reader {
         for &(lo, n) in &line_sizes {
             m.sizes.add(crate::sizes::SizeKind::Line, lo, n);
         }
-        let chunk = Chunk {
+        let mut chunk = Chunk {
             file: t.identity.clone(),
             start,
             end,
@@ -711,7 +804,9 @@ impl Reader {
             counts,
             line_sizes,
             content,
+            permit: Permit::none(),
         };
+        chunk.permit = self.reserve(chunk.mem_bytes())?;
         self.send(SinkMsg::Chunk(chunk))?;
         Ok(true)
     }
@@ -1057,6 +1152,7 @@ mod tests {
             read_chunk_bytes: 4096,
             follow: false,
             mode: ParseMode::Full,
+            memory: MemoryBudget::new(64 << 20),
         }
     }
 

@@ -43,8 +43,9 @@ const FILES_PER_STEP: usize = 64;
 /// entry's content tokens (see [`crate::content`]).
 pub fn scan(paths: &[PathBuf], max_line: usize, analysis: Option<Estimator>) -> ScanOutput {
     let mode = analysis.map_or(ParseMode::Full, ParseMode::Enhanced);
-    let mut found = discovery::scan(paths);
-    found.files.sort();
+    let found = discovery::scan(paths);
+    let mut files: Vec<PathBuf> = found.files.into_iter().map(|f| f.path).collect();
+    files.sort();
     let mut out = ScanOutput {
         errors: found.errors,
         ..ScanOutput::default()
@@ -55,7 +56,7 @@ pub fn scan(paths: &[PathBuf], max_line: usize, analysis: Option<Estimator>) -> 
         std::hash::BuildHasherDefault<crate::dedup::PassThroughHasher>,
     > = HashMap::default();
     let mut content_seen: HashSet<u128> = HashSet::new();
-    for group in found.files.chunks(FILES_PER_STEP) {
+    for group in files.chunks(FILES_PER_STEP) {
         let parsed: Vec<Result<(u64, ParsedLines), (PathBuf, std::io::Error)>> = group
             .par_iter()
             .map(|path| {
@@ -96,9 +97,9 @@ pub fn scan(paths: &[PathBuf], max_line: usize, analysis: Option<Estimator>) -> 
                 }
             }
             for row in lines.rows {
-                let naive = match out.naive.get_mut(&row.session_id) {
+                let naive = match out.naive.get_mut(&*row.session_id) {
                     Some(t) => t,
-                    None => out.naive.entry(row.session_id.clone()).or_default(),
+                    None => out.naive.entry(row.session_id.to_string()).or_default(),
                 };
                 naive.add(
                     row.input_tokens,

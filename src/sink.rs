@@ -54,7 +54,48 @@ pub struct SinkOptions {
     pub slow_insert: Duration,
     /// A large batch goes out as up to this many inserts at once.
     pub parallel_inserts: usize,
+    /// When session summaries are recomputed.
+    pub summaries: SummaryPolicy,
 }
+
+/// When the sink recomputes session summaries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SummaryPolicy {
+    /// The daemon: at most every `summary_interval` while data keeps
+    /// coming, and at once whenever the reader catches up.
+    WhileFlowing,
+    /// A backfill: once, when everything is read (intermediate summaries
+    /// would be recomputed again at the end).
+    WhenCaughtUp,
+}
+
+/// Why a batch is flushed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FlushReason {
+    /// Rows or bytes reached their limit.
+    Full,
+    /// The oldest row waited `flush_interval`, or the sink is idle.
+    Timer,
+    /// The reader has nothing more for now.
+    CaughtUp,
+    /// The reader is done (backfill drained, or it hung up).
+    Last,
+}
+
+impl FlushReason {
+    /// Nothing more is coming soon (the reader caught up, stopped, or sent
+    /// nothing for a while): summaries and checkpoints are brought up to
+    /// date now. Only a full batch means more is on its way.
+    fn settles(self) -> bool {
+        !matches!(self, FlushReason::Full)
+    }
+}
+
+/// Checkpoints are saved at most this often while data keeps flowing (and
+/// whenever the reader catches up). Saving later is always safe: a crash
+/// re-reads the bytes after the saved offsets and the dedup index drops what
+/// had landed.
+const CHECKPOINT_SAVE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Cost and session-summary settings (fixed for the sink's life).
 #[derive(Debug, Clone)]
@@ -70,6 +111,10 @@ pub struct SummaryOptions {
     /// this run's, so the first recomputation covers all of them without
     /// listing them.
     pub started_empty: bool,
+    /// The dedup index was loaded with the keys of entries from this time
+    /// on (Unix ms); a new key of an older entry is looked up in ClickHouse
+    /// before it is inserted. `None`: the index knows every key there is.
+    pub lookup_before_ms: Option<i64>,
 }
 
 /// How the sink ended.
@@ -105,6 +150,10 @@ struct Batch {
     superseding: u64,
     /// Content estimates (enhanced analysis), inserted after the rows.
     content: Vec<ContentRow>,
+    /// Rows of keys the index did not know whose entries are older than
+    /// the index's start-up window: ClickHouse may hold them, so it is asked
+    /// before the insert (see [`SummaryOptions::lookup_before_ms`]).
+    unchecked: Vec<usize>,
 }
 
 impl Batch {
@@ -138,6 +187,8 @@ pub struct Sink {
     last_summary: Instant,
     /// After a failed recomputation: no new try before this.
     summary_retry_at: Option<Instant>,
+    /// When checkpoints were last written.
+    last_save: Instant,
     /// The next recomputation covers every session (see
     /// [`SummaryOptions::started_empty`]).
     summarize_all: bool,
@@ -176,6 +227,7 @@ impl Sink {
             stale_sessions: HashSet::new(),
             last_summary: Instant::now(),
             summary_retry_at: None,
+            last_save: Instant::now(),
             dead_letter,
             health,
             ctrl_rx,
@@ -247,9 +299,12 @@ impl Sink {
                         self.accept(row);
                     }
                     for c in chunk.content {
-                        self.batch.bytes += c.approx_bytes();
+                        self.batch.bytes += std::mem::size_of::<ContentRow>() + c.approx_bytes();
                         self.batch.content.push(c);
                     }
+                    // The rows now count against the batch: give the
+                    // channel's memory back to the reader.
+                    drop(chunk.permit);
                     self.batch.acks.push(Ack::Commit(
                         chunk.file,
                         chunk.end,
@@ -259,7 +314,7 @@ impl Sink {
                     let full = self.batch.rows.len() + self.batch.content.len()
                         >= self.opts.max_rows
                         || self.batch.bytes >= self.opts.max_bytes;
-                    if full && !self.flush(false) {
+                    if full && !self.flush(FlushReason::Full) {
                         return SinkExit::Abandoned;
                     }
                 }
@@ -272,24 +327,24 @@ impl Sink {
                     self.batch.acks.push(Ack::Forget(key));
                 }
                 Ok(SinkMsg::CaughtUp) => {
-                    if !self.flush(true) {
+                    if !self.flush(FlushReason::CaughtUp) {
                         return SinkExit::Abandoned;
                     }
                 }
                 Ok(SinkMsg::Drain) => {
-                    return if self.flush(true) {
+                    return if self.flush(FlushReason::Last) {
                         SinkExit::Drained
                     } else {
                         SinkExit::Abandoned
                     };
                 }
                 Err(RecvTimeoutError::Timeout) => {
-                    if !self.flush(true) {
+                    if !self.flush(FlushReason::Timer) {
                         return SinkExit::Abandoned;
                     }
                 }
                 Err(RecvTimeoutError::Disconnected) => {
-                    return if self.flush(true) {
+                    return if self.flush(FlushReason::Last) {
                         SinkExit::Finished
                     } else {
                         SinkExit::Abandoned
@@ -309,13 +364,19 @@ impl Sink {
                 if let Some(&i) = self.batch.pos.get(&h) {
                     // The row it beats is still in this batch: replace it.
                     self.metrics.duplicates_dropped.fetch_add(1, Relaxed);
-                    self.batch.bytes += row.approx_bytes();
+                    self.batch.bytes += row.mem_bytes();
+                    self.batch.bytes -= self.batch.rows[i].mem_bytes();
                     self.batch.rows[i] = row;
                 } else {
                     if offer == Offer::Supersedes {
                         self.batch.superseding += 1;
                     }
-                    self.batch.bytes += row.approx_bytes();
+                    let before_window =
+                        self.summary.lookup_before_ms.is_some_and(|t| row.ts_ms < t);
+                    if offer == Offer::New && before_window {
+                        self.batch.unchecked.push(self.batch.rows.len());
+                    }
+                    self.batch.bytes += row.mem_bytes();
                     self.batch.pos.insert(h, self.batch.rows.len());
                     self.batch.rows.push(row);
                 }
@@ -323,14 +384,56 @@ impl Sink {
         }
     }
 
+    /// Asks ClickHouse for the keys of `batch.unchecked` (older than the
+    /// index's window) and drops the rows that do not beat what it holds;
+    /// the index learns ClickHouse's versions. When the lookup fails, the
+    /// rows are inserted anyway: `FINAL` keeps the best version of a key on
+    /// read, so totals stay exact (only a superseded row is stored twice).
+    fn drop_rows_clickhouse_has(&mut self, batch: &mut Batch) {
+        let keys: Vec<&str> = batch
+            .unchecked
+            .iter()
+            .map(|&i| batch.rows[i].key.as_str())
+            .collect();
+        self.metrics.dedup_lookups.fetch_add(1, Relaxed);
+        self.metrics
+            .dedup_lookup_keys
+            .fetch_add(keys.len() as u64, Relaxed);
+        let known = match self.runtime.block_on(self.client.versions_of(&keys)) {
+            Ok(k) => k,
+            Err(e) => {
+                tracing::debug!(event = "dedup_lookup_failed", keys = keys.len(), error = %e, "cannot look up older keys; inserting them (FINAL keeps one per key)");
+                return;
+            }
+        };
+        let known: HashMap<String, u64> = known.into_iter().collect();
+        let mut keep = vec![true; batch.rows.len()];
+        for &i in &batch.unchecked {
+            let row = &batch.rows[i];
+            if let Some(&v) = known.get(&row.key) {
+                self.index.remember(&row.key, v);
+                if row.version <= v {
+                    keep[i] = false;
+                    self.metrics.duplicates_dropped.fetch_add(1, Relaxed);
+                }
+            }
+        }
+        let mut i = 0;
+        batch.rows.retain(|_| {
+            i += 1;
+            keep[i - 1]
+        });
+        batch.unchecked.clear();
+    }
+
     /// Fills in each row's `cost_usd`.
     fn price_rows(&mut self, rows: &mut [UsageRow]) {
         for r in rows {
-            let price = match self.price_cache.get(&r.model) {
+            let price = match self.price_cache.get(&*r.model) {
                 Some(p) => *p,
                 None => {
                     let p = self.summary.prices.lookup_or_warn(&r.model).copied();
-                    self.price_cache.insert(r.model.clone(), p);
+                    self.price_cache.insert(r.model.to_string(), p);
                     p
                 }
             };
@@ -339,18 +442,25 @@ impl Sink {
     }
 
     /// Inserts the batch (retrying) and applies its checkpoint changes.
-    /// `caught_up`: the reader has nothing more for now, so stale session
-    /// summaries are recomputed at once. Returns false when the shutdown
-    /// deadline passed before ClickHouse acknowledged.
-    fn flush(&mut self, caught_up: bool) -> bool {
+    /// When the reader has nothing more for now (`reason.settles()`), stale
+    /// session summaries are recomputed and checkpoints saved at once.
+    /// Returns false when the shutdown deadline passed before ClickHouse
+    /// acknowledged.
+    fn flush(&mut self, reason: FlushReason) -> bool {
         if self.batch.is_empty() {
             self.batch.opened = None;
-            if caught_up {
+            if reason.settles() {
+                self.save_checkpoints();
+            }
+            if reason.settles() {
                 self.summarize();
             }
             return true;
         }
         let mut batch = std::mem::take(&mut self.batch);
+        if !batch.unchecked.is_empty() {
+            self.drop_rows_clickhouse_has(&mut batch);
+        }
         if !batch.rows.is_empty() {
             self.price_rows(&mut batch.rows);
             let started = Instant::now();
@@ -360,7 +470,7 @@ impl Sink {
             };
             crate::failpoint::hit("after_insert");
             let latency = started.elapsed();
-            let bytes: usize = batch.bytes;
+            let bytes: usize = batch.rows.iter().map(UsageRow::approx_bytes).sum();
             self.metrics.batch_latency.observe(latency.as_secs_f64());
             self.metrics
                 .sizes
@@ -375,10 +485,9 @@ impl Sink {
             self.metrics
                 .last_commit_unix_ms
                 .store(crate::logging::unix_ms(), Relaxed);
-            let row_bytes: usize = batch.rows.iter().map(UsageRow::approx_bytes).sum();
             self.metrics
                 .insert_bytes_base
-                .fetch_add(row_bytes as u64, Relaxed);
+                .fetch_add(bytes as u64, Relaxed);
             tracing::info!(
                 event = "batch_committed",
                 rows = inserted,
@@ -463,8 +572,12 @@ impl Sink {
                     .fetch_add(bytes as u64, Relaxed);
             }
         }
-        self.save_checkpoints();
-        if caught_up || self.last_summary.elapsed() >= self.summary.interval {
+        if reason.settles() || self.last_save.elapsed() >= CHECKPOINT_SAVE_INTERVAL {
+            self.save_checkpoints();
+        }
+        let interval_due = self.opts.summaries == SummaryPolicy::WhileFlowing
+            && self.last_summary.elapsed() >= self.summary.interval;
+        if reason.settles() || interval_due {
             self.summarize();
         }
         true
@@ -570,6 +683,7 @@ impl Sink {
     }
 
     fn save_checkpoints(&mut self) {
+        self.last_save = Instant::now();
         match self.store.save() {
             Ok(saved) => {
                 if saved {

@@ -3,12 +3,23 @@
 //! Notifications are only a hint. The reader also scans at start-up and on a
 //! timer, and does a full scan whenever the watcher reports an error or an
 //! overflow, because inotify can drop events and does not follow symlinks.
+//!
+//! Only events that can mean new data wake the reader: creation, writes,
+//! a write-close, renames and removals. notify also delivers access events
+//! (`IN_OPEN`, `IN_CLOSE_NOWRITE`, directory opens) for every open in the
+//! watched trees, the reader's own included; waking on those made the reader
+//! read, which caused more of them: a loop that kept a core busy while idle.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
 
 use crossbeam_channel::Sender;
+use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind};
 use notify::{RecursiveMode, Watcher};
+
+use crate::metrics::Metrics;
 
 /// Why the reader should wake up.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,32 +30,67 @@ pub enum Wake {
     FullScan,
 }
 
+/// Whether an event of this kind can mean new or moved data.
+pub fn may_mean_new_data(kind: &EventKind) -> bool {
+    match kind {
+        EventKind::Create(_) | EventKind::Remove(_) => true,
+        // Attribute changes (chmod, touch) add no bytes; a file made readable
+        // again is picked up by the periodic rescan.
+        EventKind::Modify(ModifyKind::Metadata(_)) => false,
+        EventKind::Modify(_) => true,
+        // Only a close after writing says something; opens, reads and
+        // read-only closes are what the reader itself causes.
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        // Unknown kinds: wake, the look is cheap and rare.
+        EventKind::Any | EventKind::Other => true,
+    }
+}
+
 /// Watches the configured folders that exist.
 pub struct DirWatcher {
     inner: notify::RecommendedWatcher,
     watched: HashSet<PathBuf>,
+    /// Set when a wake-up could not be queued: the reader then rescans.
+    lost: Arc<AtomicBool>,
 }
 
 impl DirWatcher {
-    /// A watcher that sends wake-ups to `tx`.
-    pub fn new(tx: Sender<Wake>) -> notify::Result<DirWatcher> {
+    /// A watcher that sends wake-ups to `tx` and counts them in `metrics`.
+    pub fn new(tx: Sender<Wake>, metrics: Arc<Metrics>) -> notify::Result<DirWatcher> {
+        let lost = Arc::new(AtomicBool::new(false));
+        let lost_in_callback = lost.clone();
         let inner = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
             let wake = match res {
                 Ok(ev) if ev.need_rescan() => Wake::FullScan,
                 Ok(ev) => {
-                    if ev.paths.is_empty() {
+                    if ev.paths.is_empty() || !may_mean_new_data(&ev.kind) {
+                        metrics.watch_events_ignored.fetch_add(1, Relaxed);
                         return;
                     }
                     Wake::Paths(ev.paths)
                 }
                 Err(_) => Wake::FullScan,
             };
-            let _ = tx.try_send(wake);
+            metrics.wakeups.fetch_add(1, Relaxed);
+            // A full queue: the paths of this event would be missed, so
+            // the reader is told to rescan everything instead.
+            if tx.try_send(wake).is_err() {
+                metrics.wakeups_dropped.fetch_add(1, Relaxed);
+                lost_in_callback.store(true, Relaxed);
+            }
         })?;
         Ok(DirWatcher {
             inner,
             watched: HashSet::new(),
+            lost,
         })
+    }
+
+    /// Whether wake-ups were dropped since the last call (then a full scan
+    /// is due).
+    pub fn take_lost(&self) -> bool {
+        self.lost.swap(false, Relaxed)
     }
 
     /// Starts watching folders of `dirs` that exist and are not watched yet,
@@ -70,5 +116,64 @@ impl DirWatcher {
             }
         }
         failed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use notify::event::{CreateKind, DataChange, MetadataKind, RemoveKind, RenameMode};
+
+    #[test]
+    fn only_events_that_can_mean_new_data_wake() {
+        let wakes = [
+            EventKind::Create(CreateKind::File),
+            EventKind::Create(CreateKind::Folder),
+            EventKind::Modify(ModifyKind::Data(DataChange::Any)),
+            EventKind::Modify(ModifyKind::Name(RenameMode::To)),
+            EventKind::Modify(ModifyKind::Name(RenameMode::From)),
+            EventKind::Remove(RemoveKind::File),
+            EventKind::Access(AccessKind::Close(AccessMode::Write)),
+            EventKind::Any,
+        ];
+        for k in wakes {
+            assert!(may_mean_new_data(&k), "{k:?}");
+        }
+        let quiet = [
+            EventKind::Access(AccessKind::Open(AccessMode::Any)),
+            EventKind::Access(AccessKind::Close(AccessMode::Read)),
+            EventKind::Access(AccessKind::Read),
+            EventKind::Access(AccessKind::Any),
+            EventKind::Modify(ModifyKind::Metadata(MetadataKind::Any)),
+        ];
+        for k in quiet {
+            assert!(!may_mean_new_data(&k), "{k:?}");
+        }
+    }
+
+    #[test]
+    fn reading_a_watched_file_does_not_wake() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("a.jsonl");
+        std::fs::write(&f, "{}\n").unwrap();
+        let (tx, rx) = crossbeam_channel::bounded(64);
+        let metrics = Arc::new(Metrics::default());
+        let mut w = DirWatcher::new(tx, metrics.clone()).unwrap();
+        assert!(w.sync(&[d.path().to_path_buf()]).is_empty());
+        // Opens, reads and listings: what the reader does.
+        for _ in 0..20 {
+            let _ = std::fs::read(&f).unwrap();
+            let _ = std::fs::read_dir(d.path()).unwrap().count();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        assert!(rx.try_recv().is_err(), "access events woke the reader");
+        assert!(metrics.watch_events_ignored.load(Relaxed) > 0);
+        // An append does.
+        use std::io::Write;
+        let mut h = std::fs::OpenOptions::new().append(true).open(&f).unwrap();
+        h.write_all(b"{}\n").unwrap();
+        drop(h);
+        let wake = rx.recv_timeout(std::time::Duration::from_secs(5)).unwrap();
+        assert!(matches!(wake, Wake::Paths(p) if p.contains(&f)));
     }
 }

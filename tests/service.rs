@@ -379,6 +379,6 @@ fn walk_size(dir: &Path) -> u64 {
     tokenbridge::discovery::scan(&[dir.to_path_buf()])
         .files
         .iter()
-        .map(|f| std::fs::metadata(f).unwrap().len())
+        .map(|f| f.meta.len())
         .sum()
 }
