@@ -170,7 +170,14 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Backfill { paths, json } => {
             let c = load_config(&cli.config)?;
-            crate::logging::init(&c.log.level, c.log.format);
+            // On a terminal the bar shows progress; info lines would only
+            // scroll it away (RUST_LOG still wins).
+            let level = if std::io::stderr().is_terminal() && c.log.level != "error" {
+                "warn"
+            } else {
+                c.log.level.as_str()
+            };
+            crate::logging::init(level, c.log.format);
             let shutdown = Shutdown::new();
             install_signal_handlers(shutdown.clone(), None)?;
             let metrics = Arc::new(Metrics::default());
@@ -599,6 +606,10 @@ fn reload_config(reload: Option<&(PathBuf, crossbeam_channel::Sender<Config>)>) 
 }
 
 /// Backfill progress: a bar on a terminal, a plain line every 5 s otherwise.
+///
+/// The bar's total is what the first scan found to read; until that scan is
+/// done a spinner counts the files found. Log lines are printed above the
+/// bar (see [`crate::logging::set_progress_bar`]).
 struct Progress {
     stop: Shutdown,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -612,23 +623,40 @@ impl Progress {
         let thread = std::thread::spawn(move || {
             let started = Instant::now();
             let bar = tty.then(|| {
-                let b = indicatif::ProgressBar::new(0);
+                let b = indicatif::ProgressBar::new_spinner();
                 b.set_style(
-                    indicatif::ProgressStyle::with_template(
-                        "{bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}",
-                    )
-                    .expect("progress template"),
+                    indicatif::ProgressStyle::with_template("{spinner} discovering files: {msg}")
+                        .expect("spinner template"),
                 );
+                crate::logging::set_progress_bar(Some(b.clone()));
                 b
             });
+            let mut total_shown = false;
             let mut last_line = Instant::now();
             loop {
                 let read = metrics.bytes_read.load(Relaxed);
-                let total = read + metrics.backlog_bytes.load(Relaxed);
                 let files = metrics.files_discovered.load(Relaxed);
+                let known = metrics.initial_scan_done.load(Relaxed) == 1;
+                let total = metrics.initial_backlog_bytes.load(Relaxed).max(read);
                 if let Some(b) = &bar {
-                    b.set_length(total.max(read));
-                    b.set_position(read);
+                    if known && !total_shown {
+                        total_shown = true;
+                        b.set_style(
+                            indicatif::ProgressStyle::with_template(
+                                "{bar:30} {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}",
+                            )
+                            .expect("progress template"),
+                        );
+                        b.set_length(total);
+                    }
+                    if total_shown {
+                        if total > b.length().unwrap_or(0) {
+                            b.set_length(total);
+                        }
+                        b.set_position(read);
+                    } else {
+                        b.tick();
+                    }
                     b.set_message(format!("{files} files"));
                 } else if last_line.elapsed() >= Duration::from_secs(5) {
                     last_line = Instant::now();
@@ -640,11 +668,12 @@ impl Progress {
                         read as f64 / 1e6 / secs
                     );
                 }
-                if rx.recv_timeout(Duration::from_millis(200)).is_err() && stop_requested(&rx) {
+                if rx.recv_timeout(Duration::from_millis(100)).is_err() && stop_requested(&rx) {
                     break;
                 }
             }
             if let Some(b) = bar {
+                crate::logging::set_progress_bar(None);
                 b.finish_and_clear();
             }
         });

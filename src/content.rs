@@ -172,7 +172,7 @@ pub fn content_of(
         .get("sessionId")
         .and_then(|s| s.into_string())
         .unwrap_or("");
-    if !session_id.is_empty() && session_id != ctx.session_from_path {
+    if !session_id.is_empty() && *session_id != *ctx.session_from_path {
         return None;
     }
     let flag = |name: &str| root.get(name).and_then(|v| v.as_bool()).unwrap_or(false);
@@ -226,7 +226,7 @@ pub fn content_of(
     }
     row.is_sidechain = u8::from(flag("isSidechain"));
     row.session_id = if session_id.is_empty() {
-        ctx.session_from_path.clone()
+        ctx.session_from_path.to_string()
     } else {
         session_id.to_string()
     };
@@ -356,7 +356,7 @@ mod tests {
 
         let r = content(r#"{"type":"user","uuid":"u3","isSidechain":true,"message":{"content":[{"type":"tool_result","tool_use_id":"t","content":"one two three"},{"type":"tool_result","content":[{"type":"text","text":"four"},{"type":"image","source":{}}]}]}}"#).unwrap();
         assert_eq!((r.tool_result_tokens, r.is_sidechain), (4, 1));
-        assert_eq!(r.session_id, "s1");
+        assert_eq!(&*r.session_id, "s1");
 
         let r = content(r#"{"type":"assistant","sessionId":"s1","uuid":"a1","message":{"id":"m","content":[{"type":"thinking","thinking":"let me think","signature":"zzzzzz"},{"type":"text","text":"done"},{"type":"tool_use","id":"t","name":"Bash","input":{"command":"ls"}}],"usage":{"input_tokens":1,"output_tokens":2}},"timestamp":"2025-01-01T00:00:00Z"}"#).unwrap();
         assert_eq!((r.thinking_tokens, r.assistant_text_tokens), (3, 1));

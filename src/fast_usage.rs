@@ -17,7 +17,7 @@ use std::borrow::Cow;
 
 use crate::dedup;
 use crate::parse::{timestamp_ms, Entry, MAX_TOKENS};
-use crate::record::{SourceContext, UsageRow};
+use crate::record::{Interner, SourceContext, UsageRow};
 use crate::validate::{scan_watching, Watch};
 
 /// The fields read, and the objects holding them.
@@ -263,7 +263,12 @@ fn string_at(line: &[u8], start: usize) -> Option<Cow<'_, str>> {
 /// The usage row of `line` (the line at `offset` in the file `ctx`
 /// describes) when it is a plain assistant entry; `None` sends the line to
 /// the full parser.
-pub fn read(line: &[u8], ctx: &SourceContext, offset: u64) -> Option<UsageRow> {
+pub fn read(
+    line: &[u8],
+    ctx: &SourceContext,
+    offset: u64,
+    shared: &mut Interner,
+) -> Option<UsageRow> {
     if line.len() >= ABSENT as usize {
         return None;
     }
@@ -327,7 +332,7 @@ pub fn read(line: &[u8], ctx: &SourceContext, offset: u64) -> Option<UsageRow> {
         message_id,
         request_id,
     };
-    Some(entry.into_row(key, ctx, offset))
+    Some(entry.into_row(key, ctx, offset, shared))
 }
 
 #[cfg(test)]
@@ -368,10 +373,10 @@ mod tests {
             r#" { "message" : { "usage" : { "output_tokens" : 3 , "input_tokens" : 1000000000 } , "id" : "m\"q\\b" } , "cwd" : "C:\\dir\ttab" , "timestamp" : "2025-07-15T10:00:00+02:00" } "#.to_string(),
             "{\"message\":{\"id\":\"m-é中😀\",\"model\":\"modèle\",\"usage\":{\"input_tokens\":1,\"output_tokens\":2}},\"timestamp\":\"2025-07-15T10:00:00Z\",\"gitBranch\":\"féature/ü\"}".to_string(),
         ] {
-            let fast = read(l.as_bytes(), &ctx(), 7).unwrap_or_else(|| panic!("not read: {l}"));
+            let fast = read(l.as_bytes(), &ctx(), 7, &mut Interner::default()).unwrap_or_else(|| panic!("not read: {l}"));
             assert_eq!(Parsed::Usage(Box::new(fast)), tape_class(l.as_bytes()), "{l}");
         }
-        let r = read(line("", "").as_bytes(), &ctx(), 7).unwrap();
+        let r = read(line("", "").as_bytes(), &ctx(), 7, &mut Interner::default()).unwrap();
         assert_eq!(
             (
                 r.key.as_str(),
@@ -387,9 +392,10 @@ mod tests {
                 .as_bytes(),
             &ctx(),
             7,
+            &mut Interner::default(),
         )
         .unwrap();
-        assert_eq!(r.cwd, r#"C:\U/"x""#);
+        assert_eq!(&*r.cwd, r#"C:\U/"x""#);
     }
 
     #[test]
@@ -459,10 +465,13 @@ mod tests {
                 l = l.replacen(r#""uuid":"u-1","#, "", 1);
             }
             assert_ne!(l, base, "edit {from} did not apply");
-            assert!(read(l.as_bytes(), &ctx(), 7).is_none(), "{l}");
+            assert!(
+                read(l.as_bytes(), &ctx(), 7, &mut Interner::default()).is_none(),
+                "{l}"
+            );
         }
         let progress = r#"{"type":"progress","data":{"type":"agent_progress","message":{"requestId":"r","message":{"id":"m","usage":{"input_tokens":1,"output_tokens":2}}}},"timestamp":"2025-07-15T10:00:00Z"}"#;
-        assert!(read(progress.as_bytes(), &ctx(), 0).is_none());
+        assert!(read(progress.as_bytes(), &ctx(), 0, &mut Interner::default()).is_none());
         assert!(matches!(tape_class(progress.as_bytes()), Parsed::Usage(_)));
     }
 
@@ -496,7 +505,7 @@ mod tests {
             }
             let edited = bytes.len() != l_len || bytes != original;
             let in_range = tokens.iter().all(|&t| t <= MAX_TOKENS);
-            let fast = read(&bytes, &ctx(), 7);
+            let fast = read(&bytes, &ctx(), 7, &mut Interner::default());
             // Unedited, the fast path takes it: the comparison below is not vacuous.
             prop_assert!(edited || !in_range || fast.is_some());
             if let Some(row) = fast {

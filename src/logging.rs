@@ -21,6 +21,48 @@ use crate::config::LogFormat;
 
 static FILTER: OnceLock<reload::Handle<EnvFilter, Registry>> = OnceLock::new();
 
+/// The progress bar on the terminal, while one is drawn: log lines are
+/// printed above it instead of through it.
+static BAR: Mutex<Option<indicatif::ProgressBar>> = Mutex::new(None);
+
+/// Routes log output around `bar` until called again with `None`.
+pub fn set_progress_bar(bar: Option<indicatif::ProgressBar>) {
+    *BAR.lock().expect("progress bar lock") = bar;
+}
+
+/// Stderr for one log event: the event's bytes are collected and written
+/// in one piece, with the progress bar (if any) hidden meanwhile.
+struct EventWriter(Vec<u8>);
+
+impl std::io::Write for EventWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for EventWriter {
+    fn drop(&mut self) {
+        use std::io::Write;
+        let bytes = std::mem::take(&mut self.0);
+        let bar = BAR.lock().map(|b| b.clone()).unwrap_or(None);
+        let write = || {
+            let _ = std::io::stderr().lock().write_all(&bytes);
+        };
+        match bar {
+            Some(b) => b.suspend(write),
+            None => write(),
+        }
+    }
+}
+
+fn event_writer() -> EventWriter {
+    EventWriter(Vec::with_capacity(256))
+}
+
 /// Installs the global subscriber. `RUST_LOG` overrides `level`. Safe to call
 /// more than once (later calls are ignored).
 pub fn init(level: &str, format: LogFormat) {
@@ -38,9 +80,9 @@ pub fn init(level: &str, format: LogFormat) {
             .with_current_span(false)
             .with_span_list(false)
             .with_target(false)
-            .with_writer(std::io::stderr)
+            .with_writer(event_writer)
     });
-    let text_layer = (!json).then(|| fmt::layer().with_target(false).with_writer(std::io::stderr));
+    let text_layer = (!json).then(|| fmt::layer().with_target(false).with_writer(event_writer));
     if tracing_subscriber::registry()
         .with(filter)
         .with(json_layer)

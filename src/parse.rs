@@ -34,7 +34,7 @@ use simd_json::{Buffers, ErrorType, Tape, ValueType};
 use crate::content::{content_of, ContentRow};
 use crate::dedup;
 use crate::estimate::Estimator;
-use crate::record::{SourceContext, UsageRow};
+use crate::record::{Interner, Shared, SourceContext, UsageRow};
 use crate::timestamp::parse_rfc3339_ms;
 
 /// Bytes that must follow a line for [`LineParser::classify_padded`].
@@ -166,6 +166,8 @@ pub struct LineParser {
     scratch: String,
     /// Nanoseconds spent estimating content since the last take.
     estimate_ns: u64,
+    /// Strings shared between consecutive rows.
+    shared: Interner,
 }
 
 impl Default for LineParser {
@@ -197,6 +199,7 @@ impl LineParser {
             content: Vec::new(),
             scratch: String::new(),
             estimate_ns: 0,
+            shared: Interner::default(),
         }
     }
 
@@ -280,7 +283,7 @@ impl LineParser {
                 if crate::validate::is_plain_object(line) {
                     return Parsed::Other;
                 }
-            } else if let Some(row) = crate::fast_usage::read(line, ctx, offset) {
+            } else if let Some(row) = crate::fast_usage::read(line, ctx, offset, &mut self.shared) {
                 return Parsed::Usage(Box::new(row));
             }
         }
@@ -292,7 +295,7 @@ impl LineParser {
         };
         let result = match filled {
             Ok(()) => {
-                let parsed = match extract(tape.as_value(), ctx, offset) {
+                let parsed = match extract(tape.as_value(), ctx, offset, &mut self.shared) {
                     Ok(Some(row)) => Parsed::Usage(Box::new(row)),
                     Ok(None) => Parsed::Other,
                     Err(kind) => Parsed::Malformed(kind),
@@ -353,6 +356,7 @@ fn extract(
     root: TapeValue<'_, '_>,
     ctx: &SourceContext,
     offset: u64,
+    shared: &mut Interner,
 ) -> Result<Option<UsageRow>, MalformedKind> {
     if !root.is_object() {
         return Err(MalformedKind::NotObject);
@@ -451,7 +455,7 @@ fn extract(
         web_fetch_requests,
     };
     let key = dedup::dedup_key(message_id, request_id, uuid, || content_hash(root));
-    Ok(Some(entry.into_row(key, ctx, offset)))
+    Ok(Some(entry.into_row(key, ctx, offset, shared)))
 }
 
 /// A timestamp string as stored: Unix milliseconds within `DateTime`'s range.
@@ -495,7 +499,13 @@ pub(crate) struct Entry<'a> {
 
 impl Entry<'_> {
     /// The row, under dedup `key`, of the line at `offset` in the file `ctx` describes.
-    pub(crate) fn into_row(self, key: String, ctx: &SourceContext, offset: u64) -> UsageRow {
+    pub(crate) fn into_row(
+        self,
+        key: String,
+        ctx: &SourceContext,
+        offset: u64,
+        shared: &mut Interner,
+    ) -> UsageRow {
         // A progress line sits in the parent's file and says `isSidechain:false`,
         // so the copy of a subagent message it carries beats the subagent's own
         // sidechain line (the rule "non-sidechain over sidechain"; ccusage agrees).
@@ -504,7 +514,7 @@ impl Entry<'_> {
             + self.cache_creation_input_tokens
             + self.cache_read_input_tokens;
         // A line whose sessionId is not its file's session is a copy.
-        let own_file = self.session_id.is_empty() || self.session_id == ctx.session_from_path;
+        let own_file = self.session_id.is_empty() || *self.session_id == *ctx.session_from_path;
         UsageRow {
             key,
             version: dedup::version(self.is_sidechain, total, own_file),
@@ -513,19 +523,19 @@ impl Entry<'_> {
             session_id: if self.session_id.is_empty() {
                 ctx.session_from_path.clone()
             } else {
-                self.session_id.into_owned()
+                shared.get(Shared::Session, &self.session_id)
             },
             project: ctx.project.clone(),
             is_sidechain: u8::from(self.is_sidechain),
             agent_id: if self.agent_id.is_empty() {
                 ctx.agent_from_path.clone()
             } else {
-                self.agent_id.into_owned()
+                shared.get(Shared::AgentId, &self.agent_id)
             },
-            model: self.model.into_owned(),
+            model: shared.get(Shared::Model, &self.model),
             message_id: self.message_id.into_owned(),
             request_id: self.request_id.into_owned(),
-            entry_type: self.entry_type.to_string(),
+            entry_type: entry_type_name(self.entry_type),
             input_tokens: self.input_tokens,
             output_tokens: self.output_tokens,
             cache_creation_input_tokens: self.cache_creation_input_tokens,
@@ -534,14 +544,27 @@ impl Entry<'_> {
             cache_read_input_tokens: self.cache_read_input_tokens,
             web_search_requests: self.web_search_requests,
             web_fetch_requests: self.web_fetch_requests,
-            service_tier: self.service_tier.into_owned(),
-            cwd: self.cwd.into_owned(),
-            git_branch: self.git_branch.into_owned(),
-            cc_version: self.cc_version.into_owned(),
+            service_tier: shared.get(Shared::ServiceTier, &self.service_tier),
+            cwd: shared.get(Shared::Cwd, &self.cwd),
+            git_branch: shared.get(Shared::GitBranch, &self.git_branch),
+            cc_version: shared.get(Shared::Version, &self.cc_version),
             source_file: ctx.path.clone(),
             source_offset: offset,
             cost_usd: 0.0,
         }
+    }
+}
+
+/// The `entry_type` column's value, one shared string per kind.
+fn entry_type_name(kind: &'static str) -> std::sync::Arc<str> {
+    static ASSISTANT: std::sync::LazyLock<std::sync::Arc<str>> =
+        std::sync::LazyLock::new(|| "assistant".into());
+    static PROGRESS: std::sync::LazyLock<std::sync::Arc<str>> =
+        std::sync::LazyLock::new(|| "agent_progress".into());
+    match kind {
+        "assistant" => ASSISTANT.clone(),
+        "agent_progress" => PROGRESS.clone(),
+        other => other.into(),
     }
 }
 
@@ -618,9 +641,9 @@ mod tests {
     fn extracts_every_field() {
         let r = usage(LINE);
         assert_eq!(r.key, "msg_1|req_1");
-        assert_eq!(r.session_id, "s-1");
-        assert_eq!(r.project, "proj");
-        assert_eq!(r.model, "claude-sonnet-4-20250514");
+        assert_eq!(&*r.session_id, "s-1");
+        assert_eq!(&*r.project, "proj");
+        assert_eq!(&*r.model, "claude-sonnet-4-20250514");
         assert_eq!(
             (
                 r.input_tokens,
@@ -635,16 +658,16 @@ mod tests {
             (60, 40)
         );
         assert_eq!((r.web_search_requests, r.web_fetch_requests), (2, 1));
-        assert_eq!(r.service_tier, "standard");
+        assert_eq!(&*r.service_tier, "standard");
         assert_eq!(
-            (r.cwd.as_str(), r.git_branch.as_str(), r.cc_version.as_str()),
+            (&*r.cwd, &*r.git_branch, &*r.cc_version),
             ("/home/u/p", "main", "1.0.51")
         );
         assert_eq!(r.ts_ms, 1_752_573_600_123);
         assert_eq!(r.ts, 1_752_573_600);
         assert_eq!(r.source_offset, 7);
         assert_eq!(r.is_sidechain, 0);
-        assert_eq!(r.entry_type, "assistant");
+        assert_eq!(&*r.entry_type, "assistant");
         assert_eq!(r.version, dedup::version(false, 311, false));
     }
 
@@ -665,7 +688,7 @@ mod tests {
     #[test]
     fn session_falls_back_to_path() {
         let r = usage(&LINE.replace(r#""sessionId":"s-1","#, ""));
-        assert_eq!(r.session_id, "sess-1");
+        assert_eq!(&*r.session_id, "sess-1");
     }
 
     #[test]
@@ -693,8 +716,8 @@ mod tests {
         assert_eq!(r.key, "msg_9|req_9");
         assert_eq!(r.is_sidechain, 0);
         assert_eq!(r.version, dedup::version(false, 3, false));
-        assert_eq!(r.agent_id, "ag1");
-        assert_eq!(r.entry_type, "agent_progress");
+        assert_eq!(&*r.agent_id, "ag1");
+        assert_eq!(&*r.entry_type, "agent_progress");
         assert_eq!(r.ts_ms, 1_752_573_600_000);
         // A progress line of another kind is just another entry.
         assert_eq!(
@@ -865,10 +888,12 @@ mod tests {
                     vouched += usize::from(crate::validate::is_plain_object(line));
                 }
                 if let Parsed::Usage(row) = &a {
-                    if row.entry_type == "assistant" {
+                    if &*row.entry_type == "assistant" {
                         assistant += 1;
                         read_fast += usize::from(
-                            crate::fast_usage::read(line, &ctx(), 0).as_ref() == Some(&**row),
+                            crate::fast_usage::read(line, &ctx(), 0, &mut Interner::default())
+                                .as_ref()
+                                == Some(&**row),
                         );
                     }
                 }

@@ -2,10 +2,13 @@
 //! source file contributes to every row read from it (session, project, agent).
 
 use std::path::Path;
+use std::sync::Arc;
 
 /// One usage entry: a row of the `messages` table. Column order and names
 /// here are the insert's column list; the DDL lives in [`crate::ch::schema`].
-#[derive(Debug, Clone, PartialEq, clickhouse::Row, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Default, PartialEq, clickhouse::Row, serde::Serialize, serde::Deserialize,
+)]
 pub struct UsageRow {
     /// Dedup key: `message.id|requestId`, `message.id|`, `uuid:<uuid>` or `hash:<hex>`.
     pub key: String,
@@ -17,22 +20,22 @@ pub struct UsageRow {
     /// Entry time, Unix milliseconds (18.16 has no `DateTime64`).
     pub ts_ms: i64,
     /// The line's `sessionId`, else the session derived from the path.
-    pub session_id: String,
+    pub session_id: Arc<str>,
     /// The folder under `projects/`.
-    pub project: String,
+    pub project: Arc<str>,
     /// 1 for subagent (sidechain) entries, including `agent_progress` copies.
     pub is_sidechain: u8,
     /// Subagent id (`agentId`, else from an `agent-<id>.jsonl` file name).
-    pub agent_id: String,
+    pub agent_id: Arc<str>,
     /// `message.model`.
-    pub model: String,
+    pub model: Arc<str>,
     /// `message.id`.
     pub message_id: String,
     /// `requestId`.
     pub request_id: String,
     /// `assistant` for a plain entry, `agent_progress` for a subagent message
     /// carried by a progress line.
-    pub entry_type: String,
+    pub entry_type: Arc<str>,
     /// `usage.input_tokens`.
     pub input_tokens: u64,
     /// `usage.output_tokens`.
@@ -50,15 +53,15 @@ pub struct UsageRow {
     /// `usage.server_tool_use.web_fetch_requests`.
     pub web_fetch_requests: u32,
     /// `usage.service_tier`.
-    pub service_tier: String,
+    pub service_tier: Arc<str>,
     /// `cwd`.
-    pub cwd: String,
+    pub cwd: Arc<str>,
     /// `gitBranch`.
-    pub git_branch: String,
+    pub git_branch: Arc<str>,
     /// Claude Code `version`.
-    pub cc_version: String,
+    pub cc_version: Arc<str>,
     /// Path of the file the winning line came from.
-    pub source_file: String,
+    pub source_file: Arc<str>,
     /// Byte offset of that line in its file.
     pub source_offset: u64,
     /// Cost in USD at the prices in effect when it was inserted (the sink
@@ -86,7 +89,18 @@ impl UsageRow {
         }
     }
 
-    /// Approximate bytes this row occupies in a RowBinary insert, for batch sizing.
+    /// Bytes this row holds in memory: the struct and its own strings' heap
+    /// buffers. The shared strings (`Arc<str>`) are held once per file or
+    /// per run of equal values, not per row. Bounds the channel and the
+    /// batch (see [`crate::budget`]).
+    pub fn mem_bytes(&self) -> usize {
+        std::mem::size_of::<UsageRow>()
+            + self.key.capacity()
+            + self.message_id.capacity()
+            + self.request_id.capacity()
+    }
+
+    /// Approximate bytes this row occupies in a RowBinary insert.
     pub fn approx_bytes(&self) -> usize {
         128 + self.key.len()
             + self.session_id.len()
@@ -137,13 +151,13 @@ impl Totals {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SourceContext {
     /// The path as stored in `source_file`.
-    pub path: String,
+    pub path: Arc<str>,
     /// Session id used when a line has no `sessionId`.
-    pub session_from_path: String,
+    pub session_from_path: Arc<str>,
     /// The folder directly under `projects/` (empty when the path has none).
-    pub project: String,
+    pub project: Arc<str>,
     /// Agent id of a `subagents/agent-<id>.jsonl` file (empty otherwise).
-    pub agent_from_path: String,
+    pub agent_from_path: Arc<str>,
 }
 
 impl SourceContext {
@@ -182,10 +196,54 @@ impl SourceContext {
             project
         };
         SourceContext {
-            path: path.to_string_lossy().into_owned(),
-            session_from_path: session,
-            project,
-            agent_from_path: agent,
+            path: path.to_string_lossy().into(),
+            session_from_path: session.into(),
+            project: project.into(),
+            agent_from_path: agent.into(),
+        }
+    }
+}
+
+/// Fields whose values repeat from row to row of a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shared {
+    /// `sessionId`.
+    Session,
+    /// `message.model`.
+    Model,
+    /// `cwd`.
+    Cwd,
+    /// `gitBranch`.
+    GitBranch,
+    /// The agent's `version`.
+    Version,
+    /// `agentId`.
+    AgentId,
+    /// `usage.service_tier`.
+    ServiceTier,
+}
+
+/// Shares the strings that repeat from row to row: a row whose `cwd` (or
+/// model, branch, …) equals the previous row's gets the same `Arc<str>`
+/// instead of an allocation of its own. One per parsing thread; it only
+/// remembers the last value per field, which is what consecutive lines of
+/// one file repeat.
+#[derive(Debug, Default)]
+pub struct Interner {
+    last: [Option<Arc<str>>; 7],
+}
+
+impl Interner {
+    /// `value` as a shared string.
+    pub fn get(&mut self, field: Shared, value: &str) -> Arc<str> {
+        let slot = &mut self.last[field as usize];
+        match slot {
+            Some(s) if **s == *value => s.clone(),
+            _ => {
+                let s: Arc<str> = Arc::from(value);
+                *slot = Some(s.clone());
+                s
+            }
         }
     }
 }
@@ -198,19 +256,33 @@ mod tests {
     fn context_of_main_and_subagent_files() {
         let c =
             SourceContext::from_path(Path::new("/h/.claude/projects/-home-me-app/abc-123.jsonl"));
-        assert_eq!(c.project, "-home-me-app");
-        assert_eq!(c.session_from_path, "abc-123");
-        assert_eq!(c.agent_from_path, "");
+        assert_eq!(&*c.project, "-home-me-app");
+        assert_eq!(&*c.session_from_path, "abc-123");
+        assert_eq!(&*c.agent_from_path, "");
         let c = SourceContext::from_path(Path::new(
             "/h/.claude/projects/-home-me-app/abc-123/subagents/agent-a9f.jsonl",
         ));
-        assert_eq!(c.project, "-home-me-app");
-        assert_eq!(c.session_from_path, "abc-123");
-        assert_eq!(c.agent_from_path, "a9f");
+        assert_eq!(&*c.project, "-home-me-app");
+        assert_eq!(&*c.session_from_path, "abc-123");
+        assert_eq!(&*c.agent_from_path, "a9f");
         let c = SourceContext::from_path(Path::new("/spool/loose.jsonl"));
-        assert_eq!(c.project, "");
-        assert_eq!(c.session_from_path, "loose");
+        assert_eq!(&*c.project, "");
+        assert_eq!(&*c.session_from_path, "loose");
         let c = SourceContext::from_path(Path::new("/x/projects/s.jsonl"));
-        assert_eq!(c.project, "");
+        assert_eq!(&*c.project, "");
+    }
+
+    #[test]
+    fn equal_values_share_one_allocation() {
+        let mut i = Interner::default();
+        let a = i.get(Shared::Cwd, "/home/me");
+        let b = i.get(Shared::Cwd, "/home/me");
+        assert!(Arc::ptr_eq(&a, &b));
+        // Another field with the same text is its own slot.
+        let m = i.get(Shared::Model, "/home/me");
+        assert!(!Arc::ptr_eq(&a, &m));
+        let c = i.get(Shared::Cwd, "/elsewhere");
+        assert_eq!(&*c, "/elsewhere");
+        assert!(!Arc::ptr_eq(&a, &i.get(Shared::Cwd, "/home/me")));
     }
 }

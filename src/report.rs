@@ -31,9 +31,9 @@ impl From<&UsageRow> for Entry {
     fn from(r: &UsageRow) -> Entry {
         Entry {
             ts_ms: r.ts_ms,
-            session_id: r.session_id.clone(),
-            project: r.project.clone(),
-            model: r.model.clone(),
+            session_id: r.session_id.to_string(),
+            project: r.project.to_string(),
+            model: r.model.to_string(),
             usage: r.token_use(),
         }
     }

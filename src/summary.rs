@@ -40,11 +40,11 @@ impl NaiveSums {
 /// Adds one usage line to per-session sums (a file rarely has more than a
 /// couple of sessions, so a list beats a map).
 pub fn add_row(sums: &mut Vec<NaiveSums>, row: &UsageRow) {
-    let i = match sums.iter().position(|s| s.session_id == row.session_id) {
+    let i = match sums.iter().position(|s| *s.session_id == *row.session_id) {
         Some(i) => i,
         None => {
             sums.push(NaiveSums {
-                session_id: row.session_id.clone(),
+                session_id: row.session_id.to_string(),
                 ..NaiveSums::default()
             });
             sums.len() - 1
@@ -104,33 +104,12 @@ mod tests {
 
     fn row(session: &str, out: u64) -> UsageRow {
         UsageRow {
-            key: String::new(),
-            version: 0,
-            ts: 0,
-            ts_ms: 0,
             session_id: session.into(),
-            project: String::new(),
-            is_sidechain: 0,
-            agent_id: String::new(),
-            model: String::new(),
-            message_id: String::new(),
-            request_id: String::new(),
-            entry_type: String::new(),
             input_tokens: 1,
             output_tokens: out,
             cache_creation_input_tokens: 2,
-            cache_creation_5m_tokens: 0,
-            cache_creation_1h_tokens: 0,
             cache_read_input_tokens: 3,
-            web_search_requests: 0,
-            web_fetch_requests: 0,
-            service_tier: String::new(),
-            cwd: String::new(),
-            git_branch: String::new(),
-            cc_version: String::new(),
-            source_file: String::new(),
-            source_offset: 0,
-            cost_usd: 0.0,
+            ..UsageRow::default()
         }
     }
 

@@ -2,7 +2,10 @@
 //! `expected.json` (see `tokenbridge::corpus`).
 //!
 //! Usage: `tokenbridge-gen OUT_DIR [--seed N] [--mb N] [--projects N] [--max-turns N]
-//! [--missing-request-id-pct N]`
+//! [--no-huge-tool-results] [--missing-request-id-pct N]`
+//!
+//! Many small sessions, as a real `~/.claude` holds thousands of files:
+//! `--max-turns 16 --no-huge-tool-results` (about 250 KB per file).
 
 use std::path::PathBuf;
 
@@ -21,11 +24,12 @@ fn main() {
             "--mb" => spec.target_bytes = num("--mb") << 20,
             "--projects" => spec.projects = num("--projects") as usize,
             "--max-turns" => spec.max_turns = num("--max-turns").max(1),
+            "--no-huge-tool-results" => spec.huge_tool_results = false,
             "--missing-request-id-pct" => {
                 spec.missing_request_id = num("--missing-request-id-pct") as f64 / 100.0
             }
             "-h" | "--help" => {
-                println!("usage: tokenbridge-gen OUT_DIR [--seed N] [--mb N] [--projects N] [--max-turns N] [--missing-request-id-pct N]");
+                println!("usage: tokenbridge-gen OUT_DIR [--seed N] [--mb N] [--projects N] [--max-turns N] [--no-huge-tool-results] [--missing-request-id-pct N]");
                 return;
             }
             _ if out.is_none() && !a.starts_with('-') => out = Some(PathBuf::from(a)),

@@ -125,7 +125,7 @@ impl ChClient {
             opts.request_timeout,
             probe
                 .c()?
-                .query(
+                .query_raw(
                     "SELECT version(), toUInt64((SELECT count() FROM system.settings \
                      WHERE name = 'async_insert'))",
                 )
@@ -208,7 +208,7 @@ impl ChClient {
 
     /// Runs a statement that returns nothing.
     pub async fn execute(&self, sql: &str) -> Result<(), ChError> {
-        with_timeout(self.timeout, self.c()?.query(sql).execute()).await
+        with_timeout(self.timeout, self.c()?.query_raw(sql).execute()).await
     }
 
     /// Creates the database and tables if missing and adds missing columns.
@@ -220,7 +220,7 @@ impl ChClient {
         let columns: Vec<(String, String)> = with_timeout(
             self.timeout,
             self.c()?
-                .query(&format!(
+                .query_raw(&format!(
                     "SELECT table, name FROM system.columns WHERE database = {}",
                     schema::quote(db)
                 ))
@@ -341,7 +341,7 @@ impl ChClient {
             crate::logging::unix_ms(),
             with_content,
         );
-        with_timeout(self.timeout * 4, self.c()?.query(&sql).execute()).await
+        with_timeout(self.timeout * 4, self.c()?.query_raw(&sql).execute()).await
     }
 
     /// Whether `table` holds any row.
@@ -350,7 +350,7 @@ impl ChClient {
             "SELECT count() FROM (SELECT 1 FROM {}.{table} LIMIT 1)",
             self.database
         );
-        let n: u64 = with_timeout(self.timeout, self.c()?.query(&sql).fetch_one()).await?;
+        let n: u64 = with_timeout(self.timeout, self.c()?.query_raw(&sql).fetch_one()).await?;
         Ok(n > 0)
     }
 
@@ -359,7 +359,7 @@ impl ChClient {
         let (i, o, cc, cr, n) = with_timeout(
             self.timeout,
             self.c()?
-                .query(&schema::totals_query(&self.database))
+                .query_raw(&schema::totals_query(&self.database))
                 .fetch_one::<(u64, u64, u64, u64, u64)>(),
         )
         .await?;
@@ -388,7 +388,7 @@ impl ChClient {
         let mut first = None;
         loop {
             let n: u64 =
-                with_timeout(self.timeout, self.c()?.query(&sql).fetch_one::<u64>()).await?;
+                with_timeout(self.timeout, self.c()?.query_raw(&sql).fetch_one::<u64>()).await?;
             first.get_or_insert(n);
             if n == 0 || tokio::time::Instant::now() >= deadline {
                 return Ok(first.unwrap_or(0));
@@ -398,18 +398,19 @@ impl ChClient {
     }
 
     /// Loads the best version of the `limit` most recent keys ClickHouse
-    /// holds into `index`.
+    /// holds (of entries from `since_ms` on, when given) into `index`.
     pub async fn load_known_versions(
         &self,
         index: &mut DedupIndex,
         limit: usize,
+        since_ms: Option<i64>,
     ) -> Result<usize, ChError> {
-        let sql = schema::known_versions_query(&self.database, limit);
+        let sql = schema::known_versions_query(&self.database, limit, since_ms);
         let fut = async {
             let mut cursor = self
                 .c()
                 .map_err(|e| clickhouse::error::Error::Custom(e.to_string()))?
-                .query(&sql)
+                .query_raw(&sql)
                 .fetch::<(String, u64)>()?;
             let mut n = 0usize;
             while let Some((key, version)) = cursor.next().await? {
@@ -422,6 +423,21 @@ impl ChClient {
         with_timeout(self.timeout * 20, fut).await
     }
 
+    /// The best version ClickHouse holds of each of `keys` that it holds.
+    pub async fn versions_of(&self, keys: &[&str]) -> Result<Vec<(String, u64)>, ChError> {
+        let mut out = Vec::new();
+        for list in schema::in_lists(keys.iter().copied()) {
+            let sql = schema::versions_of_keys_query(&self.database, &list);
+            let rows: Vec<(String, u64)> = with_timeout(
+                self.timeout,
+                self.c()?.query_raw(&sql).fetch_all::<(String, u64)>(),
+            )
+            .await?;
+            out.extend(rows);
+        }
+        Ok(out)
+    }
+
     /// The winning row of every key, as reports need it.
     pub async fn report_entries(&self) -> Result<Vec<crate::report::Entry>, ChError> {
         let sql = format!(
@@ -432,8 +448,11 @@ impl ChClient {
             schema::MESSAGES
         );
         type R = (i64, String, String, String, u64, u64, u64, u64, u64);
-        let rows: Vec<R> =
-            with_timeout(self.timeout * 20, self.c()?.query(&sql).fetch_all::<R>()).await?;
+        let rows: Vec<R> = with_timeout(
+            self.timeout * 20,
+            self.c()?.query_raw(&sql).fetch_all::<R>(),
+        )
+        .await?;
         Ok(rows
             .into_iter()
             .map(
@@ -456,9 +475,12 @@ impl ChClient {
 
     /// A cheap round trip.
     pub async fn ping(&self) -> Result<(), ChError> {
-        with_timeout(self.timeout, self.c()?.query("SELECT 1").fetch_one::<u8>())
-            .await
-            .map(|_| ())
+        with_timeout(
+            self.timeout,
+            self.c()?.query_raw("SELECT 1").fetch_one::<u8>(),
+        )
+        .await
+        .map(|_| ())
     }
 }
 

@@ -327,12 +327,46 @@ pub fn totals_query(db: &str) -> String {
     )
 }
 
-/// Best version per key, the `limit` most recently active keys, for the
-/// start-up dedup index load.
-pub fn known_versions_query(db: &str, limit: usize) -> String {
+/// Best version per key, the `limit` most recently active keys (of entries
+/// from `since_ms` on, when given), for the start-up dedup index load.
+pub fn known_versions_query(db: &str, limit: usize, since_ms: Option<i64>) -> String {
+    let filter = since_ms.map_or(String::new(), |t| format!(" WHERE ts_ms >= {t}"));
     format!(
-        "SELECT key, max(version) FROM {db}.{MESSAGES} GROUP BY key ORDER BY max(ts_ms) DESC LIMIT {limit}"
+        "SELECT key, max(version) FROM {db}.{MESSAGES}{filter} GROUP BY key ORDER BY max(ts_ms) DESC LIMIT {limit}"
     )
+}
+
+/// The best version ClickHouse holds of each key of `quoted` (SQL string
+/// literals, comma-separated): the per-batch lookup for keys outside the
+/// index's start-up window.
+pub fn versions_of_keys_query(db: &str, quoted: &str) -> String {
+    format!("SELECT key, max(version) FROM {db}.{MESSAGES} WHERE key IN ({quoted}) GROUP BY key")
+}
+
+/// Longest `IN (…)` list put into one statement, bytes: well under the
+/// 262,144-byte `max_query_size` every server version defaults to, with
+/// room for the rest of the statement.
+pub const MAX_IN_LIST_BYTES: usize = 200_000;
+
+/// Splits `values` into quoted, comma-separated lists of at most
+/// [`MAX_IN_LIST_BYTES`] each (a single longer value gets a list of its own).
+pub fn in_lists<'a>(values: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    let mut lists = Vec::new();
+    let mut cur = String::new();
+    for v in values {
+        let q = quote(v);
+        if !cur.is_empty() && cur.len() + 2 + q.len() > MAX_IN_LIST_BYTES {
+            lists.push(std::mem::take(&mut cur));
+        }
+        if !cur.is_empty() {
+            cur.push_str(", ");
+        }
+        cur.push_str(&q);
+    }
+    if !cur.is_empty() {
+        lists.push(cur);
+    }
+    lists
 }
 
 #[cfg(test)]
@@ -383,5 +417,21 @@ mod tests {
         assert!(!lean.contains("tb.content"));
         assert!(lean.contains("toUInt64(0) AS est_thinking_tokens"));
         assert_eq!(quote("it's \\"), "'it\\'s \\\\'");
+    }
+
+    #[test]
+    fn in_lists_stay_under_the_byte_bound() {
+        let long: Vec<String> = (0..20_000)
+            .map(|i| format!("msg_{i:060}|req?{i}'"))
+            .collect();
+        let lists = in_lists(long.iter().map(String::as_str));
+        assert!(lists.len() > 1);
+        assert!(lists.iter().all(|l| l.len() <= MAX_IN_LIST_BYTES));
+        let joined: usize = lists.iter().map(|l| l.matches("msg_").count()).sum();
+        assert_eq!(joined, long.len());
+        assert!(in_lists(std::iter::empty()).is_empty());
+        let sql = known_versions_query("tb", 10, Some(5));
+        assert!(sql.contains("WHERE ts_ms >= 5 GROUP BY key"));
+        assert!(!known_versions_query("tb", 10, None).contains("WHERE"));
     }
 }
