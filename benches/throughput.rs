@@ -56,13 +56,18 @@ impl Run {
     }
 }
 
-// The child is reaped with wait4 (for its rusage), which clippy cannot see.
-#[allow(clippy::zombie_processes)]
+/// Runs `cmd` to its end, measured (stderr discarded).
 fn run_measured(cmd: &mut Command) -> Run {
+    run_measured_logging(cmd, Stdio::null())
+}
+
+/// [`run_measured`] with the child's stderr (its logs) going to `stderr`.
+#[allow(clippy::zombie_processes)]
+fn run_measured_logging(cmd: &mut Command, stderr: Stdio) -> Run {
     let started = Instant::now();
     let child = cmd
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .expect("spawn");
     let pid = child.id() as i32;
@@ -597,16 +602,24 @@ fn small_files(root: &Path, files: usize) -> u64 {
     files as u64
 }
 
+/// A usage line of `session` (key `m-{session}-{i}|r-{session}-{i}`) with the
+/// current time as its timestamp, as a live session writes it.
 fn usage_line(session: &str, i: u64) -> String {
+    let ts = tokenbridge::timestamp::format_rfc3339_ms(tokenbridge::logging::unix_ms());
     format!(
-        "{{\"type\":\"assistant\",\"sessionId\":\"{session}\",\"timestamp\":\"2026-01-01T10:00:00Z\",\"requestId\":\"r-{session}-{i}\",\"message\":{{\"id\":\"m-{session}-{i}\",\"model\":\"claude-sonnet-4-20250514\",\"usage\":{{\"input_tokens\":3,\"output_tokens\":7}}}}}}\n"
+        "{{\"type\":\"assistant\",\"sessionId\":\"{session}\",\"timestamp\":\"{ts}\",\"requestId\":\"r-{session}-{i}\",\"message\":{{\"id\":\"m-{session}-{i}\",\"model\":\"claude-sonnet-4-20250514\",\"usage\":{{\"input_tokens\":3,\"output_tokens\":7}}}}}}\n"
     )
 }
 
 /// CPU seconds a process has used, and its RSS, from /proc.
 fn proc_cpu_rss(pid: u32) -> (f64, u64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let f: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+    let f: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
     let tck = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     let cpu = (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / tck;
     let rss_pages: u64 = f[21].parse().unwrap();
@@ -662,7 +675,10 @@ fn idle_section(ch: &TestClickHouse) -> String {
         std::thread::sleep(Duration::from_secs_f64(window));
         let (cpu1, rss) = proc_cpu_rss(d.id());
         let pct = (cpu1 - cpu0) / window * 100.0;
-        println!("idle {files} files: ingest {ingest:.1} s, cpu {pct:.2} % of a core, rss {:.1} MB", rss as f64 / 1e6);
+        println!(
+            "idle {files} files: ingest {ingest:.1} s, cpu {pct:.2} % of a core, rss {:.1} MB",
+            rss as f64 / 1e6
+        );
         out += &format!(
             "| {files} (ingested in {ingest:.1} s) | {window:.0} s | {pct:.2} % of a core | {:.1} MB |\n",
             rss as f64 / 1e6
@@ -709,7 +725,11 @@ fn live_section(ch: &TestClickHouse) -> String {
             drop(f);
             appended += line.len() as u64;
             pending.push((
-                format!("m-{session}-{}|r-{session}-{}", 1 + next / sessions.len(), 1 + next / sessions.len()),
+                format!(
+                    "m-{session}-{}|r-{session}-{}",
+                    1 + next / sessions.len(),
+                    1 + next / sessions.len()
+                ),
                 Instant::now(),
             ));
             next += 1;
@@ -767,14 +787,14 @@ fn startup_section(out_dir: &Path, ch: &TestClickHouse) -> String {
     let (rt, c) = ch.client("bench_start");
     let mut have = 0u64;
     for rows in [1_000_000u64, 5_000_000] {
-        // History over a year, about 14k messages a day: the rows a busy team
-        // accumulates. Keys look like Claude Code's.
+        // History over a year (5M rows: ~14k messages a day, what a busy
+        // team accumulates). Keys look like Claude Code's.
         let now_ms = tokenbridge::logging::unix_ms() as u64;
         let sql = format!(
             "INSERT INTO bench_start.messages (key, version, ts, ts_ms, session_id, project, model, message_id, request_id, input_tokens, output_tokens) \
              SELECT concat('msg_01', hex(sipHash64(number)), '|req_011C', hex(sipHash64(number + 1))), \
              bitOr(toUInt64(9223372036854775808), number * 2), \
-             toDateTime(intDiv({now_ms} - number * 2160, 1000)), toInt64({now_ms} - number * 2160), \
+             toDateTime(intDiv({now_ms} - number * 6307, 1000)), toInt64({now_ms} - number * 6307), \
              concat('s', toString(intDiv(number, 40))), 'p', 'claude-sonnet-4-20250514', '', '', 1, 1 \
              FROM numbers({have}, {})",
             rows - have
@@ -785,7 +805,8 @@ fn startup_section(out_dir: &Path, ch: &TestClickHouse) -> String {
             let work = tempfile::tempdir().unwrap();
             let root = work.path().join("claude/projects/p");
             std::fs::create_dir_all(&root).unwrap();
-            std::fs::write(root.join("new.jsonl"), usage_line("new", 1)).unwrap();
+            let session = format!("new-{rows}-{days}");
+            std::fs::write(root.join("new.jsonl"), usage_line(&session, 1)).unwrap();
             let cfg = write_config_at(
                 work.path(),
                 &ch.url(),
@@ -799,8 +820,7 @@ fn startup_section(out_dir: &Path, ch: &TestClickHouse) -> String {
             let mut cmd = Command::new(env!("CARGO_BIN_EXE_tokenbridge"));
             cmd.arg("backfill").arg("--config").arg(&cfg);
             let log = work.path().join("log");
-            cmd.stderr(std::fs::File::create(&log).unwrap());
-            let r = run_measured(&mut cmd);
+            let r = run_measured_logging(&mut cmd, std::fs::File::create(&log).unwrap().into());
             let events: Vec<serde_json::Value> = std::fs::read_to_string(&log)
                 .unwrap()
                 .lines()
@@ -809,16 +829,25 @@ fn startup_section(out_dir: &Path, ch: &TestClickHouse) -> String {
             let ev = |name: &str| events.iter().find(|e| e["event"] == name).cloned();
             let loaded = ev("dedup_index_loaded").expect("dedup_index_loaded");
             let first = ev("batch_committed").expect("batch_committed");
-            let first_ms = tokenbridge::timestamp::parse_rfc3339_ms(first["timestamp"].as_str().unwrap()).unwrap();
+            let first_ms =
+                tokenbridge::timestamp::parse_rfc3339_ms(first["timestamp"].as_str().unwrap())
+                    .unwrap();
             out += &format!(
                 "| {rows} | {} | {} | {} ms | {:.2} s | {:.1} MB |\n",
-                if days == 0 { "0 (all)".to_string() } else { days.to_string() },
+                if days == 0 {
+                    "0 (all)".to_string()
+                } else {
+                    days.to_string()
+                },
                 loaded["keys"],
                 loaded["latency_ms"],
                 (first_ms - started) as f64 / 1000.0,
                 r.max_rss as f64 / 1e6,
             );
-            println!("startup {rows} rows, load_days {days}: {loaded}, wall {:.2}s", r.wall.as_secs_f64());
+            println!(
+                "startup {rows} rows, load_days {days}: {loaded}, wall {:.2}s",
+                r.wall.as_secs_f64()
+            );
         }
     }
     out + "\n"

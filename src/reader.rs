@@ -43,6 +43,13 @@ const BAD_LINE_HEAD: usize = 200;
 fn max_in_flight() -> usize {
     rayon::current_num_threads() + 2
 }
+/// The share of one core the periodic full scans may use: with 100,000
+/// files a scan takes ~0.4 s, so it runs every ~40 s instead of every 10 s.
+const RESCAN_CPU_SHARE: f64 = 0.01;
+/// A read of at most this many bytes (an append or two) is done on the
+/// reader's own thread: waking a pool thread for it costs more (a daemon
+/// with 50 sessions appending spent a third of its CPU switching threads).
+const INLINE_BYTES: u64 = 64 << 10;
 /// Chunks at least this large are cut into pieces parsed in parallel.
 const PARALLEL_BYTES: usize = 1 << 20;
 /// Target size of one such piece.
@@ -109,6 +116,8 @@ struct Tracked {
     /// Size and modification time when last looked at: a scan that finds
     /// them unchanged leaves the file alone (no open, no read).
     seen: Stat,
+    /// The last open or read failed: every look tries again, changed or not.
+    retry: bool,
 }
 
 /// What a `stat` says about a file's content having changed.
@@ -184,6 +193,8 @@ pub struct Reader {
     logged_errors: HashSet<PathBuf>,
     /// A file could not be opened or vanished during this pass.
     retry_needed: bool,
+    /// How long the last full scan took.
+    last_scan: Duration,
 }
 
 #[derive(Debug)]
@@ -251,6 +262,7 @@ impl Reader {
             dirty: HashSet::new(),
             logged_errors: HashSet::new(),
             retry_needed: false,
+            last_scan: Duration::ZERO,
         }
     }
 
@@ -287,7 +299,7 @@ impl Reader {
             self.send(SinkMsg::Drain)?;
             return Ok(ReaderExit::Drained);
         }
-        let mut next_scan = Instant::now() + self.opts.rescan_interval;
+        let mut next_scan = Instant::now() + self.scan_interval();
         loop {
             self.health.reader_beat();
             self.drain_pending()?;
@@ -307,7 +319,7 @@ impl Reader {
                         tracing::info!(event = "watch_dirs_changed", dirs = ?dirs, "watched folders changed");
                         self.opts.dirs = dirs;
                         self.full_scan()?;
-                        next_scan = Instant::now() + self.opts.rescan_interval;
+                        next_scan = Instant::now() + self.scan_interval();
                     }
                 }
                 recv(wake_rx) -> w => {
@@ -317,7 +329,7 @@ impl Reader {
                     if lost || wakes.contains(&Wake::FullScan) {
                         tracing::info!(event = "watcher_overflow", "file events may have been lost; rescanning");
                         self.full_scan()?;
-                        next_scan = Instant::now() + self.opts.rescan_interval;
+                        next_scan = Instant::now() + self.scan_interval();
                     } else {
                         let mut paths: Vec<PathBuf> = wakes
                             .into_iter()
@@ -331,7 +343,7 @@ impl Reader {
                 recv(crossbeam_channel::after(wait)) -> _ => {
                     if Instant::now() >= next_scan {
                         self.full_scan()?;
-                        next_scan = Instant::now() + self.opts.rescan_interval;
+                        next_scan = Instant::now() + self.scan_interval();
                     }
                 }
                 recv(shutdown) -> _ => return Ok(ReaderExit::Shutdown),
@@ -445,6 +457,7 @@ impl Reader {
     }
 
     fn full_scan(&mut self) -> Result<(), SinkGone> {
+        let started = Instant::now();
         self.metrics.scans_full.fetch_add(1, Relaxed);
         if let Some(w) = self.watcher.as_mut() {
             for (dir, e) in w.sync(&self.opts.dirs) {
@@ -452,7 +465,11 @@ impl Reader {
             }
         }
         let scan = discovery::scan(&self.opts.dirs);
+        let known_before = self.files.len();
         let sizes = self.register_found(scan)?;
+        // Only a scan of files already known says what the safety-net
+        // scans cost; one that registered new files also opened them.
+        let steady = self.files.len() == known_before;
         let missing: Vec<FileKey> = self
             .files
             .keys()
@@ -479,7 +496,26 @@ impl Reader {
         self.metrics
             .files_tracked
             .store(self.files.len() as u64, Relaxed);
+        if steady {
+            self.last_scan = started.elapsed();
+        }
+        tracing::debug!(
+            event = "scan_completed",
+            files = self.files.len(),
+            latency_ms = started.elapsed().as_millis() as u64,
+            next_scan_ms = self.scan_interval().as_millis() as u64,
+            "full scan done"
+        );
         Ok(())
+    }
+
+    /// Time until the next periodic full scan: `rescan_interval`, or longer
+    /// (up to ten times) when a scan takes long (many files), so that the
+    /// safety-net scans cost at most [`RESCAN_CPU_SHARE`] of a core.
+    /// Wake-ups still look at changed paths at once.
+    fn scan_interval(&self) -> Duration {
+        let base = self.opts.rescan_interval;
+        base.max(self.last_scan.div_f64(RESCAN_CPU_SHARE).min(base * 10))
     }
 
     /// A known file seen by a scan at `path`: notes a new name (rotation, a
@@ -505,7 +541,7 @@ impl Reader {
         t.gone = false;
         t.missed_scans = 0;
         let stat = Stat::of(meta);
-        if stat != t.seen || t.file.is_some() {
+        if stat != t.seen || t.file.is_some() || t.retry {
             t.seen = stat;
             t.verified = false;
             self.dirty.insert(key);
@@ -591,6 +627,7 @@ impl Reader {
                 missed_scans: 0,
                 verified: true,
                 seen: Stat::of(&meta),
+                retry: false,
             },
         );
         self.dirty.insert(key);
@@ -620,13 +657,24 @@ impl Reader {
                     self.dirty.insert(key);
                     continue;
                 }
-                if let Some(task) = self.plan(key)? {
-                    busy.insert(key);
-                    let tx = res_tx.clone();
-                    rayon::spawn(move || {
-                        let _ = tx.send(run_task(task, chunk_bytes, max_line, mode));
-                    });
+                let Some(task) = self.plan(key)? else {
+                    continue;
+                };
+                if task.size - task.start <= INLINE_BYTES && task.long_scan.is_none() {
+                    // A few appended lines: handing them to another thread
+                    // costs more than reading them here.
+                    let r = run_task(task, chunk_bytes, max_line, mode);
+                    sent_any |= self.apply(r)?;
+                    if self.dirty.remove(&key) {
+                        queue.push(key);
+                    }
+                    continue;
                 }
+                busy.insert(key);
+                let tx = res_tx.clone();
+                rayon::spawn(move || {
+                    let _ = tx.send(run_task(task, chunk_bytes, max_line, mode));
+                });
             }
             if busy.is_empty() {
                 // Files dirtied meanwhile (e.g. a finished task wanting more).
@@ -660,12 +708,20 @@ impl Reader {
         };
         if t.file.is_none() {
             match open_counted(Path::new(&*t.identity.path), &self.metrics) {
-                Ok(f) if f.metadata().is_ok_and(|m| FileKey::of(&m) == key) => t.file = Some(f),
+                Ok(f) if f.metadata().is_ok_and(|m| FileKey::of(&m) == key) => {
+                    t.file = Some(f);
+                    if std::mem::take(&mut t.retry)
+                        && self.logged_errors.remove(Path::new(&*t.identity.path))
+                    {
+                        tracing::info!(event = "file_readable", file = %t.identity.path, "file can be read again");
+                    }
+                }
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                     // Out of descriptors, permissions, I/O: counted, logged,
                     // and retried (the next scan, or a backfill's last pass).
                     self.metrics.file_errors.fetch_add(1, Relaxed);
                     self.retry_needed = true;
+                    t.retry = true;
                     if self.logged_errors.insert(PathBuf::from(&*t.identity.path)) {
                         tracing::warn!(event = "file_unreadable", file = %t.identity.path, error = %e, "cannot open file; will retry");
                     }
@@ -757,6 +813,7 @@ impl Reader {
             self.metrics.file_errors.fetch_add(1, Relaxed);
             tracing::warn!(event = "file_read_failed", file = %t.identity.path, error = %e, "read failed; will retry");
             t.file = None;
+            t.retry = true;
             return Ok(false);
         }
         t.long_scan = r.long_scan;

@@ -91,11 +91,19 @@ impl FlushReason {
     }
 }
 
-/// Checkpoints are saved at most this often while data keeps flowing (and
-/// whenever the reader catches up). Saving later is always safe: a crash
-/// re-reads the bytes after the saved offsets and the dedup index drops what
-/// had landed.
+/// After a catch-up that inserted at least this many bytes of rows, freed
+/// memory is returned to the system.
+const TRIM_AFTER_BYTES: usize = 8 << 20;
+
+/// Checkpoints are saved at most this often (and at the end of a run).
+/// Saving later is always safe: a crash re-reads the bytes after the saved
+/// offsets and the dedup index drops what had landed.
 const CHECKPOINT_SAVE_INTERVAL: Duration = Duration::from_secs(1);
+/// ... and rarer when a save takes long (the file holds every tracked file):
+/// saves may use at most this share of a core. With 10,000 files a save
+/// takes ~15 ms; saving after every catch-up used 40 % of the daemon's CPU
+/// while 50 sessions appended.
+const CHECKPOINT_CPU_SHARE: f64 = 0.02;
 
 /// Cost and session-summary settings (fixed for the sink's life).
 #[derive(Debug, Clone)]
@@ -189,6 +197,10 @@ pub struct Sink {
     summary_retry_at: Option<Instant>,
     /// When checkpoints were last written.
     last_save: Instant,
+    /// How long that took.
+    last_save_took: Duration,
+    /// Bytes of rows inserted since freed memory was last given back.
+    inserted_since_trim: usize,
     /// The next recomputation covers every session (see
     /// [`SummaryOptions::started_empty`]).
     summarize_all: bool,
@@ -228,6 +240,8 @@ impl Sink {
             last_summary: Instant::now(),
             summary_retry_at: None,
             last_save: Instant::now(),
+            last_save_took: Duration::ZERO,
+            inserted_since_trim: 0,
             dead_letter,
             health,
             ctrl_rx,
@@ -272,6 +286,15 @@ impl Sink {
                 None => Duration::from_secs(1),
             }
             .min(Duration::from_secs(1));
+            // A batch that waited `flush_interval` goes out even while
+            // messages keep arriving (they would otherwise hold it back).
+            let aged = self
+                .batch
+                .opened
+                .is_some_and(|t| t.elapsed() >= self.opts.flush_interval);
+            if aged && !self.flush(FlushReason::Timer) {
+                return SinkExit::Abandoned;
+            }
             let received = self.rx.recv_timeout(timeout);
             self.metrics
                 .channel_depth
@@ -326,6 +349,11 @@ impl Sink {
                     self.batch.opened.get_or_insert_with(Instant::now);
                     self.batch.acks.push(Ack::Forget(key));
                 }
+                // More is already queued: the reader caught up and then
+                // found more, and that drain ends with its own `CaughtUp`.
+                // Flushing now would send one insert per appended line
+                // while lines arrive faster than inserts return.
+                Ok(SinkMsg::CaughtUp) if !self.rx.is_empty() => {}
                 Ok(SinkMsg::CaughtUp) => {
                     if !self.flush(FlushReason::CaughtUp) {
                         return SinkExit::Abandoned;
@@ -449,9 +477,7 @@ impl Sink {
     fn flush(&mut self, reason: FlushReason) -> bool {
         if self.batch.is_empty() {
             self.batch.opened = None;
-            if reason.settles() {
-                self.save_checkpoints();
-            }
+            self.save_checkpoints_if_due(reason);
             if reason.settles() {
                 self.summarize();
             }
@@ -572,8 +598,14 @@ impl Sink {
                     .fetch_add(bytes as u64, Relaxed);
             }
         }
-        if reason.settles() || self.last_save.elapsed() >= CHECKPOINT_SAVE_INTERVAL {
-            self.save_checkpoints();
+        self.save_checkpoints_if_due(reason);
+        self.inserted_since_trim += batch.bytes;
+        if reason.settles() && self.inserted_since_trim >= TRIM_AFTER_BYTES {
+            // A catch-up is over: give the rows' freed memory back to the
+            // system instead of keeping it in the allocator's free lists
+            // (100,000 files ingested left ~70 MB of RSS behind).
+            self.inserted_since_trim = 0;
+            crate::memory::release_free_memory();
         }
         let interval_due = self.opts.summaries == SummaryPolicy::WhileFlowing
             && self.last_summary.elapsed() >= self.summary.interval;
@@ -682,9 +714,25 @@ impl Sink {
         self.health.sink_beat();
     }
 
+    /// Saves the checkpoints when the run ends, or when the last save is old
+    /// enough for its cost (see [`CHECKPOINT_CPU_SHARE`]). An idle sink
+    /// flushes every second, so a pending save waits at most that long
+    /// past its due time.
+    fn save_checkpoints_if_due(&mut self, reason: FlushReason) {
+        let due = CHECKPOINT_SAVE_INTERVAL.max(self.last_save_took.div_f64(CHECKPOINT_CPU_SHARE));
+        if reason == FlushReason::Last || self.last_save.elapsed() >= due {
+            self.save_checkpoints();
+        }
+    }
+
     fn save_checkpoints(&mut self) {
-        self.last_save = Instant::now();
-        match self.store.save() {
+        let started = Instant::now();
+        let result = self.store.save();
+        if matches!(result, Ok(true)) {
+            self.last_save = Instant::now();
+            self.last_save_took = started.elapsed();
+        }
+        match result {
             Ok(saved) => {
                 if saved {
                     tracing::debug!(

@@ -5,7 +5,7 @@
 //! overflow, because inotify can drop events and does not follow symlinks.
 //!
 //! Only events that can mean new data wake the reader: creation, writes,
-//! a write-close, renames and removals. notify also delivers access events
+//! a write-close, renames, removals and attribute changes. notify also delivers access events
 //! (`IN_OPEN`, `IN_CLOSE_NOWRITE`, directory opens) for every open in the
 //! watched trees, the reader's own included; waking on those made the reader
 //! read, which caused more of them: a loop that kept a core busy while idle.
@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 
 use crossbeam_channel::Sender;
-use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind};
+use notify::event::{AccessKind, AccessMode, EventKind};
 use notify::{RecursiveMode, Watcher};
 
 use crate::metrics::Metrics;
@@ -34,9 +34,9 @@ pub enum Wake {
 pub fn may_mean_new_data(kind: &EventKind) -> bool {
     match kind {
         EventKind::Create(_) | EventKind::Remove(_) => true,
-        // Attribute changes (chmod, touch) add no bytes; a file made readable
-        // again is picked up by the periodic rescan.
-        EventKind::Modify(ModifyKind::Metadata(_)) => false,
+        // Attribute changes add no bytes, but a chmod can make a file that
+        // failed to open readable again (the look is a `stat`; the file is
+        // only read when its size or time changed or it failed before).
         EventKind::Modify(_) => true,
         // Only a close after writing says something; opens, reads and
         // read-only closes are what the reader itself causes.
@@ -134,6 +134,7 @@ mod tests {
             EventKind::Modify(ModifyKind::Name(RenameMode::From)),
             EventKind::Remove(RemoveKind::File),
             EventKind::Access(AccessKind::Close(AccessMode::Write)),
+            EventKind::Modify(ModifyKind::Metadata(MetadataKind::Permissions)),
             EventKind::Any,
         ];
         for k in wakes {
@@ -144,7 +145,6 @@ mod tests {
             EventKind::Access(AccessKind::Close(AccessMode::Read)),
             EventKind::Access(AccessKind::Read),
             EventKind::Access(AccessKind::Any),
-            EventKind::Modify(ModifyKind::Metadata(MetadataKind::Any)),
         ];
         for k in quiet {
             assert!(!may_mean_new_data(&k), "{k:?}");

@@ -129,3 +129,74 @@ fn graceful_stop_and_restart_mid_ingestion_loses_and_duplicates_nothing() {
     assert_eq!(ch.totals_by("tb_restart", "session_id"), exp.by_session);
     assert!(daemon.stop().success());
 }
+
+/// Many sessions appending at once, faster than one insert returns: the
+/// lines are batched together (not one insert per line, which fell behind),
+/// and none waits much longer than `flush_interval` even though lines never
+/// stop arriving.
+#[test]
+fn steady_appends_from_many_sessions_are_batched_and_never_held_back() {
+    let ch = TestClickHouse::start();
+    let work = tempfile::tempdir().unwrap();
+    let watch = work.path().join("claude");
+    let sessions: Vec<String> = (0..20).map(|i| format!("steady{i}")).collect();
+    for s in &sessions {
+        append(
+            &watch.join(format!("projects/p/{s}.jsonl")),
+            "{\"type\":\"user\"}\n",
+        );
+    }
+    let cfg = write_config(work.path(), &ch, "tb_steady", &[&watch], "");
+    let daemon = Daemon::start(&cfg, &work.path().join("daemon.log"));
+    assert!(wait_until(Duration::from_secs(30), || daemon
+        .events()
+        .iter()
+        .any(|e| e["event"] == "pipeline_started")));
+    // 20 sessions, one line each every 50 ms: 400 lines a second for 5 s.
+    let started = std::time::Instant::now();
+    let mut written = 0u64;
+    let mut worst = Duration::ZERO;
+    for round in 0..100u64 {
+        for s in &sessions {
+            append(
+                &watch.join(format!("projects/p/{s}.jsonl")),
+                usage_line(s, round, 1, 2),
+            );
+            written += 1;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        // Every second, how far behind ClickHouse is while lines keep coming.
+        if round % 20 == 19 {
+            let probe = std::time::Instant::now();
+            let target = written - 20 * 10;
+            while ch.totals("tb_steady").messages < target {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            worst = worst.max(probe.elapsed());
+        }
+    }
+    assert!(
+        wait_until(Duration::from_secs(30), || ch.totals("tb_steady").messages
+            == written),
+        "{:?} of {written}:\n{}",
+        ch.totals("tb_steady"),
+        daemon.log_text()
+    );
+    let batches = daemon
+        .events()
+        .iter()
+        .filter(|e| e["event"] == "batch_committed")
+        .count() as u64;
+    println!(
+        "{written} lines in {:.1} s: {batches} batches; lines 10 rounds old were visible within {worst:?}",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        batches * 5 < written,
+        "{batches} batches for {written} lines"
+    );
+    // Lines half a second old are in ClickHouse within 2 s more at worst.
+    assert!(worst < Duration::from_secs(2), "fell behind by {worst:?}");
+    assert_eq!(ch.duplicate_rows("tb_steady"), 0);
+    assert!(daemon.stop().success());
+}

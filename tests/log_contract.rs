@@ -157,6 +157,9 @@ fn every_documented_event_is_emitted_with_its_fields() {
     }
     std::fs::rename(dir.join("r.jsonl"), dir.join("r2.jsonl")).unwrap();
     std::fs::remove_file(dir.join("bad.jsonl")).unwrap();
+    // Confirmed gone before the next file is created: a new file can reuse
+    // the freed inode, and a known inode under a new name is a rename.
+    assert!(wait_event(&log, "file_gone"));
     append(&dir.join("locked.jsonl"), usage_line("lc", 10, 10, 1));
     std::fs::set_permissions(
         dir.join("locked.jsonl"),
