@@ -122,7 +122,7 @@ impl DirWatcher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use notify::event::{CreateKind, DataChange, MetadataKind, RemoveKind, RenameMode};
+    use notify::event::{CreateKind, DataChange, MetadataKind, ModifyKind, RemoveKind, RenameMode};
 
     #[test]
     fn only_events_that_can_mean_new_data_wake() {
