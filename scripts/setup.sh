@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what tokenbridge and its tests need on a fresh Debian machine:
-# ClickHouse (Debian's clickhouse-server) and, for the comparison tests and the
-# benchmark, ccusage pinned to 20.0.24 from the npm registry.
+# ClickHouse (Debian's clickhouse-server); for the comparison tests and the
+# benchmark, ccusage pinned to 20.0.24 from the npm registry; for the modern
+# ClickHouse compatibility suite (tests/compat.rs), the ClickHouse engines
+# that chdb embeds, one virtualenv each under .tools/chdb.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,4 +28,21 @@ if [ "${TOKENBRIDGE_SKIP_CCUSAGE:-0}" != 1 ] && [ ! -x .tools/ccusage/node_modul
   else
     echo "setup: npm not found; ccusage comparisons will be skipped" >&2
   fi
+fi
+
+# Modern ClickHouse engines, in-process (see tests/compat.rs): the oldest chdb
+# that reports 23.x, then 24.8, 25.8 and 26.9. Installed side by side.
+if [ "${TOKENBRIDGE_SKIP_CHDB:-0}" != 1 ]; then
+  pids=()
+  for spec in chdb==0.11.5 chdb==2.1.1 chdb==3.7.2 chdb-core==26.9.0; do
+    dir=".tools/chdb/${spec/==/-}"
+    if [ -x "$dir/bin/python" ] && "$dir/bin/python" -c 'import chdb' 2>/dev/null; then
+      continue
+    fi
+    echo "setup: installing $spec into $dir" >&2
+    ( rm -rf "$dir" && python3 -m venv "$dir" \
+        && "$dir/bin/pip" install --quiet --disable-pip-version-check "$spec" ) &
+    pids+=($!)
+  done
+  for p in "${pids[@]}"; do wait "$p"; done
 fi

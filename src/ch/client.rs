@@ -3,13 +3,17 @@
 //! runs the few read queries tokenbridge needs.
 //!
 //! The `clickhouse` crate's schema validation issues a `DESCRIBE` with a setting
-//! 18.16 does not know, so validation is off; the insert's column list comes
-//! from [`UsageRow`] and is checked against [`schema::MESSAGE_COLUMNS`] by a test.
+//! 18.16 does not know, so validation is on only for servers that have it
+//! (see [`validation_supported`]); the insert's column list comes from
+//! [`UsageRow`] and is checked against [`schema::MESSAGE_COLUMNS`] by a test.
+//! Every statement is sent with `query_raw` (a `?` in a session id is text,
+//! not a bind placeholder) and goes through [`statement_log`].
 
 use std::time::Duration;
 
 use crate::ch::error::ChError;
 use crate::ch::schema::{self, Engine};
+use crate::ch::statement_log;
 use crate::dedup::DedupIndex;
 use crate::secret::Secret;
 
@@ -47,6 +51,15 @@ pub struct ConnectOptions {
     pub send_basic: bool,
     /// Bearer tokens for every request (OAuth2 mode).
     pub token: Option<std::sync::Arc<crate::token::TokenManager>>,
+}
+
+/// Whether the `clickhouse` crate's row validation (a `DESCRIBE … SETTINGS
+/// describe_include_subcolumns` and `RowBinaryWithNamesAndTypes` before a
+/// typed fetch or insert) works on a server of this major version. 18.16
+/// fails it with `Unknown setting`; both exist in every supported modern
+/// server (23.x–26.x).
+pub fn validation_supported(major: u32) -> bool {
+    major >= 23
 }
 
 /// Fewest rows per insert when a batch is split into parallel inserts:
@@ -120,15 +133,12 @@ impl ChClient {
             },
         };
         // One round trip: the version, and whether the server knows the
-        // `async_insert` setting.
+        // `async_insert` setting. A plain `count()` is UInt64 on every
+        // version (a scalar subquery is Nullable(UInt64) on 26.x).
         let (version, knows_async_insert): (String, u64) = with_timeout(
             opts.request_timeout,
             probe
-                .c()?
-                .query_raw(
-                    "SELECT version(), toUInt64((SELECT count() FROM system.settings \
-                     WHERE name = 'async_insert'))",
-                )
+                .select(schema::VERSION_PROBE)?
                 .fetch_one::<(String, u64)>(),
         )
         .await?;
@@ -138,6 +148,11 @@ impl ChClient {
             .and_then(|m| m.parse().ok())
             .unwrap_or(0);
         let knows_async_insert = knows_async_insert > 0;
+        // The crate checks fetched and inserted rows against the table's
+        // types with a `DESCRIBE` that 18.16 does not understand; servers
+        // that do get the check, so a type mismatch is an error, not
+        // misread bytes.
+        base = base.with_validation(validation_supported(major));
         if knows_async_insert {
             // 26.2 turned async inserts on by default; an acknowledged insert
             // must mean the rows are written, or checkpoints would run ahead.
@@ -206,9 +221,22 @@ impl ChClient {
         &self.client
     }
 
+    /// A `SELECT` to fetch from: logged (see [`statement_log`]), sent as
+    /// written (`?` is not a placeholder).
+    fn select(&self, sql: &str) -> Result<clickhouse::query::Query, ChError> {
+        statement_log::query(sql);
+        Ok(self.c()?.query_raw(sql))
+    }
+
+    /// A statement that returns nothing, logged and sent as written.
+    fn statement(&self, sql: &str) -> Result<clickhouse::query::Query, ChError> {
+        statement_log::execute(sql);
+        Ok(self.c()?.query_raw(sql))
+    }
+
     /// Runs a statement that returns nothing.
     pub async fn execute(&self, sql: &str) -> Result<(), ChError> {
-        with_timeout(self.timeout, self.c()?.query_raw(sql).execute()).await
+        with_timeout(self.timeout, self.statement(sql)?.execute()).await
     }
 
     /// Creates the database and tables if missing and adds missing columns.
@@ -219,12 +247,11 @@ impl ChClient {
         // round trip counts in a short backfill.
         let columns: Vec<(String, String)> = with_timeout(
             self.timeout,
-            self.c()?
-                .query_raw(&format!(
-                    "SELECT table, name FROM system.columns WHERE database = {}",
-                    schema::quote(db)
-                ))
-                .fetch_all::<(String, String)>(),
+            self.select(&format!(
+                "SELECT table, name FROM system.columns WHERE database = {}",
+                schema::quote(db)
+            ))?
+            .fetch_all::<(String, String)>(),
         )
         .await?;
         if columns.is_empty() {
@@ -272,8 +299,9 @@ impl ChClient {
         parallel: usize,
     ) -> Result<(), ChError>
     where
-        T: clickhouse::RowOwned + clickhouse::RowWrite + Sync,
+        T: clickhouse::RowOwned + clickhouse::RowWrite + serde::Serialize + Sync,
     {
+        statement_log::insert(table, T::COLUMN_NAMES, rows);
         let parts = (rows.len() / MIN_ROWS_PER_INSERT).clamp(1, parallel.max(1));
         let per_part = rows.len().div_ceil(parts).max(1);
         futures_util::future::try_join_all(
@@ -287,7 +315,7 @@ impl ChClient {
     /// One RowBinary insert of `rows`.
     async fn insert_part<T>(&self, table: &str, rows: &[T]) -> Result<(), ChError>
     where
-        T: clickhouse::RowOwned + clickhouse::RowWrite + Sync,
+        T: clickhouse::RowOwned + clickhouse::RowWrite + serde::Serialize + Sync,
     {
         let fut = async {
             let mut insert = self
@@ -317,13 +345,13 @@ impl ChClient {
                 .summarize_scope(schema::SummaryScope::All, with_content)
                 .await;
         };
-        // Groups keep the statement under ClickHouse's max_query_size.
-        for group in sessions.chunks(2000) {
-            let list = group
-                .iter()
-                .map(|s| schema::quote(s))
-                .collect::<Vec<_>>()
-                .join(", ");
+        // Lists bounded in bytes keep the statement (which carries the list
+        // up to three times) under every server's default max_query_size.
+        let lists = schema::in_lists_of(
+            sessions.iter().map(String::as_str),
+            schema::MAX_IN_LIST_BYTES / 3,
+        );
+        for list in lists {
             self.summarize_scope(schema::SummaryScope::Sessions(&list), with_content)
                 .await?;
         }
@@ -341,7 +369,7 @@ impl ChClient {
             crate::logging::unix_ms(),
             with_content,
         );
-        with_timeout(self.timeout * 4, self.c()?.query_raw(&sql).execute()).await
+        with_timeout(self.timeout * 4, self.statement(&sql)?.execute()).await
     }
 
     /// Whether `table` holds any row.
@@ -350,7 +378,7 @@ impl ChClient {
             "SELECT count() FROM (SELECT 1 FROM {}.{table} LIMIT 1)",
             self.database
         );
-        let n: u64 = with_timeout(self.timeout, self.c()?.query_raw(&sql).fetch_one()).await?;
+        let n: u64 = with_timeout(self.timeout, self.select(&sql)?.fetch_one()).await?;
         Ok(n > 0)
     }
 
@@ -358,8 +386,7 @@ impl ChClient {
     pub async fn totals(&self) -> Result<Totals, ChError> {
         let (i, o, cc, cr, n) = with_timeout(
             self.timeout,
-            self.c()?
-                .query_raw(&schema::totals_query(&self.database))
+            self.select(&schema::totals_query(&self.database))?
                 .fetch_one::<(u64, u64, u64, u64, u64)>(),
         )
         .await?;
@@ -387,8 +414,7 @@ impl ChClient {
         let deadline = tokio::time::Instant::now() + max;
         let mut first = None;
         loop {
-            let n: u64 =
-                with_timeout(self.timeout, self.c()?.query_raw(&sql).fetch_one::<u64>()).await?;
+            let n: u64 = with_timeout(self.timeout, self.select(&sql)?.fetch_one::<u64>()).await?;
             first.get_or_insert(n);
             if n == 0 || tokio::time::Instant::now() >= deadline {
                 return Ok(first.unwrap_or(0));
@@ -408,9 +434,8 @@ impl ChClient {
         let sql = schema::known_versions_query(&self.database, limit, since_ms);
         let fut = async {
             let mut cursor = self
-                .c()
+                .select(&sql)
                 .map_err(|e| clickhouse::error::Error::Custom(e.to_string()))?
-                .query_raw(&sql)
                 .fetch::<(String, u64)>()?;
             let mut n = 0usize;
             while let Some((key, version)) = cursor.next().await? {
@@ -430,7 +455,7 @@ impl ChClient {
             let sql = schema::versions_of_keys_query(&self.database, &list);
             let rows: Vec<(String, u64)> = with_timeout(
                 self.timeout,
-                self.c()?.query_raw(&sql).fetch_all::<(String, u64)>(),
+                self.select(&sql)?.fetch_all::<(String, u64)>(),
             )
             .await?;
             out.extend(rows);
@@ -448,11 +473,8 @@ impl ChClient {
             schema::MESSAGES
         );
         type R = (i64, String, String, String, u64, u64, u64, u64, u64);
-        let rows: Vec<R> = with_timeout(
-            self.timeout * 20,
-            self.c()?.query_raw(&sql).fetch_all::<R>(),
-        )
-        .await?;
+        let rows: Vec<R> =
+            with_timeout(self.timeout * 20, self.select(&sql)?.fetch_all::<R>()).await?;
         Ok(rows
             .into_iter()
             .map(
@@ -475,12 +497,9 @@ impl ChClient {
 
     /// A cheap round trip.
     pub async fn ping(&self) -> Result<(), ChError> {
-        with_timeout(
-            self.timeout,
-            self.c()?.query_raw("SELECT 1").fetch_one::<u8>(),
-        )
-        .await
-        .map(|_| ())
+        with_timeout(self.timeout, self.select("SELECT 1")?.fetch_one::<u8>())
+            .await
+            .map(|_| ())
     }
 }
 
@@ -494,6 +513,15 @@ mod tests {
             .filter(|(_, t)| !t.contains("DEFAULT"))
             .map(|(n, _)| *n)
             .collect()
+    }
+
+    #[test]
+    fn row_validation_only_where_the_server_has_it() {
+        // 18.16 refuses the DESCRIBE setting the check needs; 23.x–26.x have it.
+        assert!(!validation_supported(18));
+        for major in [23, 24, 25, 26] {
+            assert!(validation_supported(major));
+        }
     }
 
     #[test]

@@ -5,6 +5,7 @@ pub mod client;
 pub mod error;
 pub mod managed;
 pub mod schema;
+pub mod statement_log;
 
 pub use client::ChClient;
 pub use error::ChError;

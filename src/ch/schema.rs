@@ -158,6 +158,12 @@ pub const TABLES: &[Table] = &[
     },
 ];
 
+/// The start-up probe: the server's version, and whether it knows the
+/// `async_insert` setting (1) or not (0). Both columns have the same plain
+/// types on every version.
+pub const VERSION_PROBE: &str =
+    "SELECT version(), count() FROM system.settings WHERE name = 'async_insert'";
+
 /// `CREATE DATABASE IF NOT EXISTS`.
 pub fn create_database(db: &str) -> String {
     format!("CREATE DATABASE IF NOT EXISTS {db}")
@@ -216,7 +222,9 @@ pub enum SummaryScope<'a> {
 /// enhanced analysis), and it saves a third of the query.
 ///
 /// 18.16 allows one JOIN per SELECT, hence the nesting; `ANY LEFT JOIN …
-/// USING` means the same there and in 23.x–26.x.
+/// USING` means the same there and in 23.x–26.x. Every joined subquery has
+/// an alias: servers since 20.x refuse one without
+/// (`joined_subquery_requires_alias`, ALIAS_REQUIRED), and 18.16 accepts it.
 pub fn session_summary_insert(
     db: &str,
     scope: SummaryScope<'_>,
@@ -272,18 +280,18 @@ pub fn session_summary_insert(
              sum(input_tokens + output_tokens + cache_creation_input_tokens + cache_read_input_tokens) AS m_total, \
              sum(cost_usd) AS m_cost \
            FROM {db}.{MESSAGES} FINAL{filter} GROUP BY session_id \
-         ) ANY LEFT JOIN ( \
+         ) AS per_session_usage ANY LEFT JOIN ( \
            SELECT session_id, sum(lines) AS n_lines, \
              sum(input_tokens + output_tokens + cache_creation_input_tokens + cache_read_input_tokens) AS n_total \
            FROM {db}.{FILE_NAIVE} FINAL{filter} GROUP BY session_id \
-         ) USING session_id"
+         ) AS per_session_naive USING session_id"
     );
     let source = if with_content {
         format!(
-            "( {usage_and_naive} ) ANY LEFT JOIN ( \
+            "( {usage_and_naive} ) AS usage_and_naive ANY LEFT JOIN ( \
                SELECT session_id, {content_cols} \
                FROM {db}.{CONTENT} FINAL{filter} GROUP BY session_id \
-             ) USING session_id"
+             ) AS per_session_content USING session_id"
         )
     } else {
         format!("( {usage_and_naive} )")
@@ -351,11 +359,16 @@ pub const MAX_IN_LIST_BYTES: usize = 200_000;
 /// Splits `values` into quoted, comma-separated lists of at most
 /// [`MAX_IN_LIST_BYTES`] each (a single longer value gets a list of its own).
 pub fn in_lists<'a>(values: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    in_lists_of(values, MAX_IN_LIST_BYTES)
+}
+
+/// [`in_lists`] with lists of at most `max_bytes`.
+pub fn in_lists_of<'a>(values: impl IntoIterator<Item = &'a str>, max_bytes: usize) -> Vec<String> {
     let mut lists = Vec::new();
     let mut cur = String::new();
     for v in values {
         let q = quote(v);
-        if !cur.is_empty() && cur.len() + 2 + q.len() > MAX_IN_LIST_BYTES {
+        if !cur.is_empty() && cur.len() + 2 + q.len() > max_bytes {
             lists.push(std::mem::take(&mut cur));
         }
         if !cur.is_empty() {
@@ -416,6 +429,17 @@ mod tests {
         assert!(!lean.contains(" IN ("));
         assert!(!lean.contains("tb.content"));
         assert!(lean.contains("toUInt64(0) AS est_thinking_tokens"));
+        // Every joined subquery is named (ALIAS_REQUIRED on 20.x and later).
+        for alias in [
+            ") AS per_session_usage ANY LEFT JOIN (",
+            ") AS per_session_naive USING session_id",
+            ") AS usage_and_naive ANY LEFT JOIN (",
+            ") AS per_session_content USING session_id",
+        ] {
+            assert_eq!(sql.matches(alias).count(), 1, "{alias}");
+        }
+        assert_eq!(sql.matches("ANY LEFT JOIN").count(), 2);
+        assert_eq!(lean.matches("ANY LEFT JOIN").count(), 1);
         assert_eq!(quote("it's \\"), "'it\\'s \\\\'");
     }
 
