@@ -605,7 +605,7 @@ fn small_files(root: &Path, files: usize) -> u64 {
 /// A usage line of `session` (key `m-{session}-{i}|r-{session}-{i}`) with the
 /// current time as its timestamp, as a live session writes it.
 fn usage_line(session: &str, i: u64) -> String {
-    let ts = tokenbridge::timestamp::format_rfc3339_ms(tokenbridge::logging::unix_ms());
+    let ts = tokenbridge::timestamp::format_rfc3339_ms(tokenbridge::ops::logging::unix_ms());
     format!(
         "{{\"type\":\"assistant\",\"sessionId\":\"{session}\",\"timestamp\":\"{ts}\",\"requestId\":\"r-{session}-{i}\",\"message\":{{\"id\":\"m-{session}-{i}\",\"model\":\"claude-sonnet-4-20250514\",\"usage\":{{\"input_tokens\":3,\"output_tokens\":7}}}}}}\n"
     )
@@ -789,7 +789,7 @@ fn startup_section(out_dir: &Path, ch: &TestClickHouse) -> String {
     for rows in [1_000_000u64, 5_000_000] {
         // History over a year (5M rows: ~14k messages a day, what a busy
         // team accumulates). Keys look like Claude Code's.
-        let now_ms = tokenbridge::logging::unix_ms() as u64;
+        let now_ms = tokenbridge::ops::logging::unix_ms() as u64;
         let sql = format!(
             "INSERT INTO bench_start.messages (key, version, ts, ts_ms, session_id, project, model, message_id, request_id, input_tokens, output_tokens) \
              SELECT concat('msg_01', hex(sipHash64(number)), '|req_011C', hex(sipHash64(number + 1))), \
@@ -816,7 +816,7 @@ fn startup_section(out_dir: &Path, ch: &TestClickHouse) -> String {
                 &format!("[dedup]\nload_days = {days}\n"),
                 "info",
             );
-            let started = tokenbridge::logging::unix_ms();
+            let started = tokenbridge::ops::logging::unix_ms();
             let mut cmd = Command::new(env!("CARGO_BIN_EXE_tokenbridge"));
             cmd.arg("backfill").arg("--config").arg(&cfg);
             let log = work.path().join("log");

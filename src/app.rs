@@ -12,9 +12,9 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use crate::config::{Config, DEFAULT_CONFIG_PATH};
-use crate::metrics::Metrics;
+use crate::ops::metrics::Metrics;
+use crate::ops::shutdown::Shutdown;
 use crate::pipeline::{self, Mode};
-use crate::shutdown::Shutdown;
 use crate::sink::SinkExit;
 
 /// tokenbridge: exact, deduplicated Claude Code token usage in ClickHouse.
@@ -150,7 +150,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Run => {
             let c = load_config(&cli.config)?;
-            crate::logging::init(&c.log.level, c.log.format);
+            crate::ops::logging::init(&c.log.level, c.log.format);
             let shutdown = Shutdown::new();
             let (reload_tx, reload_rx) = crossbeam_channel::unbounded();
             install_signal_handlers(shutdown.clone(), Some((cli.config.clone(), reload_tx)))?;
@@ -177,7 +177,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             } else {
                 c.log.level.as_str()
             };
-            crate::logging::init(level, c.log.format);
+            crate::ops::logging::init(level, c.log.format);
             let shutdown = Shutdown::new();
             install_signal_handlers(shutdown.clone(), None)?;
             let metrics = Arc::new(Metrics::default());
@@ -196,7 +196,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             // checkpoints and session summaries (the bench separates it).
             let last_commit = m.last_commit_unix_ms.load(Relaxed);
             let after_last_commit_ms = if last_commit > 0 {
-                (crate::logging::unix_ms() - last_commit).max(0)
+                (crate::ops::logging::unix_ms() - last_commit).max(0)
             } else {
                 0
             };
@@ -237,7 +237,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Report { kind } => {
             let c = load_config(&cli.config)?;
-            crate::logging::init(
+            crate::ops::logging::init(
                 if std::env::var_os("RUST_LOG").is_some() {
                     &c.log.level
                 } else {
@@ -275,7 +275,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             opts,
             analysis,
         } => {
-            crate::logging::init("warn", crate::config::LogFormat::Text);
+            crate::ops::logging::init("warn", crate::config::LogFormat::Text);
             let (kind, paths) = items.split_last().expect("clap requires one item");
             let kind: crate::report::Kind = kind.parse().map_err(anyhow::Error::msg)?;
             let (paths, prices, max_line): (Vec<PathBuf>, _, _) = if paths.is_empty() {
@@ -313,7 +313,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Verify { session } => {
             let c = load_config(&cli.config)?;
-            crate::logging::init("warn", c.log.format);
+            crate::ops::logging::init("warn", c.log.format);
             verify(&c, session.as_deref())
         }
     }
@@ -338,7 +338,7 @@ fn token_status(c: &Config) -> anyhow::Result<i32> {
     println!("cache:    {}", cache.display());
     match tm.status() {
         Some((obtained, expires)) => {
-            let now = crate::logging::unix_ms();
+            let now = crate::ops::logging::unix_ms();
             println!(
                 "obtained: {} ({} s ago)",
                 format_rfc3339_ms(obtained),
@@ -609,7 +609,7 @@ fn reload_config(reload: Option<&(PathBuf, crossbeam_channel::Sender<Config>)>) 
 ///
 /// The bar's total is what the first scan found to read; until that scan is
 /// done a spinner counts the files found. Log lines are printed above the
-/// bar (see [`crate::logging::set_progress_bar`]).
+/// bar (see [`crate::ops::logging::set_progress_bar`]).
 struct Progress {
     stop: Shutdown,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -628,7 +628,7 @@ impl Progress {
                     indicatif::ProgressStyle::with_template("{spinner} discovering files: {msg}")
                         .expect("spinner template"),
                 );
-                crate::logging::set_progress_bar(Some(b.clone()));
+                crate::ops::logging::set_progress_bar(Some(b.clone()));
                 b
             });
             let mut total_shown = false;
@@ -673,7 +673,7 @@ impl Progress {
                 }
             }
             if let Some(b) = bar {
-                crate::logging::set_progress_bar(None);
+                crate::ops::logging::set_progress_bar(None);
                 b.finish_and_clear();
             }
         });

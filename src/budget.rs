@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use crate::metrics::Metrics;
+use crate::ops::metrics::Metrics;
 
 /// A byte budget shared by the reader (taking) and the sink (giving back).
 #[derive(Debug)]

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use crate::fingerprint::{FileKey, Fingerprint};
-use crate::state::atomic_write;
+use crate::ops::state::atomic_write;
 use crate::summary::{self, NaiveSums};
 
 /// File name of the checkpoint state inside the state dir.

@@ -62,7 +62,7 @@ pub struct Chunk {
     pub bad: Vec<BadLine>,
     /// Lines by class.
     pub counts: LineCounts,
-    /// Line sizes: (bucket start, lines), see [`crate::sizes`].
+    /// Line sizes: (bucket start, lines), see [`crate::ops::sizes`].
     pub line_sizes: Vec<(u64, u64)>,
     /// Content estimates of the chunk's entries (enhanced analysis only).
     pub content: Vec<ContentRow>,

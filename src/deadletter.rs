@@ -51,7 +51,7 @@ impl DeadLetter {
     /// Records a malformed line.
     pub fn bad_line(&mut self, source_file: &str, bad: &BadLine) {
         self.write(&serde_json::json!({
-            "time": crate::timestamp::format_rfc3339_ms(crate::logging::unix_ms()),
+            "time": crate::timestamp::format_rfc3339_ms(crate::ops::logging::unix_ms()),
             "reason": "malformed_line",
             "kind": bad.kind.as_str(),
             "source_file": source_file,
@@ -63,7 +63,7 @@ impl DeadLetter {
     /// Records a row ClickHouse refused.
     pub fn rejected_row(&mut self, row: &UsageRow, error: &str) {
         self.write(&serde_json::json!({
-            "time": crate::timestamp::format_rfc3339_ms(crate::logging::unix_ms()),
+            "time": crate::timestamp::format_rfc3339_ms(crate::ops::logging::unix_ms()),
             "reason": "rejected_by_clickhouse",
             "error": error,
             "source_file": row.source_file,

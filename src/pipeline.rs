@@ -17,15 +17,15 @@ use crate::checkpoint::CheckpointStore;
 use crate::config::{ClickHouseMode, Config};
 use crate::deadletter::DeadLetter;
 use crate::dedup::DedupIndex;
-use crate::health::Health;
-use crate::http::HttpState;
-use crate::metrics::Metrics;
-use crate::notify::Notifier;
+use crate::ops::health::Health;
+use crate::ops::http::HttpState;
+use crate::ops::metrics::Metrics;
+use crate::ops::notify::Notifier;
+use crate::ops::shutdown::Shutdown;
+use crate::ops::state::StateDir;
 use crate::parse::ParseMode;
 use crate::reader::{Reader, ReaderCtrl, ReaderExit, ReaderOptions};
-use crate::shutdown::Shutdown;
 use crate::sink::{Sink, SinkExit, SinkOptions, SummaryPolicy};
-use crate::state::StateDir;
 
 /// Run until stopped, or read what is there and stop.
 #[derive(Debug, Clone)]
@@ -148,7 +148,7 @@ fn start_sink_side(
     let window_start_ms = config
         .dedup
         .load_window
-        .map(|w| crate::logging::unix_ms() - w.as_millis() as i64);
+        .map(|w| crate::ops::logging::unix_ms() - w.as_millis() as i64);
     let client = &conn.client;
     // Known keys are loaded once the inserts of an earlier run have landed;
     // whether content estimates exist is asked meanwhile.
@@ -326,7 +326,7 @@ pub fn run(config: &Config, mode: Mode, controls: Controls) -> anyhow::Result<Su
         let stop = shutdown.clone();
         let bound = conn
             .runtime
-            .block_on(crate::http::serve(
+            .block_on(crate::ops::http::serve(
                 config.http.listen,
                 http_state,
                 async move {
@@ -467,7 +467,7 @@ fn apply_reload(
         changed.push("batch");
     }
     if new.log.level != current.log.level {
-        crate::logging::set_level(&new.log.level);
+        crate::ops::logging::set_level(&new.log.level);
         changed.push("log.level");
     }
     let mut restart = Vec::new();
@@ -515,7 +515,7 @@ fn supervise(
     enhanced: bool,
 ) {
     use std::sync::atomic::Ordering::Relaxed;
-    let watchdog = crate::notify::watchdog_timeout();
+    let watchdog = crate::ops::notify::watchdog_timeout();
     let tick = watchdog
         .map(|w| (w / 2).min(Duration::from_secs(5)))
         .unwrap_or(Duration::from_secs(5));
@@ -614,7 +614,7 @@ pub fn connect_for_query(config: &Config) -> anyhow::Result<(Connection, Option<
                 let conn = connect(config, Some(&state))?;
                 return Ok((conn, Some(state)));
             }
-            Err(crate::state::StateError::Locked { .. }) => {
+            Err(crate::ops::state::StateError::Locked { .. }) => {
                 let mut cfg = config.clone();
                 cfg.clickhouse.mode = ClickHouseMode::External;
                 cfg.clickhouse.url =

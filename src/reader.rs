@@ -28,12 +28,12 @@ use crate::chunk::{BadLine, Chunk, FileIdentity, LineCounts, SinkMsg};
 use crate::content::ContentRow;
 use crate::discovery;
 use crate::fingerprint::{self, FileKey, Fingerprint, FINGERPRINT_BYTES};
-use crate::health::Health;
 use crate::lines;
-use crate::metrics::Metrics;
+use crate::ops::health::Health;
+use crate::ops::metrics::Metrics;
+use crate::ops::shutdown::Shutdown;
 use crate::parse::{LineParser, MalformedKind, ParseMode, Parsed, PADDING};
 use crate::record::SourceContext;
-use crate::shutdown::Shutdown;
 use crate::watcher::{DirWatcher, Wake};
 
 /// How much of a malformed line is kept for logs and the dead-letter file.
@@ -850,7 +850,7 @@ impl Reader {
             m.malformed(b.kind);
         }
         for &(lo, n) in &line_sizes {
-            m.sizes.add(crate::sizes::SizeKind::Line, lo, n);
+            m.sizes.add(crate::ops::sizes::SizeKind::Line, lo, n);
         }
         let mut chunk = Chunk {
             file: t.identity.clone(),
@@ -954,7 +954,7 @@ fn read_task(
                 malformed: 1,
                 ..LineCounts::default()
             },
-            line_sizes: vec![(crate::sizes::bucket(end - task.start).0, 1)],
+            line_sizes: vec![(crate::ops::sizes::bucket(end - task.start).0, 1)],
             ..ParsedLines::default()
         };
         (end, parsed)
@@ -1105,7 +1105,7 @@ fn parse_piece(
     max_line: usize,
     mode: ParseMode,
 ) -> ParsedLines {
-    let cpu_started = crate::metrics::thread_cpu_ns();
+    let cpu_started = crate::ops::metrics::thread_cpu_ns();
     let mut parser = PARSER.with(|p| p.borrow_mut().take()).unwrap_or_default();
     parser.set_estimator(mode.estimator());
     let usage_only = matches!(mode, ParseMode::UsageOnly);
@@ -1122,7 +1122,7 @@ fn parse_piece(
         }
         let len = line_end - pos;
         let offset = base + pos as u64;
-        add_size(&mut line_sizes, crate::sizes::bucket(len as u64).0, 1);
+        add_size(&mut line_sizes, crate::ops::sizes::bucket(len as u64).0, 1);
         let parsed = if len > max_line {
             Parsed::Malformed(MalformedKind::TooLong)
         } else if usage_only && !crate::parse::may_carry_usage(&buf[pos..line_end]) {
@@ -1187,7 +1187,7 @@ fn parse_piece(
         counts,
         line_sizes,
         content,
-        parse_ns: crate::metrics::thread_cpu_ns().saturating_sub(cpu_started),
+        parse_ns: crate::ops::metrics::thread_cpu_ns().saturating_sub(cpu_started),
         estimate_ns,
     }
 }

@@ -28,11 +28,11 @@ use crate::content::ContentRow;
 use crate::deadletter::DeadLetter;
 use crate::dedup::{key_hash, DedupIndex, KeyHash, Offer};
 use crate::fingerprint::FileKey;
-use crate::health::Health;
-use crate::metrics::Metrics;
+use crate::ops::health::Health;
+use crate::ops::metrics::Metrics;
+use crate::ops::shutdown::Shutdown;
 use crate::price::{Price, PriceTable};
 use crate::record::UsageRow;
-use crate::shutdown::Shutdown;
 use crate::summary::{self, FileNaiveRow, NaiveSums};
 
 /// Batching and retry settings.
@@ -311,7 +311,7 @@ impl Sink {
                 Ok(SinkMsg::Chunk(chunk)) => {
                     self.batch.opened.get_or_insert_with(Instant::now);
                     for bad in &chunk.bad {
-                        crate::logging::malformed_line(&chunk.file.path, bad);
+                        crate::ops::logging::malformed_line(&chunk.file.path, bad);
                         self.dead_letter.bad_line(&chunk.file.path, bad);
                     }
                     let mut naive = Vec::new();
@@ -494,13 +494,13 @@ impl Sink {
                 self.batch = batch;
                 return false;
             };
-            crate::failpoint::hit("after_insert");
+            crate::ops::failpoint::hit("after_insert");
             let latency = started.elapsed();
             let bytes: usize = batch.rows.iter().map(UsageRow::approx_bytes).sum();
             self.metrics.batch_latency.observe(latency.as_secs_f64());
             self.metrics
                 .sizes
-                .record(crate::sizes::SizeKind::Batch, bytes as u64);
+                .record(crate::ops::sizes::SizeKind::Batch, bytes as u64);
             self.metrics
                 .rows_inserted
                 .fetch_add(inserted as u64, Relaxed);
@@ -510,7 +510,7 @@ impl Sink {
             self.metrics.batches_committed.fetch_add(1, Relaxed);
             self.metrics
                 .last_commit_unix_ms
-                .store(crate::logging::unix_ms(), Relaxed);
+                .store(crate::ops::logging::unix_ms(), Relaxed);
             self.metrics
                 .insert_bytes_base
                 .fetch_add(bytes as u64, Relaxed);
@@ -562,7 +562,7 @@ impl Sink {
         }
         // Each touched file's cumulative sums, every session of it: the
         // latest row of a file and session wins in `file_naive`.
-        let version = crate::logging::unix_ms() as u64;
+        let version = crate::ops::logging::unix_ms() as u64;
         let mut naive_rows: Vec<FileNaiveRow> = Vec::new();
         for (key, path) in &touched {
             let Some(cp) = self.store.get(key) else {
@@ -605,7 +605,7 @@ impl Sink {
             // system instead of keeping it in the allocator's free lists
             // (100,000 files ingested left ~70 MB of RSS behind).
             self.inserted_since_trim = 0;
-            crate::memory::release_free_memory();
+            crate::ops::memory::release_free_memory();
         }
         let interval_due = self.opts.summaries == SummaryPolicy::WhileFlowing
             && self.last_summary.elapsed() >= self.summary.interval;
@@ -852,7 +852,7 @@ impl Sink {
                         tracing::warn!(event = "insert_abandoned", rows = rows.len(), error = %e, "shutdown deadline passed; unacknowledged rows will be re-read on the next start");
                         return Err(InsertError::Abandoned);
                     }
-                    let jitter = 0.8 + 0.4 * crate::logging::jitter_unit();
+                    let jitter = 0.8 + 0.4 * crate::ops::logging::jitter_unit();
                     let wait = delay.mul_f64(jitter).min(self.opts.retry_max);
                     self.log_failure(&e, attempt, wait, started.elapsed());
                     let wait = match deadline {

@@ -12,9 +12,9 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::logging::unix_ms;
+use crate::ops::logging::unix_ms;
+use crate::ops::state::atomic_write;
 use crate::secret::Secret;
-use crate::state::atomic_write;
 
 /// A token as the endpoint returned it.
 #[derive(Debug, Clone)]
@@ -316,7 +316,7 @@ impl TokenManager {
                     .opts
                     .backoff_initial
                     .saturating_mul(1 << st.failures.min(16).saturating_sub(1));
-                let jitter = 0.8 + 0.4 * crate::logging::jitter_unit();
+                let jitter = 0.8 + 0.4 * crate::ops::logging::jitter_unit();
                 let delay = exp.min(self.opts.backoff_max).mul_f64(jitter);
                 st.next_attempt = Some(Instant::now() + delay);
                 st.last_error = Some(e.to_string());
@@ -334,7 +334,7 @@ impl TokenManager {
 
     /// Runs the proactive refresher until `stop`: refreshes a little before
     /// the refresh point (with jitter), so requests do not wait for it.
-    pub fn run_refresher(self: &Arc<Self>, stop: &crate::shutdown::Shutdown) {
+    pub fn run_refresher(self: &Arc<Self>, stop: &crate::ops::shutdown::Shutdown) {
         loop {
             let wait = {
                 let mut st = self.state.lock().expect("token state");
@@ -346,7 +346,8 @@ impl TokenManager {
                         // Up to 10 % of the remaining time early, so many
                         // daemons do not refresh in the same second.
                         let early =
-                            ((at - now).max(0) as f64 * 0.1 * crate::logging::jitter_unit()) as i64;
+                            ((at - now).max(0) as f64 * 0.1 * crate::ops::logging::jitter_unit())
+                                as i64;
                         Some(Duration::from_millis((at - early - now).max(0) as u64))
                     }
                     (None, None) => Some(Duration::ZERO),
@@ -532,7 +533,7 @@ mod tests {
         // 1 s lifetime, 400 ms buffer: refresh at 500 ms (half-life rule).
         let src = fake(Some(Duration::from_secs(1)), 0);
         let m = TokenManager::new(Box::new(src.clone()), opts());
-        let stop = crate::shutdown::Shutdown::new();
+        let stop = crate::ops::shutdown::Shutdown::new();
         let runner = {
             let (m, s) = (m.clone(), stop.clone());
             std::thread::spawn(move || m.run_refresher(&s))

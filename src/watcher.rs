@@ -19,7 +19,7 @@ use crossbeam_channel::Sender;
 use notify::event::{AccessKind, AccessMode, EventKind};
 use notify::{RecursiveMode, Watcher};
 
-use crate::metrics::Metrics;
+use crate::ops::metrics::Metrics;
 
 /// Why the reader should wake up.
 #[derive(Debug, Clone, PartialEq, Eq)]

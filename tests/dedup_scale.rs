@@ -14,7 +14,7 @@ use std::process::Stdio;
 
 use common::*;
 use tokenbridge::config::Config;
-use tokenbridge::memory::MemoryBound;
+use tokenbridge::ops::memory::MemoryBound;
 
 /// Threads that keep every core busy until dropped.
 struct CpuHog {

@@ -118,7 +118,7 @@ fn token_status_shows_expiry_but_never_the_token() {
     )
     .unwrap();
     std::fs::create_dir_all(work.path().join("state")).unwrap();
-    let now = tokenbridge::logging::unix_ms();
+    let now = tokenbridge::ops::logging::unix_ms();
     let cached = serde_json::json!({"value": "eyJ-the-token", "obtained_at_ms": now - 60_000, "expires_at_ms": now + 3_540_000});
     std::fs::write(work.path().join("state/token.json"), cached.to_string()).unwrap();
     let out = bin()

@@ -366,7 +366,7 @@ impl ChClient {
         let sql = schema::session_summary_insert(
             &self.database,
             scope,
-            crate::logging::unix_ms(),
+            crate::ops::logging::unix_ms(),
             with_content,
         );
         with_timeout(self.timeout * 4, self.statement(&sql)?.execute()).await

@@ -120,7 +120,7 @@ pub fn atomic_write(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()>
         f.write_all(bytes)?;
         f.sync_all()?;
         drop(f);
-        crate::failpoint::hit("checkpoint_temp_written");
+        crate::ops::failpoint::hit("checkpoint_temp_written");
         std::fs::rename(&tmp, path)?;
         File::open(dir)?.sync_all()
     })();

@@ -19,8 +19,8 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
-use crate::health::Health;
-use crate::metrics::Metrics;
+use crate::ops::health::Health;
+use crate::ops::metrics::Metrics;
 use crate::parse::MalformedKind;
 
 /// What the endpoint reads.
@@ -100,7 +100,7 @@ impl HttpState {
 
 fn seconds_since_last_commit(m: &Metrics) -> Option<f64> {
     let last = m.last_commit_unix_ms.load(Relaxed);
-    (last > 0).then(|| (crate::logging::unix_ms() - last) as f64 / 1000.0)
+    (last > 0).then(|| (crate::ops::logging::unix_ms() - last) as f64 / 1000.0)
 }
 
 #[derive(Debug)]
@@ -467,7 +467,7 @@ mod tests {
         let m = Arc::new(Metrics::default());
         m.rows_inserted.store(42, Relaxed);
         m.malformed(MalformedKind::TooLong);
-        m.sizes.record(crate::sizes::SizeKind::Line, 150);
+        m.sizes.record(crate::ops::sizes::SizeKind::Line, 150);
         m.batch_latency.observe(0.02);
         let s = HttpState::new(m, Arc::new(Health::default()), Duration::from_secs(60));
         let text = s.render();
