@@ -7,6 +7,7 @@
 //! [`dedup`], insert through [`ch`], then advance [`checkpoint`]s).
 
 pub mod app;
+pub mod auth;
 pub mod budget;
 pub mod ch;
 pub mod checkpoint;
@@ -21,7 +22,6 @@ pub mod estimate;
 pub mod fast_usage;
 pub mod fingerprint;
 pub mod lines;
-pub mod oauth;
 pub mod ops;
 pub mod parse;
 pub mod pipeline;
@@ -34,6 +34,5 @@ pub mod secret;
 pub mod sink;
 pub mod summary;
 pub mod timestamp;
-pub mod token;
 pub mod validate;
 pub mod watcher;

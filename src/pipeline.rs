@@ -446,7 +446,7 @@ fn apply_reload(
     new: Config,
     reader: &crossbeam_channel::Sender<ReaderCtrl>,
     sink: &crossbeam_channel::Sender<SinkOptions>,
-    token: Option<&crate::token::TokenManager>,
+    token: Option<&crate::auth::token::TokenManager>,
 ) {
     let mut changed = Vec::new();
     match (&current.auth, &new.auth, token) {
@@ -581,24 +581,24 @@ fn supervise(
 
 /// The upstream token manager, in OAuth2 mode. Its cache file lives in the
 /// state dir, so a restart (or a report) reuses a still-valid token.
-pub fn token_manager(config: &Config) -> Option<Arc<crate::token::TokenManager>> {
+pub fn token_manager(config: &Config) -> Option<Arc<crate::auth::token::TokenManager>> {
     let crate::config::AuthConfig::OAuth2(o) = &config.auth else {
         return None;
     };
-    Some(crate::token::TokenManager::new(
+    Some(crate::auth::token::TokenManager::new(
         Box::new(token_source(o)),
-        crate::token::TokenOptions {
+        crate::auth::token::TokenOptions {
             refresh_buffer: o.refresh_buffer,
             default_lifetime: o.default_lifetime,
             slow: o.slow_refresh,
             cache_file: Some(config.state.dir.join(TOKEN_CACHE_FILE)),
-            ..crate::token::TokenOptions::default()
+            ..crate::auth::token::TokenOptions::default()
         },
     ))
 }
 
-fn token_source(o: &crate::config::OAuth2Config) -> crate::oauth::ClientCredentials {
-    crate::oauth::ClientCredentials(o.clone())
+fn token_source(o: &crate::config::OAuth2Config) -> crate::auth::oauth::ClientCredentials {
+    crate::auth::oauth::ClientCredentials(o.clone())
 }
 
 /// The token cache file inside the state dir.

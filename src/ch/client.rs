@@ -50,7 +50,7 @@ pub struct ConnectOptions {
     /// Send `user`/`password` (basic mode); off for `none` and bearer tokens.
     pub send_basic: bool,
     /// Bearer tokens for every request (OAuth2 mode).
-    pub token: Option<std::sync::Arc<crate::token::TokenManager>>,
+    pub token: Option<std::sync::Arc<crate::auth::token::TokenManager>>,
 }
 
 /// Whether the `clickhouse` crate's row validation (a `DESCRIBE … SETTINGS
@@ -75,7 +75,7 @@ pub struct ChClient {
     db_client: clickhouse::Client,
     database: String,
     timeout: Duration,
-    token: Option<std::sync::Arc<crate::token::TokenManager>>,
+    token: Option<std::sync::Arc<crate::auth::token::TokenManager>>,
     /// Version facts detected at connect time.
     pub info: ServerInfo,
 }
@@ -207,7 +207,7 @@ impl ChClient {
     }
 
     /// The token manager, when tokens are in use.
-    pub fn token_manager(&self) -> Option<&std::sync::Arc<crate::token::TokenManager>> {
+    pub fn token_manager(&self) -> Option<&std::sync::Arc<crate::auth::token::TokenManager>> {
         self.token.as_ref()
     }
 

@@ -35,7 +35,7 @@ pub struct HttpState {
     /// `/health` fails when a part has not beaten for this long.
     pub stall_limit: Duration,
     /// The upstream token, when OAuth2 is on.
-    pub token: Option<Arc<crate::token::TokenManager>>,
+    pub token: Option<Arc<crate::auth::token::TokenManager>>,
     registry: Registry,
 }
 

@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
+use crate::auth::token::{FetchedToken, TokenError, TokenSource};
 use crate::config::OAuth2Config;
 use crate::secret::Secret;
-use crate::token::{FetchedToken, TokenError, TokenSource};
 
 /// The grant, as configured in `[upstream.auth]`.
 #[derive(Debug, Clone)]
