@@ -550,7 +550,7 @@ fn parse_mbps(corpus_dir: &Path, bytes: f64, threads: usize) -> f64 {
                 let mut v = Vec::with_capacity(d.len() + tokenbridge::parse::PADDING);
                 v.extend_from_slice(d);
                 v.resize(d.len() + tokenbridge::parse::PADDING, 0);
-                let end = tokenbridge::lines::complete_prefix_len(d);
+                let end = tokenbridge::ingest::lines::complete_prefix_len(d);
                 (tokenbridge::record::SourceContext::from_path(p), end, v)
             })
             .collect();
@@ -560,7 +560,7 @@ fn parse_mbps(corpus_dir: &Path, bytes: f64, threads: usize) -> f64 {
             copies
                 .par_iter_mut()
                 .map(|(ctx, end, d)| {
-                    tokenbridge::reader::parse_lines(
+                    tokenbridge::ingest::reader::parse_lines(
                         d,
                         *end,
                         0,
@@ -854,7 +854,7 @@ fn startup_section(out_dir: &Path, ch: &TestClickHouse) -> String {
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {
-    tokenbridge::discovery::scan(&[dir.to_path_buf()])
+    tokenbridge::ingest::discovery::scan(&[dir.to_path_buf()])
         .files
         .into_iter()
         .map(|f| f.path)

@@ -12,7 +12,7 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use crate::chunk::BadLine;
+use crate::ingest::msg::BadLine;
 use crate::record::UsageRow;
 
 /// File name inside the state dir.

@@ -13,10 +13,11 @@ use anyhow::Context;
 use crate::ch::client::{ConnectOptions, Totals};
 use crate::ch::managed::{ManagedOptions, ManagedServer};
 use crate::ch::ChClient;
-use crate::checkpoint::CheckpointStore;
 use crate::config::{ClickHouseMode, Config};
 use crate::deadletter::DeadLetter;
 use crate::dedup::DedupIndex;
+use crate::ingest::checkpoint::CheckpointStore;
+use crate::ingest::reader::{Reader, ReaderCtrl, ReaderExit, ReaderOptions};
 use crate::ops::health::Health;
 use crate::ops::http::HttpState;
 use crate::ops::metrics::Metrics;
@@ -24,7 +25,6 @@ use crate::ops::notify::Notifier;
 use crate::ops::shutdown::Shutdown;
 use crate::ops::state::StateDir;
 use crate::parse::ParseMode;
-use crate::reader::{Reader, ReaderCtrl, ReaderExit, ReaderOptions};
 use crate::sink::{Sink, SinkExit, SinkOptions, SummaryPolicy};
 
 /// Run until stopped, or read what is there and stop.
@@ -235,7 +235,7 @@ pub fn run(config: &Config, mode: Mode, controls: Controls) -> anyhow::Result<Su
             max_line_bytes: config.watch.max_line_bytes,
             read_chunk_bytes: config.watch.read_chunk_bytes,
             follow,
-            memory: crate::budget::MemoryBudget::reporting(
+            memory: crate::ingest::budget::MemoryBudget::reporting(
                 config.batch.channel_max_bytes,
                 metrics.clone(),
             ),

@@ -92,7 +92,7 @@ impl UsageRow {
     /// Bytes this row holds in memory: the struct and its own strings' heap
     /// buffers. The shared strings (`Arc<str>`) are held once per file or
     /// per run of equal values, not per row. Bounds the channel and the
-    /// batch (see [`crate::budget`]).
+    /// batch (see [`crate::ingest::budget`]).
     pub fn mem_bytes(&self) -> usize {
         std::mem::size_of::<UsageRow>()
             + self.key.capacity()

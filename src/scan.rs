@@ -8,13 +8,13 @@ use std::path::PathBuf;
 
 use rayon::prelude::*;
 
-use crate::chunk::LineCounts;
 use crate::content::ContentTotals;
 use crate::dedup::{key_hash, KeyHash};
-use crate::discovery;
 use crate::estimate::Estimator;
+use crate::ingest::discovery;
+use crate::ingest::msg::LineCounts;
+use crate::ingest::reader::{parse_lines, ParsedLines};
 use crate::parse::{ParseMode, PADDING};
-use crate::reader::{parse_lines, ParsedLines};
 use crate::record::{SourceContext, Totals, UsageRow};
 
 /// What a scan found.
@@ -62,7 +62,7 @@ pub fn scan(paths: &[PathBuf], max_line: usize, analysis: Option<Estimator>) -> 
             .map(|path| {
                 let mut buf = std::fs::read(path).map_err(|e| (path.clone(), e))?;
                 let len = buf.len();
-                let end = crate::lines::complete_prefix_len(&buf);
+                let end = crate::ingest::lines::complete_prefix_len(&buf);
                 buf.resize(len + PADDING, 0);
                 let ctx = SourceContext::from_path(path);
                 Ok((

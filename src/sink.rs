@@ -22,12 +22,12 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use crate::ch::{schema, ChClient, ChError};
-use crate::checkpoint::CheckpointStore;
-use crate::chunk::{FileIdentity, SinkMsg};
 use crate::content::ContentRow;
 use crate::deadletter::DeadLetter;
 use crate::dedup::{key_hash, DedupIndex, KeyHash, Offer};
-use crate::fingerprint::FileKey;
+use crate::ingest::checkpoint::CheckpointStore;
+use crate::ingest::fingerprint::FileKey;
+use crate::ingest::msg::{FileIdentity, SinkMsg};
 use crate::ops::health::Health;
 use crate::ops::metrics::Metrics;
 use crate::ops::shutdown::Shutdown;

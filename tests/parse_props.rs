@@ -3,8 +3,8 @@
 //! line is lost among bad ones, and whitespace does not change a class.
 
 use proptest::prelude::*;
+use tokenbridge::ingest::reader::parse_lines;
 use tokenbridge::parse::{LineParser, Parsed, PADDING};
-use tokenbridge::reader::parse_lines;
 use tokenbridge::record::SourceContext;
 
 fn ctx() -> SourceContext {

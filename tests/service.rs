@@ -376,7 +376,7 @@ fn metrics_health_and_ready_match_what_was_ingested() {
 }
 
 fn walk_size(dir: &Path) -> u64 {
-    tokenbridge::discovery::scan(&[dir.to_path_buf()])
+    tokenbridge::ingest::discovery::scan(&[dir.to_path_buf()])
         .files
         .iter()
         .map(|f| f.meta.len())

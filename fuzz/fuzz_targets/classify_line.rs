@@ -17,7 +17,7 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(plain, in_place, "padded and plain parsing disagree");
     let _ = p.recover(&mut data.to_vec(), &ctx, 0);
     let mut chunk = data.to_vec();
-    let end = tokenbridge::lines::complete_prefix_len(&chunk);
+    let end = tokenbridge::ingest::lines::complete_prefix_len(&chunk);
     chunk.resize(chunk.len() + PADDING, 0);
-    let _ = tokenbridge::reader::parse_lines(&mut chunk, end, 0, &ctx, 1 << 16, tokenbridge::parse::ParseMode::Enhanced(tokenbridge::estimate::Estimator::Heuristic));
+    let _ = tokenbridge::ingest::reader::parse_lines(&mut chunk, end, 0, &ctx, 1 << 16, tokenbridge::parse::ParseMode::Enhanced(tokenbridge::estimate::Estimator::Heuristic));
 });

@@ -68,7 +68,7 @@ pub struct Metrics {
     pub bytes_committed: AtomicU64,
     /// Chunks waiting in the channel to the sink.
     pub channel_depth: AtomicU64,
-    /// Bytes of parsed rows waiting in the channel (see [`crate::budget`]).
+    /// Bytes of parsed rows waiting in the channel (see [`crate::ingest::budget`]).
     pub channel_bytes: AtomicU64,
     /// Keys in the dedup index.
     pub dedup_keys: AtomicU64,

@@ -2,7 +2,7 @@
 //! file's position, parses them in parallel and sends the chunks to the sink.
 //!
 //! A file is identified by device/inode plus a fingerprint of its first bytes
-//! (see [`crate::fingerprint`]); its position starts at its committed
+//! (see [`crate::ingest::fingerprint`]); its position starts at its committed
 //! checkpoint. The reader's position runs ahead of the checkpoint by whatever
 //! is in flight; only the sink moves checkpoints, after ClickHouse acknowledges.
 //!
@@ -22,19 +22,19 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{select, Receiver, Sender};
 use rayon::prelude::*;
 
-use crate::budget::{MemoryBudget, Permit};
-use crate::checkpoint::FileCheckpoint;
-use crate::chunk::{BadLine, Chunk, FileIdentity, LineCounts, SinkMsg};
 use crate::content::ContentRow;
-use crate::discovery;
-use crate::fingerprint::{self, FileKey, Fingerprint, FINGERPRINT_BYTES};
-use crate::lines;
+use crate::ingest::budget::{MemoryBudget, Permit};
+use crate::ingest::checkpoint::FileCheckpoint;
+use crate::ingest::discovery;
+use crate::ingest::fingerprint::{self, FileKey, Fingerprint, FINGERPRINT_BYTES};
+use crate::ingest::lines;
+use crate::ingest::msg::{BadLine, Chunk, FileIdentity, LineCounts, SinkMsg};
+use crate::ingest::watcher::{DirWatcher, Wake};
 use crate::ops::health::Health;
 use crate::ops::metrics::Metrics;
 use crate::ops::shutdown::Shutdown;
 use crate::parse::{LineParser, MalformedKind, ParseMode, Parsed, PADDING};
 use crate::record::SourceContext;
-use crate::watcher::{DirWatcher, Wake};
 
 /// How much of a malformed line is kept for logs and the dead-letter file.
 const BAD_LINE_HEAD: usize = 200;

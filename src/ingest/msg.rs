@@ -6,9 +6,9 @@
 
 use std::sync::Arc;
 
-use crate::budget::Permit;
 use crate::content::ContentRow;
-use crate::fingerprint::{FileKey, Fingerprint};
+use crate::ingest::budget::Permit;
+use crate::ingest::fingerprint::{FileKey, Fingerprint};
 use crate::parse::MalformedKind;
 use crate::record::UsageRow;
 
@@ -66,7 +66,7 @@ pub struct Chunk {
     pub line_sizes: Vec<(u64, u64)>,
     /// Content estimates of the chunk's entries (enhanced analysis only).
     pub content: Vec<ContentRow>,
-    /// The channel's memory this chunk holds (see [`crate::budget`]);
+    /// The channel's memory this chunk holds (see [`crate::ingest::budget`]);
     /// given back when the chunk is dropped.
     pub permit: Permit,
 }

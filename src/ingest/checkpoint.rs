@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use crate::fingerprint::{FileKey, Fingerprint};
+use crate::ingest::fingerprint::{FileKey, Fingerprint};
 use crate::ops::state::atomic_write;
 use crate::summary::{self, NaiveSums};
 

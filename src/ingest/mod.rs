@@ -1,0 +1,14 @@
+//! Getting bytes out of files: which files there are (discovery), when to
+//! look again (watcher), which file is which (fingerprint), where each one
+//! was committed (checkpoint), the reader that reads complete lines past
+//! those positions and hands them to a format, the messages it sends the
+//! sink (msg) and the byte budget that bounds them (budget).
+
+pub mod budget;
+pub mod checkpoint;
+pub mod discovery;
+pub mod fingerprint;
+pub mod lines;
+pub mod msg;
+pub mod reader;
+pub mod watcher;
