@@ -31,7 +31,7 @@ mod common;
 
 use common::TestClickHouse;
 use tokenbridge::ch::client::Totals;
-use tokenbridge::corpus::Expected;
+use tokenbridge::testkit::corpus::Expected;
 
 fn env_num(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -547,11 +547,11 @@ fn parse_mbps(corpus_dir: &Path, bytes: f64, threads: usize) -> f64 {
         let mut copies: Vec<(tokenbridge::record::SourceContext, usize, Vec<u8>)> = files
             .iter()
             .map(|(p, d)| {
-                let mut v = Vec::with_capacity(d.len() + tokenbridge::parse::PADDING);
+                let mut v = Vec::with_capacity(d.len() + tokenbridge::format::PADDING);
                 v.extend_from_slice(d);
-                v.resize(d.len() + tokenbridge::parse::PADDING, 0);
+                v.resize(d.len() + tokenbridge::format::PADDING, 0);
                 let end = tokenbridge::ingest::lines::complete_prefix_len(d);
-                (tokenbridge::record::SourceContext::from_path(p), end, v)
+                (tokenbridge::format::claude::paths::context_of(p), end, v)
             })
             .collect();
         let started = Instant::now();
@@ -560,13 +560,13 @@ fn parse_mbps(corpus_dir: &Path, bytes: f64, threads: usize) -> f64 {
             copies
                 .par_iter_mut()
                 .map(|(ctx, end, d)| {
-                    tokenbridge::ingest::reader::parse_lines(
+                    tokenbridge::format::chunk::parse_lines(
                         d,
                         *end,
                         0,
                         ctx,
                         64 << 20,
-                        tokenbridge::parse::ParseMode::Full,
+                        tokenbridge::format::ParseMode::Full,
                     )
                     .counts
                     .usage

@@ -1,7 +1,7 @@
 //! How far the heuristic token estimator is from exact o200k_base BPE on
 //! the given text files: `cargo run --release --example estimator_error -- FILE...`.
 
-use tokenbridge::estimate::{heuristic, Estimator, EstimatorKind};
+use tokenbridge::format::estimate::{heuristic, Estimator, EstimatorKind};
 
 fn main() {
     let exact = Estimator::new(EstimatorKind::O200k);

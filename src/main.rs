@@ -1,5 +1,5 @@
 //! The `tokenbridge` binary: all behaviour lives in the library.
 
 fn main() {
-    std::process::exit(tokenbridge::app::main());
+    std::process::exit(tokenbridge::cli::main());
 }

@@ -1,7 +1,6 @@
 //! The per-message usage row as it is stored in ClickHouse, and the context a
 //! source file contributes to every row read from it (session, project, agent).
 
-use std::path::Path;
 use std::sync::Arc;
 
 /// One usage entry: a row of the `messages` table. Column order and names
@@ -160,50 +159,6 @@ pub struct SourceContext {
     pub agent_from_path: Arc<str>,
 }
 
-impl SourceContext {
-    /// Derives the context from a transcript path:
-    /// `…/projects/<project>/<session>.jsonl` or
-    /// `…/projects/<project>/<session>/subagents/agent-<id>.jsonl`.
-    pub fn from_path(path: &Path) -> Self {
-        let comps: Vec<&str> = path
-            .components()
-            .filter_map(|c| c.as_os_str().to_str())
-            .collect();
-        let stem = path
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .unwrap_or_default()
-            .to_string();
-        let project = comps
-            .iter()
-            .rposition(|c| *c == "projects")
-            .and_then(|i| comps.get(i + 1))
-            .filter(|_| comps.len() >= 3)
-            .map(|s| s.to_string())
-            .unwrap_or_default();
-        let n = comps.len();
-        let in_subagents = n >= 3 && comps[n - 2] == "subagents";
-        let (session, agent) = if in_subagents {
-            let agent = stem.strip_prefix("agent-").unwrap_or(&stem).to_string();
-            (comps[n - 3].to_string(), agent)
-        } else {
-            (stem, String::new())
-        };
-        // A session file directly in `projects/` has no project folder.
-        let project = if project.ends_with(".jsonl") {
-            String::new()
-        } else {
-            project
-        };
-        SourceContext {
-            path: path.to_string_lossy().into(),
-            session_from_path: session.into(),
-            project: project.into(),
-            agent_from_path: agent.into(),
-        }
-    }
-}
-
 /// Fields whose values repeat from row to row of a file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Shared {
@@ -251,26 +206,6 @@ impl Interner {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn context_of_main_and_subagent_files() {
-        let c =
-            SourceContext::from_path(Path::new("/h/.claude/projects/-home-me-app/abc-123.jsonl"));
-        assert_eq!(&*c.project, "-home-me-app");
-        assert_eq!(&*c.session_from_path, "abc-123");
-        assert_eq!(&*c.agent_from_path, "");
-        let c = SourceContext::from_path(Path::new(
-            "/h/.claude/projects/-home-me-app/abc-123/subagents/agent-a9f.jsonl",
-        ));
-        assert_eq!(&*c.project, "-home-me-app");
-        assert_eq!(&*c.session_from_path, "abc-123");
-        assert_eq!(&*c.agent_from_path, "a9f");
-        let c = SourceContext::from_path(Path::new("/spool/loose.jsonl"));
-        assert_eq!(&*c.project, "");
-        assert_eq!(&*c.session_from_path, "loose");
-        let c = SourceContext::from_path(Path::new("/x/projects/s.jsonl"));
-        assert_eq!(&*c.project, "");
-    }
 
     #[test]
     fn equal_values_share_one_allocation() {

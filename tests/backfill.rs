@@ -6,7 +6,7 @@ mod common;
 use std::path::Path;
 
 use common::*;
-use tokenbridge::corpus::Expected;
+use tokenbridge::testkit::corpus::Expected;
 
 fn check_against_truth(ch: &TestClickHouse, db: &str, exp: &Expected) {
     assert_eq!(ch.totals(db), exp.totals, "overall totals");

@@ -10,7 +10,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::*;
-use tokenbridge::corpus::{self, Rng, Spec};
+use tokenbridge::testkit::corpus::{self, Rng, Spec};
 
 /// Runs backfill and kills it with SIGKILL after `delay` (if still running).
 /// Returns true if it was killed.

@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use tokenbridge::corpus::{self, Spec};
+use tokenbridge::testkit::corpus::{self, Spec};
 
 #[test]
 fn growing_files_converge_to_exact_totals() {

@@ -3,12 +3,13 @@
 //! line is lost among bad ones, and whitespace does not change a class.
 
 use proptest::prelude::*;
-use tokenbridge::ingest::reader::parse_lines;
-use tokenbridge::parse::{LineParser, Parsed, PADDING};
+use tokenbridge::format::chunk::parse_lines;
+use tokenbridge::format::claude::LineParser;
+use tokenbridge::format::{Parsed, PADDING};
 use tokenbridge::record::SourceContext;
 
 fn ctx() -> SourceContext {
-    SourceContext::from_path(std::path::Path::new("/c/projects/p/s.jsonl"))
+    tokenbridge::format::claude::paths::context_of(std::path::Path::new("/c/projects/p/s.jsonl"))
 }
 
 /// A random, valid usage entry as a JSON value.
@@ -111,7 +112,7 @@ proptest! {
         let mut buf = text.into_bytes();
         let end = buf.len();
         buf.resize(end + PADDING, 0);
-        let parsed = parse_lines(&mut buf, end, 0, &ctx(), 1 << 20, tokenbridge::parse::ParseMode::Full);
+        let parsed = parse_lines(&mut buf, end, 0, &ctx(), 1 << 20, tokenbridge::format::ParseMode::Full);
         let (rows, counts) = (parsed.rows, parsed.counts);
         prop_assert_eq!(rows.len(), entries.len());
         prop_assert_eq!(counts.usage as usize, entries.len());

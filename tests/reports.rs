@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::*;
-use tokenbridge::corpus::{self, Spec, Tokens};
+use tokenbridge::testkit::corpus::{self, Spec, Tokens};
 
 fn run_json(cmd: &mut Command) -> serde_json::Value {
     let out = cmd.output().unwrap();

@@ -4,11 +4,12 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tokenbridge::parse::{LineParser, PADDING};
+use tokenbridge::format::claude::LineParser;
+use tokenbridge::format::PADDING;
 use tokenbridge::record::SourceContext;
 
 fuzz_target!(|data: &[u8]| {
-    let ctx = SourceContext::from_path(std::path::Path::new("/f/projects/p/s.jsonl"));
+    let ctx = tokenbridge::format::claude::paths::context_of(std::path::Path::new("/f/projects/p/s.jsonl"));
     let mut p = LineParser::new();
     let plain = p.classify(&mut data.to_vec(), &ctx, 0);
     let mut padded = data.to_vec();
@@ -19,5 +20,5 @@ fuzz_target!(|data: &[u8]| {
     let mut chunk = data.to_vec();
     let end = tokenbridge::ingest::lines::complete_prefix_len(&chunk);
     chunk.resize(chunk.len() + PADDING, 0);
-    let _ = tokenbridge::ingest::reader::parse_lines(&mut chunk, end, 0, &ctx, 1 << 16, tokenbridge::parse::ParseMode::Enhanced(tokenbridge::estimate::Estimator::Heuristic));
+    let _ = tokenbridge::format::chunk::parse_lines(&mut chunk, end, 0, &ctx, 1 << 16, tokenbridge::format::ParseMode::Enhanced(tokenbridge::format::estimate::Estimator::Heuristic));
 });

@@ -1,5 +1,5 @@
 //! `tokenbridge-gen`: writes a deterministic Claude Code-shaped corpus and its
-//! `expected.json` (see `tokenbridge::corpus`).
+//! `expected.json` (see `tokenbridge::testkit::corpus`).
 //!
 //! Usage: `tokenbridge-gen OUT_DIR [--seed N] [--mb N] [--projects N] [--max-turns N]
 //! [--no-huge-tool-results] [--missing-request-id-pct N]`
@@ -12,7 +12,7 @@ use std::path::PathBuf;
 fn main() {
     let mut args = std::env::args().skip(1);
     let mut out: Option<PathBuf> = None;
-    let mut spec = tokenbridge::corpus::Spec::default();
+    let mut spec = tokenbridge::testkit::corpus::Spec::default();
     while let Some(a) = args.next() {
         let mut num = |name: &str| -> u64 {
             args.next()
@@ -37,7 +37,7 @@ fn main() {
         }
     }
     let out = out.unwrap_or_else(|| die("OUT_DIR is required"));
-    match tokenbridge::corpus::write_corpus(&out, &spec) {
+    match tokenbridge::testkit::corpus::write_corpus(&out, &spec) {
         Ok(e) => println!("{}", serde_json::to_string(&e.totals).expect("json")),
         Err(e) => die(&format!("{}: {e}", out.display())),
     }

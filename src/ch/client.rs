@@ -14,8 +14,8 @@ use std::time::Duration;
 use crate::ch::error::ChError;
 use crate::ch::schema::{self, Engine};
 use crate::ch::statement_log;
-use crate::dedup::DedupIndex;
 use crate::secret::Secret;
+use crate::sink::dedup::DedupIndex;
 
 /// What the server told us about itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -531,11 +531,11 @@ mod tests {
             inserted(schema::MESSAGE_COLUMNS).as_slice()
         );
         assert_eq!(
-            crate::content::ContentRow::COLUMN_NAMES,
+            crate::format::claude::content::ContentRow::COLUMN_NAMES,
             inserted(schema::CONTENT_COLUMNS).as_slice()
         );
         assert_eq!(
-            crate::summary::FileNaiveRow::COLUMN_NAMES,
+            crate::sink::naive::FileNaiveRow::COLUMN_NAMES,
             inserted(schema::FILE_NAIVE_COLUMNS).as_slice()
         );
     }

@@ -55,7 +55,7 @@ pub const MESSAGE_COLUMNS: &[(&str, &str)] = &[
     ("ingested_at", "DateTime('UTC') DEFAULT now()"),
 ];
 
-/// Columns of `content` (matches [`crate::content::ContentRow`]).
+/// Columns of `content` (matches [`crate::format::claude::content::ContentRow`]).
 pub const CONTENT_COLUMNS: &[(&str, &str)] = &[
     ("session_id", "String"),
     ("key", "String"),
@@ -69,7 +69,7 @@ pub const CONTENT_COLUMNS: &[(&str, &str)] = &[
     ("system_tokens", "UInt32"),
 ];
 
-/// Columns of `file_naive` (matches [`crate::summary::FileNaiveRow`]).
+/// Columns of `file_naive` (matches [`crate::sink::naive::FileNaiveRow`]).
 pub const FILE_NAIVE_COLUMNS: &[(&str, &str)] = &[
     ("session_id", "String"),
     ("file_key", "String"),

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use crate::ingest::fingerprint::{FileKey, Fingerprint};
 use crate::ops::state::atomic_write;
-use crate::summary::{self, NaiveSums};
+use crate::sink::naive::{self, NaiveSums};
 
 /// File name of the checkpoint state inside the state dir.
 pub const CHECKPOINT_FILE: &str = "checkpoints.json";
@@ -50,7 +50,7 @@ pub struct FileCheckpoint {
     /// Committed byte offset (always just after a newline).
     pub offset: u64,
     /// Per session: the usage lines before `offset`, summed without dedup
-    /// (see [`crate::summary`]). Absent in files written before it existed.
+    /// (see [`crate::sink::naive`]). Absent in files written before it existed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub naive: Vec<NaiveSums>,
 }
@@ -143,7 +143,7 @@ impl CheckpointStore {
                     self.dirty = true;
                 }
                 if !naive.is_empty() {
-                    summary::merge(&mut cp.naive, naive);
+                    naive::merge(&mut cp.naive, naive);
                     self.dirty = true;
                 }
                 true

@@ -6,10 +6,10 @@
 
 use std::sync::Arc;
 
-use crate::content::ContentRow;
+use crate::format::claude::content::ContentRow;
+use crate::format::{BadLine, LineCounts};
 use crate::ingest::budget::Permit;
 use crate::ingest::fingerprint::{FileKey, Fingerprint};
-use crate::parse::MalformedKind;
 use crate::record::UsageRow;
 
 /// Which file, as identified at read time.
@@ -21,30 +21,6 @@ pub struct FileIdentity {
     pub fingerprint: Fingerprint,
     /// Path it was read at.
     pub path: Arc<str>,
-}
-
-/// A malformed line, for logs and the dead-letter file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BadLine {
-    /// Byte offset of the line in its file.
-    pub offset: u64,
-    /// Why it was rejected.
-    pub kind: MalformedKind,
-    /// Its first bytes (lossy UTF-8).
-    pub head: String,
-}
-
-/// Lines of a chunk by class.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct LineCounts {
-    /// Usage entries.
-    pub usage: u64,
-    /// Valid entries without usage.
-    pub other: u64,
-    /// Blank lines.
-    pub blank: u64,
-    /// Malformed lines.
-    pub malformed: u64,
 }
 
 /// Complete lines `[start, end)` of one file, parsed.

@@ -22,22 +22,21 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{select, Receiver, Sender};
 use rayon::prelude::*;
 
-use crate::content::ContentRow;
+use crate::format::chunk::{parse_lines, ParsedLines};
+use crate::format::{BadLine, LineCounts};
+use crate::format::{MalformedKind, ParseMode, PADDING};
 use crate::ingest::budget::{MemoryBudget, Permit};
 use crate::ingest::checkpoint::FileCheckpoint;
 use crate::ingest::discovery;
 use crate::ingest::fingerprint::{self, FileKey, Fingerprint, FINGERPRINT_BYTES};
 use crate::ingest::lines;
-use crate::ingest::msg::{BadLine, Chunk, FileIdentity, LineCounts, SinkMsg};
+use crate::ingest::msg::{Chunk, FileIdentity, SinkMsg};
 use crate::ingest::watcher::{DirWatcher, Wake};
 use crate::ops::health::Health;
 use crate::ops::metrics::Metrics;
 use crate::ops::shutdown::Shutdown;
-use crate::parse::{LineParser, MalformedKind, ParseMode, Parsed, PADDING};
 use crate::record::SourceContext;
 
-/// How much of a malformed line is kept for logs and the dead-letter file.
-const BAD_LINE_HEAD: usize = 200;
 /// Files read and parsed at once: enough to keep every core busy while the
 /// reader thread applies and sends finished ones, few enough to bound memory.
 fn max_in_flight() -> usize {
@@ -50,10 +49,6 @@ const RESCAN_CPU_SHARE: f64 = 0.01;
 /// reader's own thread: waking a pool thread for it costs more (a daemon
 /// with 50 sessions appending spent a third of its CPU switching threads).
 const INLINE_BYTES: u64 = 64 << 10;
-/// Chunks at least this large are cut into pieces parsed in parallel.
-const PARALLEL_BYTES: usize = 1 << 20;
-/// Target size of one such piece.
-const PIECE_BYTES: usize = 256 << 10;
 
 /// What the reader reads and how.
 #[derive(Debug, Clone)]
@@ -202,7 +197,6 @@ struct SinkGone;
 
 thread_local! {
     static READ_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-    static PARSER: RefCell<Option<LineParser>> = const { RefCell::new(None) };
 }
 
 impl Reader {
@@ -535,7 +529,7 @@ impl Reader {
                 tracing::info!(event = "file_renamed", from = %t.identity.path, to = %path.display(), "file moved");
                 let p: Arc<str> = Arc::from(path.to_string_lossy().as_ref());
                 t.identity.path = p;
-                t.ctx = Arc::new(SourceContext::from_path(path));
+                t.ctx = Arc::new(crate::format::claude::paths::context_of(path));
             }
         }
         t.gone = false;
@@ -619,7 +613,7 @@ impl Reader {
             key,
             Tracked {
                 identity,
-                ctx: Arc::new(SourceContext::from_path(path)),
+                ctx: Arc::new(crate::format::claude::paths::context_of(path)),
                 offset,
                 long_scan: None,
                 file: None,
@@ -1002,200 +996,6 @@ fn read_task(
     Ok(result)
 }
 
-/// The parsed lines of a chunk.
-#[derive(Debug, Default)]
-pub struct ParsedLines {
-    /// Usage entries in file order.
-    pub rows: Vec<crate::record::UsageRow>,
-    /// Malformed lines.
-    pub bad: Vec<BadLine>,
-    /// Lines by class.
-    pub counts: LineCounts,
-    /// Line sizes: (bucket start, lines).
-    pub line_sizes: Vec<(u64, u64)>,
-    /// Content estimates of the entries (enhanced analysis only).
-    pub content: Vec<ContentRow>,
-    /// CPU time spent parsing, nanoseconds, including `estimate_ns`.
-    pub parse_ns: u64,
-    /// Of which estimating content (enhanced analysis only).
-    pub estimate_ns: u64,
-}
-
-impl ParsedLines {
-    fn merge(&mut self, other: ParsedLines) {
-        self.rows.extend(other.rows);
-        self.bad.extend(other.bad);
-        self.content.extend(other.content);
-        self.parse_ns += other.parse_ns;
-        self.estimate_ns += other.estimate_ns;
-        self.counts.usage += other.counts.usage;
-        self.counts.other += other.counts.other;
-        self.counts.blank += other.counts.blank;
-        self.counts.malformed += other.counts.malformed;
-        for (lo, n) in other.line_sizes {
-            add_size(&mut self.line_sizes, lo, n);
-        }
-    }
-}
-
-/// Parses the complete lines in `buf[..end]`; `base` is the file offset of
-/// `buf[0]`. Bytes of `buf` past `end` (at least [`PADDING`] of them when the
-/// caller can afford it) let the parser work in place. Large chunks are cut at
-/// line boundaries into pieces parsed in parallel; results keep file order.
-pub fn parse_lines(
-    buf: &mut [u8],
-    end: usize,
-    base: u64,
-    ctx: &SourceContext,
-    max_line: usize,
-    mode: ParseMode,
-) -> ParsedLines {
-    if end < PARALLEL_BYTES {
-        return parse_piece(buf, end, base, ctx, max_line, mode);
-    }
-    // Cut points just after a newline, about PIECE_BYTES apart.
-    let mut cuts = vec![0usize];
-    let mut pos = PIECE_BYTES;
-    while pos < end {
-        match memchr::memchr(b'\n', &buf[pos..end]) {
-            Some(i) if pos + i + 1 < end => {
-                cuts.push(pos + i + 1);
-                pos = pos + i + 1 + PIECE_BYTES;
-            }
-            _ => break,
-        }
-    }
-    let mut pieces: Vec<(u64, usize, &mut [u8])> = Vec::with_capacity(cuts.len());
-    let mut rest = buf;
-    let mut consumed = 0usize;
-    for w in cuts.windows(2) {
-        let (piece, tail) = rest.split_at_mut(w[1] - w[0]);
-        pieces.push((base + consumed as u64, piece.len(), piece));
-        consumed += w[1] - w[0];
-        rest = tail;
-    }
-    // The last piece keeps the buffer's tail as its padding.
-    pieces.push((base + consumed as u64, end - consumed, rest));
-    let parts: Vec<ParsedLines> = pieces
-        .into_par_iter()
-        .map(|(off, len, piece)| parse_piece(piece, len, off, ctx, max_line, mode))
-        .collect();
-    let mut out = ParsedLines::default();
-    for part in parts {
-        out.merge(part);
-    }
-    out
-}
-
-/// Counts `n` lines in the size bucket starting at `lo`. Few distinct buckets
-/// occur per chunk, so a short list beats a map.
-fn add_size(sizes: &mut Vec<(u64, u64)>, lo: u64, n: u64) {
-    match sizes.iter_mut().find(|(l, _)| *l == lo) {
-        Some(e) => e.1 += n,
-        None => sizes.push((lo, n)),
-    }
-}
-
-/// Parses the lines of `buf[..end]` one after the other.
-fn parse_piece(
-    buf: &mut [u8],
-    end: usize,
-    base: u64,
-    ctx: &SourceContext,
-    max_line: usize,
-    mode: ParseMode,
-) -> ParsedLines {
-    let cpu_started = crate::ops::metrics::thread_cpu_ns();
-    let mut parser = PARSER.with(|p| p.borrow_mut().take()).unwrap_or_default();
-    parser.set_estimator(mode.estimator());
-    let usage_only = matches!(mode, ParseMode::UsageOnly);
-    let mut rows = Vec::new();
-    let mut bad = Vec::new();
-    let mut counts = LineCounts::default();
-    let mut line_sizes: Vec<(u64, u64)> = Vec::new();
-    let mut pos = 0usize;
-    while pos < end {
-        let nl = memchr::memchr(b'\n', &buf[pos..end]).map_or(end, |i| pos + i);
-        let mut line_end = nl;
-        if line_end > pos && buf[line_end - 1] == b'\r' {
-            line_end -= 1;
-        }
-        let len = line_end - pos;
-        let offset = base + pos as u64;
-        add_size(&mut line_sizes, crate::ops::sizes::bucket(len as u64).0, 1);
-        let parsed = if len > max_line {
-            Parsed::Malformed(MalformedKind::TooLong)
-        } else if usage_only && !crate::parse::may_carry_usage(&buf[pos..line_end]) {
-            if buf[pos..line_end].iter().all(u8::is_ascii_whitespace) {
-                Parsed::Blank
-            } else {
-                Parsed::Other
-            }
-        } else {
-            let mut head = [0u8; BAD_LINE_HEAD];
-            let n = len.min(BAD_LINE_HEAD);
-            head[..n].copy_from_slice(&buf[pos..pos + n]);
-            let parsed = if buf.len() - pos >= len + PADDING {
-                parser.classify_padded(&mut buf[pos..], len, ctx, offset)
-            } else {
-                parser.classify(&mut buf[pos..line_end], ctx, offset)
-            };
-            if let Parsed::Malformed(kind) = parsed {
-                bad.push(BadLine {
-                    offset,
-                    kind,
-                    head: String::from_utf8_lossy(&head[..n]).into_owned(),
-                });
-                // The bad prefix is counted; a complete entry after it is kept.
-                match parser.recover(&mut buf[pos..line_end], ctx, offset) {
-                    Some((_, Parsed::Usage(row))) => {
-                        counts.usage += 1;
-                        rows.push(*row);
-                    }
-                    Some((_, Parsed::Other)) => counts.other += 1,
-                    _ => {}
-                }
-            }
-            parsed
-        };
-        match parsed {
-            Parsed::Blank => counts.blank += 1,
-            Parsed::Other => counts.other += 1,
-            Parsed::Usage(row) => {
-                counts.usage += 1;
-                rows.push(*row);
-            }
-            Parsed::Malformed(kind) => {
-                counts.malformed += 1;
-                if kind == MalformedKind::TooLong {
-                    bad.push(BadLine {
-                        offset,
-                        kind,
-                        head: head_of(&buf[pos..line_end]),
-                    });
-                }
-            }
-        }
-        pos = nl + 1;
-    }
-    let content = parser.take_content();
-    let estimate_ns = parser.take_estimate_ns();
-    PARSER.with(|p| *p.borrow_mut() = Some(parser));
-    ParsedLines {
-        rows,
-        bad,
-        counts,
-        line_sizes,
-        content,
-        parse_ns: crate::ops::metrics::thread_cpu_ns().saturating_sub(cpu_started),
-        estimate_ns,
-    }
-}
-
-fn head_of(line: &[u8]) -> String {
-    String::from_utf8_lossy(&line[..line.len().min(BAD_LINE_HEAD)]).into_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1316,7 +1116,7 @@ mod tests {
 
     #[test]
     fn usage_only_mode_skips_lines_that_cannot_carry_usage() {
-        let ctx = SourceContext::from_path(Path::new("/c/projects/p/s.jsonl"));
+        let ctx = crate::format::claude::paths::context_of(Path::new("/c/projects/p/s.jsonl"));
         let text = format!(
             "{}{{\"oops\n   \n{{\"type\":\"user\"}}\n{}{}",
             usage_line("1", 5),

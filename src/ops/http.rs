@@ -19,9 +19,9 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
+use crate::format::MalformedKind;
 use crate::ops::health::Health;
 use crate::ops::metrics::Metrics;
-use crate::parse::MalformedKind;
 
 /// What the endpoint reads.
 #[derive(Debug)]

@@ -11,7 +11,7 @@ use crate::record::UsageRow;
 
 /// Bytes one dedup key costs at most: a 16-byte hash and an 8-byte version
 /// in a hash table that is at least 7/8 … 7/16 full, two generations (see
-/// [`crate::dedup::DedupIndex`]), plus the transient copy while a table
+/// [`crate::sink::dedup::DedupIndex`]), plus the transient copy while a table
 /// grows.
 pub const INDEX_BYTES_PER_KEY: u64 = 64;
 

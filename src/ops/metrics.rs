@@ -4,8 +4,8 @@
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
+use crate::format::MalformedKind;
 use crate::ops::sizes::SizeBuckets;
-use crate::parse::MalformedKind;
 
 /// Pipeline counters. Every field counts since process start.
 #[derive(Debug)]

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use tokenbridge::ch::client::{ConnectOptions, Totals};
 use tokenbridge::ch::managed::{ManagedOptions, ManagedServer};
 use tokenbridge::ch::ChClient;
-use tokenbridge::corpus::Tokens;
 use tokenbridge::secret::Secret;
+use tokenbridge::testkit::corpus::Tokens;
 
 /// A free TCP port on 127.0.0.1 (released before return; good enough for tests).
 pub fn free_port() -> u16 {
@@ -411,13 +411,17 @@ pub fn events_of(log: &Path) -> Vec<serde_json::Value> {
 
 /// A generated corpus of about `target_bytes` under `dir` (default spec
 /// otherwise), and its truth.
-pub fn generated_corpus(dir: &Path, seed: u64, target_bytes: u64) -> tokenbridge::corpus::Expected {
-    tokenbridge::corpus::write_corpus(
+pub fn generated_corpus(
+    dir: &Path,
+    seed: u64,
+    target_bytes: u64,
+) -> tokenbridge::testkit::corpus::Expected {
+    tokenbridge::testkit::corpus::write_corpus(
         dir,
-        &tokenbridge::corpus::Spec {
+        &tokenbridge::testkit::corpus::Spec {
             seed,
             target_bytes,
-            ..tokenbridge::corpus::Spec::default()
+            ..tokenbridge::testkit::corpus::Spec::default()
         },
     )
     .unwrap()

@@ -4,27 +4,32 @@
 //! Start-up order matters: the dedup index is loaded from ClickHouse before any
 //! file is read, so a restart knows every key ClickHouse already holds.
 
+mod connect;
+mod reload;
+mod supervise;
+
+pub use connect::{
+    connect, connect_for_query, token_manager, totals, Connection, TOKEN_CACHE_FILE,
+};
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use crate::ch::client::{ConnectOptions, Totals};
-use crate::ch::managed::{ManagedOptions, ManagedServer};
-use crate::ch::ChClient;
-use crate::config::{ClickHouseMode, Config};
-use crate::deadletter::DeadLetter;
-use crate::dedup::DedupIndex;
+use crate::config::Config;
+use crate::format::ParseMode;
 use crate::ingest::checkpoint::CheckpointStore;
-use crate::ingest::reader::{Reader, ReaderCtrl, ReaderExit, ReaderOptions};
+use crate::ingest::reader::{Reader, ReaderExit, ReaderOptions};
 use crate::ops::health::Health;
 use crate::ops::http::HttpState;
 use crate::ops::metrics::Metrics;
 use crate::ops::notify::Notifier;
 use crate::ops::shutdown::Shutdown;
 use crate::ops::state::StateDir;
-use crate::parse::ParseMode;
+use crate::sink::deadletter::DeadLetter;
+use crate::sink::dedup::DedupIndex;
 use crate::sink::{Sink, SinkExit, SinkOptions, SummaryPolicy};
 
 /// Run until stopped, or read what is there and stop.
@@ -45,80 +50,6 @@ pub struct Summary {
     pub elapsed: Duration,
     /// Counters at the end.
     pub metrics: Arc<Metrics>,
-}
-
-/// A connected ClickHouse, with the managed server that backs it if any.
-pub struct Connection {
-    /// The client.
-    pub client: ChClient,
-    /// Kept alive for as long as the connection is used; stopped on drop.
-    pub managed: Option<ManagedServer>,
-    /// Runtime the client runs on.
-    pub runtime: tokio::runtime::Runtime,
-}
-
-/// Starts managed ClickHouse if configured (its data lives in `state`, which
-/// managed mode requires), connects, and ensures the schema.
-pub fn connect(config: &Config, state: Option<&StateDir>) -> anyhow::Result<Connection> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("tokenbridge-io")
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    let ch = &config.clickhouse;
-    let (url, managed) = match ch.mode {
-        ClickHouseMode::Managed => {
-            let state = state.context("managed clickhouse needs the state dir")?;
-            let server = ManagedServer::start(ManagedOptions {
-                binary: ch.server_binary.clone(),
-                dir: state.path().join("clickhouse"),
-                http_port: ch.managed_http_port,
-                tcp_port: ch.managed_tcp_port,
-                startup_timeout: ch.startup_timeout,
-            })?;
-            tracing::info!(event = "managed_clickhouse_started", url = %server.url(), pid = server.pid(), "managed clickhouse-server is up");
-            (server.url(), Some(server))
-        }
-        ClickHouseMode::External => (ch.url.clone(), None),
-    };
-    let opts = ConnectOptions {
-        compress: ch.compress_for(&url),
-        send_basic: config.auth == crate::config::AuthConfig::Basic,
-        token: token_manager(config),
-        url,
-        database: ch.database.clone(),
-        user: ch.user.clone(),
-        password: ch.password.clone(),
-        request_timeout: ch.request_timeout,
-    };
-    // An external server may come up after us: retry until the start-up timeout.
-    let deadline = Instant::now() + ch.startup_timeout;
-    let client = loop {
-        match runtime.block_on(ChClient::connect(&opts)) {
-            Ok(c) => break c,
-            Err(e) if e.is_retriable() && Instant::now() < deadline => {
-                tracing::warn!(event = "clickhouse_connect_failed", error = %e, "clickhouse not reachable yet; retrying");
-                std::thread::sleep(Duration::from_millis(500));
-            }
-            Err(e) => return Err(e).context(format!("connecting to clickhouse at {}", opts.url)),
-        }
-    };
-    runtime
-        .block_on(client.ensure_schema())
-        .context("creating the schema")?;
-    tracing::info!(
-        event = "clickhouse_connected",
-        version = %client.info.version,
-        async_insert_disabled = client.info.knows_async_insert,
-        database = %client.database(),
-        "connected to clickhouse"
-    );
-    Ok(Connection {
-        client,
-        managed,
-        runtime,
-    })
 }
 
 /// The sink's side of start-up: ClickHouse up and connected, the schema
@@ -240,7 +171,9 @@ pub fn run(config: &Config, mode: Mode, controls: Controls) -> anyhow::Result<Su
                 metrics.clone(),
             ),
             mode: if config.analysis.enhanced {
-                ParseMode::Enhanced(crate::estimate::Estimator::new(config.analysis.estimator))
+                ParseMode::Enhanced(crate::format::estimate::Estimator::new(
+                    config.analysis.estimator,
+                ))
             } else if config.watch.validate_all_lines {
                 ParseMode::Full
             } else {
@@ -353,7 +286,7 @@ pub fn run(config: &Config, mode: Mode, controls: Controls) -> anyhow::Result<Su
         );
         std::thread::Builder::new()
             .name("tokenbridge-supervisor".into())
-            .spawn(move || supervise(&n, &h, &m, &s, enhanced))
+            .spawn(move || supervise::run(&n, &h, &m, &s, enhanced))
             .context("starting the supervisor thread")?
     };
     let reloader = reload.map(|rx| {
@@ -363,7 +296,7 @@ pub fn run(config: &Config, mode: Mode, controls: Controls) -> anyhow::Result<Su
         std::thread::spawn(move || loop {
             crossbeam_channel::select! {
                 recv(rx) -> msg => match msg {
-                    Ok(new) => apply_reload(&mut current, new, &reader_ctrl, &sink_ctrl, token.as_deref()),
+                    Ok(new) => reload::apply(&mut current, new, &reader_ctrl, &sink_ctrl, token.as_deref()),
                     Err(_) => return,
                 },
                 recv(s.receiver()) -> _ => return,
@@ -438,200 +371,4 @@ fn sink_options(config: &Config, follow: bool) -> SinkOptions {
             SummaryPolicy::WhenCaughtUp
         },
     }
-}
-
-/// Applies what can change while running; names what needs a restart.
-fn apply_reload(
-    current: &mut Config,
-    new: Config,
-    reader: &crossbeam_channel::Sender<ReaderCtrl>,
-    sink: &crossbeam_channel::Sender<SinkOptions>,
-    token: Option<&crate::auth::token::TokenManager>,
-) {
-    let mut changed = Vec::new();
-    match (&current.auth, &new.auth, token) {
-        (a, b, _) if a == b => {}
-        (crate::config::AuthConfig::OAuth2(_), crate::config::AuthConfig::OAuth2(o), Some(t)) => {
-            // New credentials, endpoint or scope: new tokens from now on.
-            t.replace_source(Box::new(token_source(o)));
-            changed.push("upstream.auth");
-        }
-        _ => {}
-    }
-    if new.watch.dirs != current.watch.dirs {
-        let _ = reader.send(ReaderCtrl::SetDirs(new.watch.dirs.clone()));
-        changed.push("watch.dirs");
-    }
-    if new.batch != current.batch || new.service != current.service {
-        let _ = sink.send(sink_options(&new, true));
-        changed.push("batch");
-    }
-    if new.log.level != current.log.level {
-        crate::ops::logging::set_level(&new.log.level);
-        changed.push("log.level");
-    }
-    let mut restart = Vec::new();
-    if new.state != current.state {
-        restart.push("state");
-    }
-    if new.clickhouse != current.clickhouse {
-        restart.push("clickhouse");
-    }
-    if new.http != current.http {
-        restart.push("http");
-    }
-    if new.dedup != current.dedup {
-        restart.push("dedup");
-    }
-    if new.analysis != current.analysis {
-        restart.push("analysis");
-    }
-    if std::mem::discriminant(&new.auth) != std::mem::discriminant(&current.auth) {
-        restart.push("upstream.auth.mode");
-    }
-    if new.watch.rescan_interval != current.watch.rescan_interval
-        || new.watch.max_line_bytes != current.watch.max_line_bytes
-        || new.watch.read_chunk_bytes != current.watch.read_chunk_bytes
-        || new.watch.validate_all_lines != current.watch.validate_all_lines
-        || new.log.format != current.log.format
-    {
-        restart.push("watch/log.format");
-    }
-    if !restart.is_empty() {
-        tracing::warn!(event = "config_reload_needs_restart", sections = ?restart, "these changes take effect after a restart");
-    }
-    tracing::info!(event = "config_reloaded", file = %new.source.display(), changed = ?changed, "configuration reloaded");
-    *current = new;
-}
-
-/// Keeps systemd informed: `STATUS=` every 5 s, `WATCHDOG=1` only while the
-/// reader and the sink make progress, `STOPPING=1` when shutdown starts.
-/// With enhanced analysis on, logs `analysis_cost` every 10 minutes.
-fn supervise(
-    notifier: &Notifier,
-    health: &Health,
-    metrics: &Metrics,
-    shutdown: &Shutdown,
-    enhanced: bool,
-) {
-    use std::sync::atomic::Ordering::Relaxed;
-    let watchdog = crate::ops::notify::watchdog_timeout();
-    let tick = watchdog
-        .map(|w| (w / 2).min(Duration::from_secs(5)))
-        .unwrap_or(Duration::from_secs(5));
-    let mut withheld = false;
-    let mut last_status = Instant::now();
-    let mut last_cost = Instant::now();
-    loop {
-        if enhanced && last_cost.elapsed() >= Duration::from_secs(600) {
-            last_cost = Instant::now();
-            metrics.log_analysis_cost();
-        }
-        if let Some(limit) = watchdog {
-            match health.stalled(limit) {
-                None => {
-                    if withheld {
-                        tracing::info!(
-                            event = "watchdog_resumed",
-                            "pipeline progresses again; watchdog pings resume"
-                        );
-                        withheld = false;
-                    }
-                    notifier.watchdog();
-                }
-                Some(part) => {
-                    if !withheld {
-                        tracing::error!(
-                            event = "watchdog_withheld",
-                            part,
-                            limit_ms = limit.as_millis() as u64,
-                            "pipeline stalled; not pinging the watchdog"
-                        );
-                        withheld = true;
-                    }
-                }
-            }
-        }
-        if last_status.elapsed() >= Duration::from_secs(5) {
-            last_status = Instant::now();
-            let behind = metrics
-                .bytes_read
-                .load(Relaxed)
-                .saturating_sub(metrics.bytes_committed.load(Relaxed))
-                + metrics.backlog_bytes.load(Relaxed);
-            notifier.status(&format!(
-                "ingesting: {} files, {} rows inserted, {:.1} MB behind{}",
-                metrics.files_tracked.load(Relaxed),
-                metrics.rows_inserted.load(Relaxed),
-                behind as f64 / 1e6,
-                if metrics.clickhouse_down.load(Relaxed) == 1 {
-                    ", clickhouse unreachable"
-                } else {
-                    ""
-                }
-            ));
-        }
-        if shutdown.receiver().recv_timeout(tick).is_err() && shutdown.is_triggered() {
-            notifier.stopping();
-            notifier.status("stopping: flushing what is in flight");
-            return;
-        }
-    }
-}
-
-/// The upstream token manager, in OAuth2 mode. Its cache file lives in the
-/// state dir, so a restart (or a report) reuses a still-valid token.
-pub fn token_manager(config: &Config) -> Option<Arc<crate::auth::token::TokenManager>> {
-    let crate::config::AuthConfig::OAuth2(o) = &config.auth else {
-        return None;
-    };
-    Some(crate::auth::token::TokenManager::new(
-        Box::new(token_source(o)),
-        crate::auth::token::TokenOptions {
-            refresh_buffer: o.refresh_buffer,
-            default_lifetime: o.default_lifetime,
-            slow: o.slow_refresh,
-            cache_file: Some(config.state.dir.join(TOKEN_CACHE_FILE)),
-            ..crate::auth::token::TokenOptions::default()
-        },
-    ))
-}
-
-fn token_source(o: &crate::config::OAuth2Config) -> crate::auth::oauth::ClientCredentials {
-    crate::auth::oauth::ClientCredentials(o.clone())
-}
-
-/// The token cache file inside the state dir.
-pub const TOKEN_CACHE_FILE: &str = "token.json";
-
-/// A connection for read-only commands (reports). In managed mode, when a
-/// daemon holds the state dir, its running server is used; otherwise the
-/// managed server is started for the duration of the command.
-pub fn connect_for_query(config: &Config) -> anyhow::Result<(Connection, Option<StateDir>)> {
-    if config.clickhouse.mode == ClickHouseMode::Managed {
-        match StateDir::open(&config.state.dir) {
-            Ok(state) => {
-                let conn = connect(config, Some(&state))?;
-                return Ok((conn, Some(state)));
-            }
-            Err(crate::ops::state::StateError::Locked { .. }) => {
-                let mut cfg = config.clone();
-                cfg.clickhouse.mode = ClickHouseMode::External;
-                cfg.clickhouse.url =
-                    format!("http://127.0.0.1:{}", config.clickhouse.managed_http_port);
-                cfg.clickhouse.user = "default".into();
-                cfg.clickhouse.password = crate::secret::Secret::default();
-                return Ok((connect(&cfg, None)?, None));
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok((connect(config, None)?, None))
-}
-
-/// Exact totals from ClickHouse.
-pub fn totals(config: &Config) -> anyhow::Result<Totals> {
-    let (conn, _state) = connect_for_query(config)?;
-    let t = conn.runtime.block_on(conn.client.totals())?;
-    Ok(t)
 }

@@ -23,7 +23,7 @@
 //! on which path looked at it.
 //!
 //! The same scan, with a [`Watch`] told where keys and values start, lets
-//! [`crate::fast_usage`] read a usage entry's fields without a tape.
+//! [`crate::format::claude::fast`] read a usage entry's fields without a tape.
 
 /// Deepest nesting vouched for; deeper lines go to the full parser (whose
 /// limit is 1024).

@@ -20,7 +20,7 @@
 use simd_json::prelude::*;
 use simd_json::tape::Value as TapeValue;
 
-use crate::estimate::Estimator;
+use crate::format::estimate::Estimator;
 use crate::record::SourceContext;
 use crate::timestamp::parse_rfc3339_ms;
 
@@ -329,10 +329,10 @@ fn write_str(out: &mut String, s: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::parse::LineParser;
+    use crate::format::claude::LineParser;
 
     fn ctx() -> SourceContext {
-        SourceContext::from_path(std::path::Path::new("/c/projects/p/s1.jsonl"))
+        crate::format::claude::paths::context_of(std::path::Path::new("/c/projects/p/s1.jsonl"))
     }
 
     fn content(line: &str) -> Option<ContentRow> {

@@ -12,7 +12,7 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use crate::ingest::msg::BadLine;
+use crate::format::BadLine;
 use crate::record::UsageRow;
 
 /// File name inside the state dir.
@@ -124,7 +124,7 @@ impl DeadLetter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::parse::MalformedKind;
+    use crate::format::MalformedKind;
 
     #[test]
     fn records_and_rotates() {

@@ -8,14 +8,14 @@ use std::path::PathBuf;
 
 use rayon::prelude::*;
 
-use crate::content::ContentTotals;
-use crate::dedup::{key_hash, KeyHash};
-use crate::estimate::Estimator;
+use crate::format::chunk::{parse_lines, ParsedLines};
+use crate::format::claude::content::ContentTotals;
+use crate::format::estimate::Estimator;
+use crate::format::LineCounts;
+use crate::format::{ParseMode, PADDING};
 use crate::ingest::discovery;
-use crate::ingest::msg::LineCounts;
-use crate::ingest::reader::{parse_lines, ParsedLines};
-use crate::parse::{ParseMode, PADDING};
-use crate::record::{SourceContext, Totals, UsageRow};
+use crate::record::{Totals, UsageRow};
+use crate::sink::dedup::{key_hash, KeyHash};
 
 /// What a scan found.
 #[derive(Debug, Default)]
@@ -40,7 +40,7 @@ pub struct ScanOutput {
 const FILES_PER_STEP: usize = 64;
 
 /// Scans `paths` (files or folders); with `analysis`, also estimates every
-/// entry's content tokens (see [`crate::content`]).
+/// entry's content tokens (see [`crate::format::claude::content`]).
 pub fn scan(paths: &[PathBuf], max_line: usize, analysis: Option<Estimator>) -> ScanOutput {
     let mode = analysis.map_or(ParseMode::Full, ParseMode::Enhanced);
     let found = discovery::scan(paths);
@@ -53,7 +53,7 @@ pub fn scan(paths: &[PathBuf], max_line: usize, analysis: Option<Estimator>) -> 
     let mut winners: HashMap<
         KeyHash,
         usize,
-        std::hash::BuildHasherDefault<crate::dedup::PassThroughHasher>,
+        std::hash::BuildHasherDefault<crate::sink::dedup::PassThroughHasher>,
     > = HashMap::default();
     let mut content_seen: HashSet<u128> = HashSet::new();
     for group in files.chunks(FILES_PER_STEP) {
@@ -64,7 +64,7 @@ pub fn scan(paths: &[PathBuf], max_line: usize, analysis: Option<Estimator>) -> 
                 let len = buf.len();
                 let end = crate::ingest::lines::complete_prefix_len(&buf);
                 buf.resize(len + PADDING, 0);
-                let ctx = SourceContext::from_path(path);
+                let ctx = crate::format::claude::paths::context_of(path);
                 Ok((
                     end as u64,
                     parse_lines(&mut buf, end, 0, &ctx, max_line, mode),

@@ -14,6 +14,10 @@
 //! jitter and never skipped; while it is retried nothing else is consumed, the
 //! channel fills, and the reader stops (backpressure).
 
+pub mod deadletter;
+pub mod dedup;
+pub mod naive;
+
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -21,10 +25,9 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
+use self::naive::{FileNaiveRow, NaiveSums};
 use crate::ch::{schema, ChClient, ChError};
-use crate::content::ContentRow;
-use crate::deadletter::DeadLetter;
-use crate::dedup::{key_hash, DedupIndex, KeyHash, Offer};
+use crate::format::claude::content::ContentRow;
 use crate::ingest::checkpoint::CheckpointStore;
 use crate::ingest::fingerprint::FileKey;
 use crate::ingest::msg::{FileIdentity, SinkMsg};
@@ -33,7 +36,8 @@ use crate::ops::metrics::Metrics;
 use crate::ops::shutdown::Shutdown;
 use crate::price::{Price, PriceTable};
 use crate::record::UsageRow;
-use crate::summary::{self, FileNaiveRow, NaiveSums};
+use crate::sink::deadletter::DeadLetter;
+use crate::sink::dedup::{key_hash, DedupIndex, KeyHash, Offer};
 
 /// Batching and retry settings.
 #[derive(Debug, Clone)]
@@ -151,7 +155,11 @@ struct Batch {
     rows: Vec<UsageRow>,
     /// Position of each key's row in `rows`: a later, better entry of the same
     /// key replaces it in place instead of adding a second row.
-    pos: HashMap<KeyHash, usize, std::hash::BuildHasherDefault<crate::dedup::PassThroughHasher>>,
+    pos: HashMap<
+        KeyHash,
+        usize,
+        std::hash::BuildHasherDefault<crate::sink::dedup::PassThroughHasher>,
+    >,
     bytes: usize,
     acks: Vec<Ack>,
     opened: Option<Instant>,
@@ -316,7 +324,7 @@ impl Sink {
                     }
                     let mut naive = Vec::new();
                     for row in &chunk.rows {
-                        summary::add_row(&mut naive, row);
+                        self::naive::add_row(&mut naive, row);
                     }
                     for row in chunk.rows {
                         self.accept(row);

@@ -4,6 +4,8 @@
 //! text table. The same code serves `report` (rows from ClickHouse) and `scan`
 //! (rows straight from files).
 
+pub mod scan;
+
 use std::collections::BTreeMap;
 
 use serde_json::{json, Value};

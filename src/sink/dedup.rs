@@ -1,5 +1,6 @@
-//! Deduplication: the key of a usage entry, the version that ranks entries of
-//! one key, and the in-memory index of the best version known per key.
+//! Deduplication: the in-memory index of the best version known per key
+//! (the key and version rules of an entry are its format's, e.g.
+//! [`crate::format::claude::entry`]).
 //!
 //! Claude Code writes one line per content block of a response, all with the
 //! same `message.id` + `requestId`; earlier lines carry a partial
@@ -17,39 +18,6 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
-
-/// The dedup key of an entry, by the first rule that applies:
-/// `message.id|requestId`; `message.id|` when there is no request id;
-/// `uuid:<uuid>` when there is no message id; else `hash:<hex>` of the entry's
-/// content (whitespace-insensitive).
-pub fn dedup_key(
-    message_id: &str,
-    request_id: &str,
-    uuid: &str,
-    content_hash: impl FnOnce() -> u128,
-) -> String {
-    if !message_id.is_empty() {
-        let mut k = String::with_capacity(message_id.len() + request_id.len() + 1);
-        k.push_str(message_id);
-        k.push('|');
-        k.push_str(request_id);
-        k
-    } else if !uuid.is_empty() {
-        format!("uuid:{uuid}")
-    } else {
-        format!("hash:{:032x}", content_hash())
-    }
-}
-
-/// Ranks entries of one key: the top bit says "main chain" (not sidechain),
-/// then the token total, then the lowest bit says "in its own session's file"
-/// (not a copy a resumed session carries). Higher wins; on a full tie the
-/// first seen stays. The last bit makes the choice between an original and
-/// its byte copy independent of the order files are read in.
-pub fn version(is_sidechain: bool, total_tokens: u64, own_file: bool) -> u64 {
-    let main = u64::from(!is_sidechain) << 63;
-    main | (total_tokens.min((1 << 62) - 1) << 1) | u64::from(own_file)
-}
 
 /// The 128-bit hash under which a key is remembered.
 pub fn key_hash(key: &str) -> KeyHash {
@@ -207,25 +175,7 @@ impl DedupIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn key_rules() {
-        assert_eq!(dedup_key("m", "r", "u", || 1), "m|r");
-        assert_eq!(dedup_key("m", "", "u", || 1), "m|");
-        assert_eq!(dedup_key("", "r", "u", || 1), "uuid:u");
-        assert_eq!(
-            dedup_key("", "r", "", || 0xab),
-            format!("hash:{:032x}", 0xab)
-        );
-    }
-
-    #[test]
-    fn main_chain_beats_any_sidechain_total() {
-        assert!(version(false, 1, false) > version(true, 1_000_000, true));
-        assert!(version(true, 5, false) > version(true, 4, true));
-        assert!(version(false, 5, false) > version(false, 4, true));
-        assert!(version(false, 5, true) > version(false, 5, false));
-    }
+    use crate::format::claude::entry::version;
 
     #[test]
     fn keeps_the_largest_and_the_first_on_a_tie() {

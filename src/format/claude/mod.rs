@@ -1,13 +1,16 @@
 //! Classifying one JSONL line: usage entry, other entry, blank, or malformed.
 //!
-//! The hot path, without content estimation: a line without usage is proven
-//! valid by [`crate::validate`] and a plain assistant entry is read in place
-//! by [`crate::fast_usage`]. Everything else (and every line when content is
-//! estimated) goes to simd-json, which builds a tape into buffers this parser
-//! reuses; fields are looked up on the tape without building a DOM. Strings
-//! borrow from the line until the winning fields are copied into a
-//! [`UsageRow`]. Failures are a small `Copy` enum, counted by the caller,
-//! never boxed.
+//! Claude Code's format: `<dir>/projects/<project>/<session>.jsonl` (and
+//! `<session>/subagents/agent-<id>.jsonl`), appended line by line, each line
+//! standing alone (no state runs through a file, so a file's lines can be
+//! parsed in parallel).
+//!
+//! The dispatch, per line: blank → the validating scanner
+//! ([`crate::format::json_scan`]) for a line without usage → the fast path
+//! ([`fast`]) for a plain assistant entry → simd-json's tape ([`tape`]) for
+//! everything else (and every line when content is estimated, [`content`]).
+//! The row rules are in [`entry`], the path rules in [`paths`]. Failures are a
+//! small `Copy` enum, counted by the caller, never boxed.
 //!
 //! Validity rules (also in the README):
 //! - a line must be a JSON object (blank lines are skipped, not errors);
@@ -25,118 +28,19 @@
 //!   `service_tier`) may be absent or null, and must be strings otherwise;
 //!   `isSidechain` must be a boolean when present.
 
-use std::borrow::Cow;
+pub mod content;
+pub mod entry;
+pub mod fast;
+pub mod paths;
+pub mod tape;
 
-use simd_json::prelude::*;
-use simd_json::tape::Value as TapeValue;
-use simd_json::{Buffers, ErrorType, Tape, ValueType};
+use simd_json::{Buffers, ErrorType, Tape};
 
-use crate::content::{content_of, ContentRow};
-use crate::dedup;
-use crate::estimate::Estimator;
-use crate::record::{Interner, Shared, SourceContext, UsageRow};
-use crate::timestamp::parse_rfc3339_ms;
-
-/// Bytes that must follow a line for [`LineParser::classify_padded`].
-pub const PADDING: usize = simd_json::INPUT_PADDING;
-
-/// Largest token count one field of one message may carry. Anything above is
-/// treated as corrupt input rather than silently inflating totals.
-pub const MAX_TOKENS: u64 = 1_000_000_000;
-
-/// Why a line was rejected. Cheap to copy and count.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum MalformedKind {
-    /// Not parseable as JSON (syntax, truncation, trailing data, bad escapes).
-    InvalidJson,
-    /// Bytes that are not UTF-8.
-    InvalidUtf8,
-    /// Nested deeper than the parser's limit (1024).
-    TooDeep,
-    /// Valid JSON, but not an object.
-    NotObject,
-    /// Longer than `max_line_bytes`.
-    TooLong,
-    /// A usage entry without a required field (`timestamp`, `input_tokens`, `output_tokens`).
-    MissingField,
-    /// A field with the wrong JSON type.
-    MistypedField,
-    /// A token count that is negative, fractional, a string, or above [`MAX_TOKENS`].
-    BadTokenCount,
-    /// A `timestamp` that is not RFC 3339.
-    BadTimestamp,
-}
-
-impl MalformedKind {
-    /// Every kind, for metrics and reports.
-    pub const ALL: [MalformedKind; 9] = [
-        MalformedKind::InvalidJson,
-        MalformedKind::InvalidUtf8,
-        MalformedKind::TooDeep,
-        MalformedKind::NotObject,
-        MalformedKind::TooLong,
-        MalformedKind::MissingField,
-        MalformedKind::MistypedField,
-        MalformedKind::BadTokenCount,
-        MalformedKind::BadTimestamp,
-    ];
-
-    /// Stable snake_case name used in logs, metrics and the dead-letter file.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MalformedKind::InvalidJson => "invalid_json",
-            MalformedKind::InvalidUtf8 => "invalid_utf8",
-            MalformedKind::TooDeep => "too_deep",
-            MalformedKind::NotObject => "not_object",
-            MalformedKind::TooLong => "too_long",
-            MalformedKind::MissingField => "missing_field",
-            MalformedKind::MistypedField => "mistyped_field",
-            MalformedKind::BadTokenCount => "bad_token_count",
-            MalformedKind::BadTimestamp => "bad_timestamp",
-        }
-    }
-
-    /// Index into [`MalformedKind::ALL`].
-    pub fn index(self) -> usize {
-        self as usize
-    }
-}
-
-/// The class of one line.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Parsed {
-    /// Empty or whitespace only.
-    Blank,
-    /// A valid entry without usage (user, system, progress, summary, …).
-    Other,
-    /// A usage entry.
-    Usage(Box<UsageRow>),
-    /// Rejected.
-    Malformed(MalformedKind),
-}
-
-/// How thoroughly lines are classified.
-#[derive(Debug, Clone, Copy)]
-pub enum ParseMode {
-    /// Every line is parsed and validated (the default).
-    Full,
-    /// Only lines that can carry usage are parsed; the others count as
-    /// `other` unvalidated (`[watch] validate_all_lines = false`).
-    UsageOnly,
-    /// Every line is parsed, and its content estimated (enhanced analysis).
-    Enhanced(Estimator),
-}
-
-impl ParseMode {
-    /// The estimator, in enhanced mode.
-    pub fn estimator(self) -> Option<Estimator> {
-        match self {
-            ParseMode::Enhanced(e) => Some(e),
-            _ => None,
-        }
-    }
-}
-
+use self::content::{content_of, ContentRow};
+use self::tape::{content_hash, extract};
+use crate::format::estimate::Estimator;
+use crate::format::{MalformedKind, Parsed, PADDING};
+use crate::record::{Interner, SourceContext};
 /// False only for a line that cannot be a usage entry: it has neither the
 /// key `"usage"` nor a `\u` escape (which could spell the key). Much cheaper
 /// than parsing: two substring searches.
@@ -176,8 +80,6 @@ impl Default for LineParser {
     }
 }
 
-type Field<'t, 'i> = Option<TapeValue<'t, 'i>>;
-
 /// Where a malformed line may hide a complete entry: a writer that died
 /// mid-line, followed by a complete line, leaves `partial{"type":…}` on one
 /// line (or NUL padding before it). Every `{"` after the start is a candidate,
@@ -208,7 +110,7 @@ impl LineParser {
         self.estimator = estimator;
     }
 
-    /// The content rows collected so far (see [`crate::content`]), in line order.
+    /// The content rows collected so far (see [`crate::format::claude::content`]), in line order.
     pub fn take_content(&mut self) -> Vec<ContentRow> {
         std::mem::take(&mut self.content)
     }
@@ -280,10 +182,10 @@ impl LineParser {
         let line = &buf[..len];
         if self.estimator.is_none() {
             if !mentions_usage(line) {
-                if crate::validate::is_plain_object(line) {
+                if crate::format::json_scan::is_plain_object(line) {
                     return Parsed::Other;
                 }
-            } else if let Some(row) = crate::fast_usage::read(line, ctx, offset, &mut self.shared) {
+            } else if let Some(row) = fast::read(line, ctx, offset, &mut self.shared) {
                 return Parsed::Usage(Box::new(row));
             }
         }
@@ -325,303 +227,15 @@ impl LineParser {
     }
 }
 
-fn is_null(v: &TapeValue<'_, '_>) -> bool {
-    v.value_type() == ValueType::Null
-}
-
-/// A present, non-null value.
-fn present<'t, 'i>(v: Field<'t, 'i>) -> Field<'t, 'i> {
-    v.filter(|v| !is_null(v))
-}
-
-fn opt_str<'i>(v: Field<'_, 'i>) -> Result<&'i str, MalformedKind> {
-    match present(v) {
-        None => Ok(""),
-        Some(v) => v.into_string().ok_or(MalformedKind::MistypedField),
-    }
-}
-
-fn tokens(v: Field<'_, '_>, required: bool) -> Result<u64, MalformedKind> {
-    match present(v) {
-        None if required => Err(MalformedKind::MissingField),
-        None => Ok(0),
-        Some(v) => match v.as_u64() {
-            Some(n) if n <= MAX_TOKENS => Ok(n),
-            _ => Err(MalformedKind::BadTokenCount),
-        },
-    }
-}
-
-fn extract(
-    root: TapeValue<'_, '_>,
-    ctx: &SourceContext,
-    offset: u64,
-    shared: &mut Interner,
-) -> Result<Option<UsageRow>, MalformedKind> {
-    if !root.is_object() {
-        return Err(MalformedKind::NotObject);
-    }
-    let line_type = opt_str(root.get("type"))?;
-
-    // Where the assistant message lives: the line itself, or the subagent
-    // message a progress line carries.
-    let (envelope, message, entry_type) = match present(root.get("message")) {
-        Some(m) if present(m.get("usage")).is_some() => (root, m, "assistant"),
-        _ => {
-            let data = present(root.get("data"));
-            let inner = data
-                .filter(|_| line_type == "progress")
-                .filter(|d| d.get("type").and_then(|t| t.into_string()) == Some("agent_progress"))
-                .and_then(|d| present(d.get("message")));
-            match inner.and_then(|env| present(env.get("message")).map(|m| (env, m))) {
-                Some((env, m)) if present(m.get("usage")).is_some() => (env, m, "agent_progress"),
-                _ => {
-                    check_other(root)?;
-                    return Ok(None);
-                }
-            }
-        }
-    };
-    let progress = entry_type == "agent_progress";
-    let usage = message.get("usage").ok_or(MalformedKind::MissingField)?;
-    if !usage.is_object() {
-        return Err(MalformedKind::MistypedField);
-    }
-
-    let input_tokens = tokens(usage.get("input_tokens"), true)?;
-    let output_tokens = tokens(usage.get("output_tokens"), true)?;
-    let cache_creation_input_tokens = tokens(usage.get("cache_creation_input_tokens"), false)?;
-    let cache_read_input_tokens = tokens(usage.get("cache_read_input_tokens"), false)?;
-    let (cache_creation_5m_tokens, cache_creation_1h_tokens) =
-        match present(usage.get("cache_creation")) {
-            None => (0, 0),
-            Some(cc) if cc.is_object() => (
-                tokens(cc.get("ephemeral_5m_input_tokens"), false)?,
-                tokens(cc.get("ephemeral_1h_input_tokens"), false)?,
-            ),
-            Some(_) => return Err(MalformedKind::MistypedField),
-        };
-    let (web_search_requests, web_fetch_requests) = match present(usage.get("server_tool_use")) {
-        None => (0, 0),
-        Some(st) if st.is_object() => (
-            tokens(st.get("web_search_requests"), false)? as u32,
-            tokens(st.get("web_fetch_requests"), false)? as u32,
-        ),
-        Some(_) => return Err(MalformedKind::MistypedField),
-    };
-    let service_tier = opt_str(usage.get("service_tier"))?;
-
-    // A progress line's own timestamp stands in when the carried message has none.
-    let ts_field = present(envelope.get("timestamp")).or_else(|| present(root.get("timestamp")));
-    let ts_str = match ts_field {
-        None => return Err(MalformedKind::MissingField),
-        Some(v) => v.into_string().ok_or(MalformedKind::BadTimestamp)?,
-    };
-    let ts_ms = timestamp_ms(ts_str)?;
-
-    let message_id = opt_str(message.get("id"))?;
-    let uuid = opt_str(envelope.get("uuid"))?;
-    let request_id = opt_str(envelope.get("requestId"))?;
-    let agent_id = if progress {
-        let data = root.get("data");
-        opt_str(data.and_then(|d| d.get("agentId")))?
-    } else {
-        opt_str(root.get("agentId"))?
-    };
-    let is_sidechain = match present(root.get("isSidechain")) {
-        None => false,
-        Some(v) => v.as_bool().ok_or(MalformedKind::MistypedField)?,
-    };
-    let entry = Entry {
-        entry_type,
-        ts_ms,
-        message_id: message_id.into(),
-        request_id: request_id.into(),
-        model: opt_str(message.get("model"))?.into(),
-        session_id: opt_str(root.get("sessionId"))?.into(),
-        cwd: opt_str(root.get("cwd"))?.into(),
-        git_branch: opt_str(root.get("gitBranch"))?.into(),
-        cc_version: opt_str(root.get("version"))?.into(),
-        agent_id: agent_id.into(),
-        service_tier: service_tier.into(),
-        is_sidechain,
-        input_tokens,
-        output_tokens,
-        cache_creation_input_tokens,
-        cache_creation_5m_tokens,
-        cache_creation_1h_tokens,
-        cache_read_input_tokens,
-        web_search_requests,
-        web_fetch_requests,
-    };
-    let key = dedup::dedup_key(message_id, request_id, uuid, || content_hash(root));
-    Ok(Some(entry.into_row(key, ctx, offset, shared)))
-}
-
-/// A timestamp string as stored: Unix milliseconds within `DateTime`'s range.
-pub(crate) fn timestamp_ms(ts: &str) -> Result<i64, MalformedKind> {
-    let ts_ms = parse_rfc3339_ms(ts).ok_or(MalformedKind::BadTimestamp)?;
-    if !(0..=u32::MAX as i64 * 1000).contains(&ts_ms) {
-        return Err(MalformedKind::BadTimestamp);
-    }
-    Ok(ts_ms)
-}
-
-/// What one usage entry says, checked, before the source file's context is
-/// added. Filled from simd-json's tape here, or straight from the line by
-/// [`crate::fast_usage`]; both build their rows with [`Entry::into_row`].
-pub(crate) struct Entry<'a> {
-    /// `assistant` or `agent_progress`.
-    pub entry_type: &'static str,
-    /// Entry time, Unix milliseconds (see [`timestamp_ms`]).
-    pub ts_ms: i64,
-    pub message_id: Cow<'a, str>,
-    pub request_id: Cow<'a, str>,
-    pub model: Cow<'a, str>,
-    /// The line's `sessionId` (empty when absent).
-    pub session_id: Cow<'a, str>,
-    pub cwd: Cow<'a, str>,
-    pub git_branch: Cow<'a, str>,
-    pub cc_version: Cow<'a, str>,
-    /// The entry's `agentId` (empty when absent).
-    pub agent_id: Cow<'a, str>,
-    pub service_tier: Cow<'a, str>,
-    pub is_sidechain: bool,
-    pub input_tokens: u64,
-    pub output_tokens: u64,
-    pub cache_creation_input_tokens: u64,
-    pub cache_creation_5m_tokens: u64,
-    pub cache_creation_1h_tokens: u64,
-    pub cache_read_input_tokens: u64,
-    pub web_search_requests: u32,
-    pub web_fetch_requests: u32,
-}
-
-impl Entry<'_> {
-    /// The row, under dedup `key`, of the line at `offset` in the file `ctx` describes.
-    pub(crate) fn into_row(
-        self,
-        key: String,
-        ctx: &SourceContext,
-        offset: u64,
-        shared: &mut Interner,
-    ) -> UsageRow {
-        // A progress line sits in the parent's file and says `isSidechain:false`,
-        // so the copy of a subagent message it carries beats the subagent's own
-        // sidechain line (the rule "non-sidechain over sidechain"; ccusage agrees).
-        let total = self.input_tokens
-            + self.output_tokens
-            + self.cache_creation_input_tokens
-            + self.cache_read_input_tokens;
-        // A line whose sessionId is not its file's session is a copy.
-        let own_file = self.session_id.is_empty() || *self.session_id == *ctx.session_from_path;
-        UsageRow {
-            key,
-            version: dedup::version(self.is_sidechain, total, own_file),
-            ts: (self.ts_ms / 1000) as u32,
-            ts_ms: self.ts_ms,
-            session_id: if self.session_id.is_empty() {
-                ctx.session_from_path.clone()
-            } else {
-                shared.get(Shared::Session, &self.session_id)
-            },
-            project: ctx.project.clone(),
-            is_sidechain: u8::from(self.is_sidechain),
-            agent_id: if self.agent_id.is_empty() {
-                ctx.agent_from_path.clone()
-            } else {
-                shared.get(Shared::AgentId, &self.agent_id)
-            },
-            model: shared.get(Shared::Model, &self.model),
-            message_id: self.message_id.into_owned(),
-            request_id: self.request_id.into_owned(),
-            entry_type: entry_type_name(self.entry_type),
-            input_tokens: self.input_tokens,
-            output_tokens: self.output_tokens,
-            cache_creation_input_tokens: self.cache_creation_input_tokens,
-            cache_creation_5m_tokens: self.cache_creation_5m_tokens,
-            cache_creation_1h_tokens: self.cache_creation_1h_tokens,
-            cache_read_input_tokens: self.cache_read_input_tokens,
-            web_search_requests: self.web_search_requests,
-            web_fetch_requests: self.web_fetch_requests,
-            service_tier: shared.get(Shared::ServiceTier, &self.service_tier),
-            cwd: shared.get(Shared::Cwd, &self.cwd),
-            git_branch: shared.get(Shared::GitBranch, &self.git_branch),
-            cc_version: shared.get(Shared::Version, &self.cc_version),
-            source_file: ctx.path.clone(),
-            source_offset: offset,
-            cost_usd: 0.0,
-        }
-    }
-}
-
-/// The `entry_type` column's value, one shared string per kind.
-fn entry_type_name(kind: &'static str) -> std::sync::Arc<str> {
-    static ASSISTANT: std::sync::LazyLock<std::sync::Arc<str>> =
-        std::sync::LazyLock::new(|| "assistant".into());
-    static PROGRESS: std::sync::LazyLock<std::sync::Arc<str>> =
-        std::sync::LazyLock::new(|| "agent_progress".into());
-    match kind {
-        "assistant" => ASSISTANT.clone(),
-        "agent_progress" => PROGRESS.clone(),
-        other => other.into(),
-    }
-}
-
-/// Checks the few fields an entry without usage must get right to be "valid".
-fn check_other(root: TapeValue<'_, '_>) -> Result<(), MalformedKind> {
-    opt_str(root.get("type"))?;
-    Ok(())
-}
-
-/// A stable hash of an entry's content for the last-resort dedup key (no
-/// message id, no uuid). Computed over the tape's strings and numbers, so the
-/// same entry hashes the same whatever its whitespace.
-fn content_hash(root: TapeValue<'_, '_>) -> u128 {
-    let mut h = xxhash_rust::xxh3::Xxh3::new();
-    hash_value(&mut h, root);
-    h.digest128()
-}
-
-fn hash_value(h: &mut xxhash_rust::xxh3::Xxh3, v: TapeValue<'_, '_>) {
-    if let Some(obj) = v.as_object() {
-        h.update(b"{");
-        for (k, val) in obj.iter() {
-            h.update(k.as_bytes());
-            h.update(b":");
-            hash_value(h, val);
-        }
-        h.update(b"}");
-    } else if let Some(arr) = v.as_array() {
-        h.update(b"[");
-        for val in arr.iter() {
-            hash_value(h, val);
-            h.update(b",");
-        }
-        h.update(b"]");
-    } else if let Some(s) = v.as_str() {
-        h.update(b"\"");
-        h.update(s.as_bytes());
-        h.update(b"\"");
-    } else if let Some(n) = v.as_u64() {
-        h.update(&n.to_le_bytes());
-    } else if let Some(n) = v.as_i64() {
-        h.update(&n.to_le_bytes());
-    } else if let Some(f) = v.as_f64() {
-        h.update(&f.to_bits().to_le_bytes());
-    } else if let Some(b) = v.as_bool() {
-        h.update(if b { b"t" } else { b"f" });
-    } else {
-        h.update(b"n");
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::UsageRow;
 
     fn ctx() -> SourceContext {
-        SourceContext::from_path(std::path::Path::new("/c/projects/proj/sess-1.jsonl"))
+        crate::format::claude::paths::context_of(std::path::Path::new(
+            "/c/projects/proj/sess-1.jsonl",
+        ))
     }
 
     fn parse(s: &str) -> Parsed {
@@ -668,7 +282,7 @@ mod tests {
         assert_eq!(r.source_offset, 7);
         assert_eq!(r.is_sidechain, 0);
         assert_eq!(&*r.entry_type, "assistant");
-        assert_eq!(r.version, dedup::version(false, 311, false));
+        assert_eq!(r.version, entry::version(false, 311, false));
     }
 
     #[test]
@@ -715,7 +329,7 @@ mod tests {
         let r = usage(line);
         assert_eq!(r.key, "msg_9|req_9");
         assert_eq!(r.is_sidechain, 0);
-        assert_eq!(r.version, dedup::version(false, 3, false));
+        assert_eq!(r.version, entry::version(false, 3, false));
         assert_eq!(&*r.agent_id, "ag1");
         assert_eq!(&*r.entry_type, "agent_progress");
         assert_eq!(r.ts_ms, 1_752_573_600_000);
@@ -858,16 +472,16 @@ mod tests {
     /// every line gets the class simd-json alone would give it.
     #[test]
     fn fast_path_classifies_like_the_full_parser() {
-        let (files, _) = crate::corpus::generate(&crate::corpus::Spec {
+        let (files, _) = crate::testkit::corpus::generate(&crate::testkit::corpus::Spec {
             seed: 5,
             target_bytes: 3 << 20,
-            ..crate::corpus::Spec::default()
+            ..crate::testkit::corpus::Spec::default()
         });
         let (mut fast, mut slow) = (LineParser::new(), LineParser::new());
         // The slow parser never takes the fast path: it estimates content
         // (and the rows' content is dropped).
         slow.set_estimator(Some(Estimator::new(
-            crate::estimate::EstimatorKind::Heuristic,
+            crate::format::estimate::EstimatorKind::Heuristic,
         )));
         let (mut lines, mut others, mut vouched) = (0, 0, 0);
         let (mut assistant, mut read_fast) = (0, 0);
@@ -885,14 +499,19 @@ mod tests {
                 lines += 1;
                 if a == Parsed::Other && !mentions_usage(line) {
                     others += 1;
-                    vouched += usize::from(crate::validate::is_plain_object(line));
+                    vouched += usize::from(crate::format::json_scan::is_plain_object(line));
                 }
                 if let Parsed::Usage(row) = &a {
                     if &*row.entry_type == "assistant" {
                         assistant += 1;
                         read_fast += usize::from(
-                            crate::fast_usage::read(line, &ctx(), 0, &mut Interner::default())
-                                .as_ref()
+                            crate::format::claude::fast::read(
+                                line,
+                                &ctx(),
+                                0,
+                                &mut Interner::default(),
+                            )
+                            .as_ref()
                                 == Some(&**row),
                         );
                     }

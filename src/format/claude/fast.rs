@@ -1,7 +1,7 @@
 //! Reading a usage entry straight from its line, without simd-json's tape.
 //!
 //! Usage lines are about a third of a transcript's bytes, and an entry needs
-//! two dozen of their fields. The validating scanner ([`crate::validate`])
+//! two dozen of their fields. The validating scanner ([`crate::format::json_scan`])
 //! proves the line valid and, through [`Watch`], notes where the values of
 //! those fields start; each is then decoded where it lies.
 //!
@@ -15,10 +15,9 @@
 
 use std::borrow::Cow;
 
-use crate::dedup;
-use crate::parse::{timestamp_ms, Entry, MAX_TOKENS};
+use super::entry::{dedup_key, timestamp_ms, Entry, Presence, MAX_TOKENS};
+use crate::format::json_scan::{scan_watching, Watch};
 use crate::record::{Interner, SourceContext, UsageRow};
-use crate::validate::{scan_watching, Watch};
 
 /// The fields read, and the objects holding them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -199,15 +198,15 @@ impl<'a> Located<'a> {
         }
     }
 
-    /// A token count: 0 when absent or null (unless `required`); `None` when
+    /// A token count: 0 when absent or null (unless required); `None` when
     /// it is anything but an integer in `0..=MAX_TOKENS`.
-    fn count(&self, f: Field, required: bool) -> Option<u64> {
+    fn count(&self, f: Field, need: Presence) -> Option<u64> {
         let Some(pos) = self.pos(f) else {
-            return (!required).then_some(0);
+            return (need == Presence::Optional).then_some(0);
         };
         let rest = &self.line[pos..];
         if rest[0] == b'n' {
-            return (!required).then_some(0);
+            return (need == Presence::Optional).then_some(0);
         }
         let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
         // The scanner proved the number well formed and at most 18 bytes,
@@ -225,7 +224,10 @@ impl<'a> Located<'a> {
     fn pair(&self, object: Field, a: Field, b: Field) -> Option<(u64, u64)> {
         match self.kind(object) {
             Kind::Absent | Kind::Null => Some((0, 0)),
-            Kind::Object => Some((self.count(a, false)?, self.count(b, false)?)),
+            Kind::Object => Some((
+                self.count(a, Presence::Optional)?,
+                self.count(b, Presence::Optional)?,
+            )),
             _ => None,
         }
     }
@@ -307,7 +309,7 @@ pub fn read(
         // The key would be a hash of the parsed content.
         return None;
     }
-    let key = dedup::dedup_key(&message_id, &request_id, &uuid, || {
+    let key = dedup_key(&message_id, &request_id, &uuid, || {
         unreachable!("a message id or uuid is present")
     });
     let entry = Entry {
@@ -321,12 +323,12 @@ pub fn read(
         agent_id: v.opt_str(AgentId)?,
         service_tier: v.opt_str(ServiceTier)?,
         is_sidechain,
-        input_tokens: v.count(InputTokens, true)?,
-        output_tokens: v.count(OutputTokens, true)?,
-        cache_creation_input_tokens: v.count(CacheCreationInputTokens, false)?,
+        input_tokens: v.count(InputTokens, Presence::Required)?,
+        output_tokens: v.count(OutputTokens, Presence::Required)?,
+        cache_creation_input_tokens: v.count(CacheCreationInputTokens, Presence::Optional)?,
         cache_creation_5m_tokens,
         cache_creation_1h_tokens,
-        cache_read_input_tokens: v.count(CacheReadInputTokens, false)?,
+        cache_read_input_tokens: v.count(CacheReadInputTokens, Presence::Optional)?,
         web_search_requests: web_search_requests as u32,
         web_fetch_requests: web_fetch_requests as u32,
         message_id,
@@ -338,19 +340,22 @@ pub fn read(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::parse::{LineParser, Parsed};
+    use crate::format::claude::LineParser;
+    use crate::format::Parsed;
     use proptest::prelude::*;
 
     fn ctx() -> SourceContext {
-        SourceContext::from_path(std::path::Path::new("/c/projects/proj/sess-1.jsonl"))
+        crate::format::claude::paths::context_of(std::path::Path::new(
+            "/c/projects/proj/sess-1.jsonl",
+        ))
     }
 
     /// What simd-json's tape says about `line` (content estimation on keeps
     /// the parser off every shortcut).
     fn tape_class(line: &[u8]) -> Parsed {
         let mut p = LineParser::new();
-        p.set_estimator(Some(crate::estimate::Estimator::new(
-            crate::estimate::EstimatorKind::Heuristic,
+        p.set_estimator(Some(crate::format::estimate::Estimator::new(
+            crate::format::estimate::EstimatorKind::Heuristic,
         )));
         p.classify(&mut line.to_vec(), &ctx(), 7)
     }
