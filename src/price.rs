@@ -1,6 +1,7 @@
-//! Offline prices per model: the Claude subset of LiteLLM's price table
-//! (`data/claude-prices.json`, from the PyPI package `litellm`), embedded,
-//! optionally overridden by a price file in the same format.
+//! Offline prices per model: the coding-agent models of LiteLLM's price table
+//! (`data/prices.json`, from the PyPI package `litellm`: Anthropic, OpenAI,
+//! Google, xAI, …), embedded, optionally overridden by a price file in the
+//! same format.
 //!
 //! Cost of one message, per token kind: the first 200,000 tokens at the base
 //! rate and the rest at the `above_200k` rate where the table has one; 1-hour
@@ -13,7 +14,7 @@ use std::sync::Mutex;
 
 use serde::Deserialize;
 
-const EMBEDDED: &str = include_str!("../data/claude-prices.json");
+const EMBEDDED: &str = include_str!("../data/prices.json");
 const TIER: u64 = 200_000;
 
 /// Rates of one model, USD per token.

@@ -1,7 +1,7 @@
-//! The log contract: every event in the README's event reference is emitted
+//! The log contract: every event in docs/reference/events.md is emitted
 //! by a real run, with every documented field. One long daemon scenario, plus
 //! short runs for managed mode, backfill signals and a fatal start, provoke
-//! them; the README table is parsed, not copied.
+//! them; the table is parsed, not copied.
 
 mod common;
 
@@ -34,10 +34,12 @@ const CHECKED_ELSEWHERE: &[&str] = &[
     "token_cache_miss",
 ];
 
-/// `event -> documented fields`, from the README.
+/// `event -> documented fields`, from docs/reference/events.md.
 fn documented_events() -> BTreeMap<String, Vec<String>> {
-    let readme =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let readme = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/reference/events.md"),
+    )
+    .unwrap();
     let table = readme
         .split("### Event reference")
         .nth(1)
@@ -347,7 +349,7 @@ fn every_documented_event_is_emitted_with_its_fields() {
         missing.is_empty(),
         "documented but not seen: {missing:?}\nevents of the renamed and rewritten files: {r_events:#?}"
     );
-    // And nothing is emitted that the README does not document.
+    // And nothing is emitted that the events reference does not document.
     let rare = [
         "watcher_overflow",
         "watcher_failed",

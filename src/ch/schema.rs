@@ -212,7 +212,7 @@ pub enum SummaryScope<'a> {
 
 /// Recomputes session summaries from the deduplicated tables, in
 /// ClickHouse: one `INSERT … SELECT`, so the figures are exactly what the
-/// tables hold. Formulas (README "Session summaries"):
+/// tables hold. Formulas (docs/guide/reports.md, "Session summaries"):
 /// - `overcount_pct = (naive_total_tokens - total_tokens) / total_tokens * 100`;
 /// - `cache_share_pct = (cache_creation_tokens + cache_read_tokens) / total_tokens * 100`;
 /// - `est_output_ratio = est_assistant_output_tokens / output_tokens`.

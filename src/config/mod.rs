@@ -199,7 +199,7 @@ pub struct DedupConfig {
     pub load_window: Option<Duration>,
 }
 
-/// `[analysis]`: enhanced content analysis (README "Enhanced analysis").
+/// `[analysis]`: enhanced content analysis (docs/guide/reports.md, "Enhanced analysis").
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AnalysisConfig {
     /// Estimate every entry's content tokens by category (default false).

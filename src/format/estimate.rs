@@ -6,7 +6,7 @@
 //! embedded in the `tiktoken-rs` crate (no download). The heuristic exists
 //! because exact BPE is one to two orders of magnitude slower; its error
 //! against o200k_base is measured by `cargo bench --bench throughput` and
-//! quoted in the README.
+//! quoted in docs/guide/reports.md.
 
 use std::fmt;
 

@@ -3,7 +3,7 @@
 //! Logs go to stderr (stdout carries report output): JSON lines when stderr is
 //! not a terminal (journald keeps them), readable text on a terminal. Every
 //! event has a stable snake_case `event` field; fields carry their unit in the
-//! name (`latency_ms`, `bytes`). The README lists them.
+//! name (`latency_ms`, `bytes`). docs/reference/events.md lists them.
 
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};

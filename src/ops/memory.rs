@@ -1,6 +1,6 @@
 //! The daemon's memory bound, by design: every place that holds data in
 //! proportion to its input has a limit from the config, and this file adds
-//! them up. The README prints the formula; `tests/dedup_scale.rs` checks a
+//! them up. docs/performance.md prints the formula; `tests/dedup_scale.rs` checks a
 //! real run's peak RSS against it with a CPU hog running beside it.
 //!
 //! What is not bounded here: the operating system's page cache (not the

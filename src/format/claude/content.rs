@@ -1,7 +1,7 @@
 //! Enhanced analysis: the estimated content tokens of one transcript entry,
 //! by category. Only computed when `[analysis] enhanced = true`.
 //!
-//! Categories (README "Enhanced analysis"):
+//! Categories (docs/guide/reports.md, "Enhanced analysis"):
 //! - `user_prompt`: text a person typed (`type:user`, string content or
 //!   `text` blocks);
 //! - `tool_result`: `tool_result` blocks of user entries (string content, or

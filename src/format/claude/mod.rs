@@ -12,7 +12,7 @@
 //! The row rules are in [`entry`], the path rules in [`paths`]. Failures are a
 //! small `Copy` enum, counted by the caller, never boxed.
 //!
-//! Validity rules (also in the README):
+//! Validity rules (also in docs/design/counting.md):
 //! - a line must be a JSON object (blank lines are skipped, not errors);
 //! - it is a usage entry when `message.usage` is present and not null, or when
 //!   it is a `progress` line whose `data.type` is `agent_progress` and which
