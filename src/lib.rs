@@ -1,10 +1,28 @@
-//! tokenbridge tails Claude Code JSONL transcripts, counts tokens exactly
-//! (deduplicating the streaming lines Claude Code writes per response), and
-//! batch-inserts the winning entry per message into ClickHouse.
+//! tokenbridge tails coding agents' JSONL transcripts (Claude Code, Codex
+//! CLI), counts tokens exactly (deduplicating what the agents write more than
+//! once), and batch-inserts one row per message or model call into ClickHouse.
 //!
-//! Data flow: [`discovery`] + [`watcher`] → [`reader`] (parse with [`parse`],
-//! in parallel) → bounded channel of [`chunk::SinkMsg`] → [`sink`] (dedup with
-//! [`dedup`], insert through [`ch`], then advance [`checkpoint`]s).
+//! The map, along the data path:
+//!
+//! - [`ingest`]: the configured folders ([`ingest::discovery`]), file
+//!   notifications ([`ingest::watcher`]), file identity
+//!   ([`ingest::fingerprint`]), the reader that hands complete lines past each
+//!   file's position to the formats ([`ingest::reader`]), the byte budget of
+//!   the channel to the sink ([`ingest::budget`]) and the checkpoints
+//!   ([`ingest::checkpoint`]).
+//! - [`format`](mod@format): the seam ([`format::agent`]) and each agent's format
+//!   ([`format::claude`], parsed in parallel; [`format::codex`], parsed in order
+//!   with a per-file state), turning lines into [`record::UsageRow`]s.
+//! - [`sink`]: dedup ([`sink::dedup`]), batches, inserts through [`ch`], then
+//!   checkpoints, naive sums ([`sink::naive`]) and session summaries; lines that
+//!   cannot be ingested go to [`sink::deadletter`].
+//! - [`ch`]: the ClickHouse client, schema and managed server; [`auth`]: the
+//!   upstream token.
+//! - [`report`]: reports from ClickHouse or straight from files, priced with
+//!   [`price`].
+//! - [`ops`]: metrics, health, logs, systemd notify, shutdown, the memory
+//!   bound; [`pipeline`] wires it all; [`config`] and [`cli`] are the edges;
+//!   [`testkit`] holds the deterministic generators.
 
 pub mod auth;
 pub mod ch;

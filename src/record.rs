@@ -66,6 +66,11 @@ pub struct UsageRow {
     /// Cost in USD at the prices in effect when it was inserted (the sink
     /// fills it in; 0 for an unknown model).
     pub cost_usd: f64,
+    /// The coding agent that wrote the entry (`claude`, `codex`, …).
+    pub agent: Arc<str>,
+    /// Reasoning tokens, already counted in `output_tokens` (informational;
+    /// Codex reports them, Claude Code does not).
+    pub reasoning_tokens: u64,
 }
 
 impl UsageRow {
@@ -149,6 +154,8 @@ impl Totals {
 /// What a source file's path says about the rows in it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SourceContext {
+    /// Whose file it is.
+    pub agent: crate::format::agent::Agent,
     /// The path as stored in `source_file`.
     pub path: Arc<str>,
     /// Session id used when a line has no `sessionId`.
@@ -157,6 +164,12 @@ pub struct SourceContext {
     pub project: Arc<str>,
     /// Agent id of a `subagents/agent-<id>.jsonl` file (empty otherwise).
     pub agent_from_path: Arc<str>,
+    /// A stable name of the file's content, the same for its copies (Codex:
+    /// the session's uuid), used in dedup keys.
+    pub content_id: Arc<str>,
+    /// The file is the original, not an archived copy: on a tie between a
+    /// copy and its original, the original's row wins.
+    pub primary: bool,
 }
 
 /// Fields whose values repeat from row to row of a file.

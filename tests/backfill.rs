@@ -211,6 +211,8 @@ fn large_batches_go_out_as_parallel_inserts() {
                 source_file: "/w/s.jsonl".into(),
                 source_offset: i,
                 cost_usd: 0.0,
+                agent: "claude".into(),
+                reasoning_tokens: 0,
             })
             .collect()
     };

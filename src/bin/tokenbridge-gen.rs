@@ -4,6 +4,11 @@
 //! Usage: `tokenbridge-gen OUT_DIR [--seed N] [--mb N] [--projects N] [--max-turns N]
 //! [--no-huge-tool-results] [--missing-request-id-pct N]`
 //!
+//! `tokenbridge-gen OUT_DIR --agent codex [--seed N] [--mb N] [--traps shared|all]` writes
+//! a Codex CLI home instead (`OUT_DIR/sessions/…`, see
+//! `tokenbridge::testkit::codex`): `shared` holds the traps ccusage reads
+//! right, `all` also those it does not.
+//!
 //! Many small sessions, as a real `~/.claude` holds thousands of files:
 //! `--max-turns 16 --no-huge-tool-results` (about 250 KB per file).
 
@@ -13,6 +18,8 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let mut out: Option<PathBuf> = None;
     let mut spec = tokenbridge::testkit::corpus::Spec::default();
+    let mut codex: Option<tokenbridge::testkit::codex::Traps> = None;
+    let mut traps = tokenbridge::testkit::codex::Traps::SharedWithCcusage;
     while let Some(a) = args.next() {
         let mut num = |name: &str| -> u64 {
             args.next()
@@ -28,8 +35,22 @@ fn main() {
             "--missing-request-id-pct" => {
                 spec.missing_request_id = num("--missing-request-id-pct") as f64 / 100.0
             }
+            "--agent" => match args.next().as_deref() {
+                Some("claude") => codex = None,
+                Some("codex") => codex = Some(traps),
+                other => die(&format!("--agent claude|codex, not {other:?}")),
+            },
+            "--traps" => {
+                traps = match args.next().as_deref() {
+                    Some("shared") => tokenbridge::testkit::codex::Traps::SharedWithCcusage,
+                    Some("all") => tokenbridge::testkit::codex::Traps::All,
+                    other => die(&format!("--traps shared|all, not {other:?}")),
+                };
+                codex = codex.map(|_| traps);
+            }
             "-h" | "--help" => {
                 println!("usage: tokenbridge-gen OUT_DIR [--seed N] [--mb N] [--projects N] [--max-turns N] [--no-huge-tool-results] [--missing-request-id-pct N]");
+                println!("       tokenbridge-gen OUT_DIR --agent codex [--seed N] [--mb N] [--traps shared|all]");
                 return;
             }
             _ if out.is_none() && !a.starts_with('-') => out = Some(PathBuf::from(a)),
@@ -37,6 +58,19 @@ fn main() {
         }
     }
     let out = out.unwrap_or_else(|| die("OUT_DIR is required"));
+    if let Some(traps) = codex {
+        let spec = tokenbridge::testkit::codex::Spec {
+            seed: spec.seed,
+            target_bytes: spec.target_bytes,
+            traps,
+            ..tokenbridge::testkit::codex::Spec::default()
+        };
+        match tokenbridge::testkit::codex::write_home(&out, &spec) {
+            Ok(e) => println!("{}", serde_json::to_string(&e.totals).expect("json")),
+            Err(e) => die(&format!("{}: {e}", out.display())),
+        }
+        return;
+    }
     match tokenbridge::testkit::corpus::write_corpus(&out, &spec) {
         Ok(e) => println!("{}", serde_json::to_string(&e.totals).expect("json")),
         Err(e) => die(&format!("{}: {e}", out.display())),

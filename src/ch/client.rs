@@ -467,32 +467,18 @@ impl ChClient {
     pub async fn report_entries(&self) -> Result<Vec<crate::report::Entry>, ChError> {
         let sql = format!(
             "SELECT ts_ms, session_id, project, model, input_tokens, output_tokens, \
-             cache_creation_input_tokens, cache_creation_1h_tokens, cache_read_input_tokens \
+             cache_creation_input_tokens, cache_creation_1h_tokens, cache_read_input_tokens, \
+             agent, reasoning_tokens, entry_type \
              FROM {}.{} FINAL",
             self.database,
             schema::MESSAGES
         );
-        type R = (i64, String, String, String, u64, u64, u64, u64, u64);
-        let rows: Vec<R> =
-            with_timeout(self.timeout * 20, self.select(&sql)?.fetch_all::<R>()).await?;
-        Ok(rows
-            .into_iter()
-            .map(
-                |(ts_ms, session_id, project, model, i, o, cc, cc1h, cr)| crate::report::Entry {
-                    ts_ms,
-                    session_id,
-                    project,
-                    model,
-                    usage: crate::price::TokenUse {
-                        input: i,
-                        output: o,
-                        cache_creation: cc,
-                        cache_creation_1h: cc1h,
-                        cache_read: cr,
-                    },
-                },
-            )
-            .collect())
+        let rows: Vec<ReportRow> = with_timeout(
+            self.timeout * 20,
+            self.select(&sql)?.fetch_all::<ReportRow>(),
+        )
+        .await?;
+        Ok(rows.into_iter().map(ReportRow::into_entry).collect())
     }
 
     /// A cheap round trip.
@@ -503,14 +489,54 @@ impl ChClient {
     }
 }
 
+/// The columns [`Client::report_entries`] reads.
+#[derive(Debug, clickhouse::Row, serde::Deserialize)]
+struct ReportRow {
+    ts_ms: i64,
+    session_id: String,
+    project: String,
+    model: String,
+    input_tokens: u64,
+    output_tokens: u64,
+    cache_creation_input_tokens: u64,
+    cache_creation_1h_tokens: u64,
+    cache_read_input_tokens: u64,
+    agent: String,
+    reasoning_tokens: u64,
+    entry_type: String,
+}
+
+impl ReportRow {
+    fn into_entry(self) -> crate::report::Entry {
+        let usage = crate::price::TokenUse {
+            input: self.input_tokens,
+            output: self.output_tokens,
+            cache_creation: self.cache_creation_input_tokens,
+            cache_creation_1h: self.cache_creation_1h_tokens,
+            cache_read: self.cache_read_input_tokens,
+        };
+        crate::report::Entry {
+            ts_ms: self.ts_ms,
+            session_id: self.session_id,
+            project: self.project,
+            model: self.model,
+            usage,
+            agent: crate::report::Entry::agent_of(&self.agent),
+            reasoning: self.reasoning_tokens,
+            fallback_model: crate::report::Entry::is_fallback(&self.entry_type),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use clickhouse::Row;
 
+    /// The columns an insert names: all but those filled by the server.
     fn inserted(cols: &[(&'static str, &'static str)]) -> Vec<&'static str> {
         cols.iter()
-            .filter(|(_, t)| !t.contains("DEFAULT"))
+            .filter(|(_, t)| !t.contains("DEFAULT now()"))
             .map(|(n, _)| *n)
             .collect()
     }

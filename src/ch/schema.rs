@@ -52,6 +52,9 @@ pub const MESSAGE_COLUMNS: &[(&str, &str)] = &[
     ("source_file", "String"),
     ("source_offset", "UInt64"),
     ("cost_usd", "Float64"),
+    // Added with the second agent; rows written before read as Claude Code's.
+    ("agent", "String DEFAULT 'claude'"),
+    ("reasoning_tokens", "UInt64"),
     ("ingested_at", "DateTime('UTC') DEFAULT now()"),
 ];
 

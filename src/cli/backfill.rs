@@ -2,7 +2,7 @@
 //! acknowledge it, print a summary; a progress bar on a terminal meanwhile.
 
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,7 +14,11 @@ use crate::sink::SinkExit;
 
 /// Backfills `paths` (the configured folders when empty); `json`: print the
 /// summary as JSON. Exit code 0 when complete, 2 when interrupted.
-pub(super) fn run(config_path: &Path, paths: Vec<PathBuf>, json: bool) -> anyhow::Result<i32> {
+pub(super) fn run(
+    config_path: &Path,
+    sources: Vec<crate::ingest::discovery::Source>,
+    json: bool,
+) -> anyhow::Result<i32> {
     let c = super::load_config(config_path)?;
     // On a terminal the bar shows progress; info lines would only
     // scroll it away (RUST_LOG still wins).
@@ -30,7 +34,7 @@ pub(super) fn run(config_path: &Path, paths: Vec<PathBuf>, json: bool) -> anyhow
     let progress = Progress::start(metrics.clone());
     let summary = pipeline::run(
         &c,
-        Mode::Backfill(paths),
+        Mode::Backfill(sources),
         pipeline::Controls::new(shutdown, metrics.clone()),
     );
     progress.finish();

@@ -34,8 +34,11 @@ pub enum Command {
     Run,
     /// Ingest everything present now, wait until ClickHouse acknowledged it, exit.
     Backfill {
-        /// Files or folders (default: the configured watch folders).
+        /// Files or folders (default: every configured agent's folders).
         paths: Vec<PathBuf>,
+        /// Whose files the given paths hold (default: claude).
+        #[arg(long, default_value = "claude")]
+        agent: crate::format::agent::Agent,
         /// Print the summary as JSON.
         #[arg(long)]
         json: bool,
@@ -100,6 +103,11 @@ pub struct ReportOpts {
     /// UTC (default) or an offset like +02:00.
     #[arg(long, default_value = "UTC")]
     pub timezone: String,
+    /// Only this agent's usage, in its ccusage shape (`ccusage codex …` for
+    /// `codex`). For `scan PATH...`, also the agent whose files the paths
+    /// hold (default `claude`).
+    #[arg(long, value_name = "AGENT")]
+    pub agent: Option<crate::format::agent::Agent>,
 }
 
 /// Reports.
@@ -148,7 +156,13 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
         Command::Run => daemon::run(&cli.config),
-        Command::Backfill { paths, json } => backfill::run(&cli.config, paths, json),
+        Command::Backfill { paths, json, agent } => {
+            let sources = paths
+                .into_iter()
+                .map(|p| crate::ingest::discovery::Source::new(agent, p))
+                .collect();
+            backfill::run(&cli.config, sources, json)
+        }
         Command::Report { kind } => report::run(&cli.config, kind),
         Command::Scan {
             items,

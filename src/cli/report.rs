@@ -1,10 +1,11 @@
 //! `tokenbridge report` (from ClickHouse) and `tokenbridge scan` (from the
 //! files, no ClickHouse): the same reports in ccusage's shapes.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::{ReportKind, ReportOpts};
 use crate::config::Config;
+use crate::ingest::discovery::Source;
 use crate::pipeline;
 
 /// `report KIND` with the config at `config_path`.
@@ -50,22 +51,24 @@ pub(super) fn scan(
     crate::ops::logging::init("warn", crate::config::LogFormat::Text);
     let (kind, paths) = items.split_last().expect("clap requires one item");
     let kind: crate::report::Kind = kind.parse().map_err(anyhow::Error::msg)?;
-    let (paths, prices, max_line): (Vec<PathBuf>, _, _) = if paths.is_empty() {
+    let (sources, prices, max_line): (Vec<Source>, _, _) = if paths.is_empty() {
         let c = super::load_config(config_path)?;
-        (
-            c.watch.dirs.clone(),
-            prices_for(Some(&c))?,
-            c.watch.max_line_bytes,
-        )
+        let sources = c
+            .sources()
+            .into_iter()
+            .filter(|s| opts.agent.is_none_or(|a| a == s.agent))
+            .collect();
+        (sources, prices_for(Some(&c))?, c.watch.max_line_bytes)
     } else {
+        let agent = opts.agent.unwrap_or_default();
         (
-            paths.iter().map(PathBuf::from).collect(),
+            paths.iter().map(|p| Source::new(agent, p)).collect(),
             prices_for(None)?,
             64 << 20,
         )
     };
     let estimator = analysis.map(crate::format::estimate::Estimator::new);
-    let out = crate::report::scan::scan(&paths, max_line, estimator);
+    let out = crate::report::scan::scan(&sources, max_line, estimator);
     for (p, e) in &out.errors {
         eprintln!("warning: {}: {e}", p.display());
     }
@@ -96,6 +99,7 @@ fn print_report(
         since: opts.since.clone(),
         until: opts.until.clone(),
         project: opts.project.clone(),
+        agent: opts.agent,
         tz_offset_min: crate::report::parse_timezone(&opts.timezone).map_err(anyhow::Error::msg)?,
     };
     let report = crate::report::build(entries, kind, &filter, prices);

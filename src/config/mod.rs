@@ -103,6 +103,26 @@ pub struct Config {
     pub price_file: Option<PathBuf>,
     /// `[upstream.auth]`: how requests to ClickHouse authenticate.
     pub auth: AuthConfig,
+    /// `[agents.<name>]`: the agents besides Claude Code that are read, and
+    /// from which folders (Claude Code's folders are `[watch] dirs`).
+    pub agents: Vec<crate::ingest::discovery::Source>,
+    /// `[agents.claude] enabled` (default true).
+    pub claude_enabled: bool,
+}
+
+impl Config {
+    /// Every folder to read, with the agent whose files it holds: Claude
+    /// Code's `[watch] dirs`, then each enabled agent's folders.
+    pub fn sources(&self) -> Vec<crate::ingest::discovery::Source> {
+        use crate::format::agent::Agent;
+        let claude = self
+            .watch
+            .dirs
+            .iter()
+            .filter(|_| self.claude_enabled)
+            .map(|d| crate::ingest::discovery::Source::new(Agent::Claude, d));
+        claude.chain(self.agents.iter().cloned()).collect()
+    }
 }
 
 /// `[upstream.auth]`.

@@ -31,6 +31,15 @@ pub(super) struct RawConfig {
     pub(super) pricing: RawPricing,
     #[serde(default)]
     pub(super) upstream: RawUpstream,
+    #[serde(default)]
+    pub(super) agents: std::collections::BTreeMap<String, RawAgent>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAgent {
+    pub(super) enabled: Option<bool>,
+    pub(super) dirs: Option<Vec<String>>,
 }
 
 #[derive(Deserialize, Default)]

@@ -66,7 +66,61 @@ impl Validator<'_> {
             http: self.http(raw.http)?,
             price_file: self.pricing(raw.pricing)?,
             auth: self.auth(raw.upstream.auth)?,
+            claude_enabled: self.claude_enabled(&raw.agents)?,
+            agents: self.agents(raw.agents)?,
         })
+    }
+
+    /// `[agents.claude]`: only `enabled`; its folders are `[watch] dirs`.
+    fn claude_enabled(
+        &self,
+        agents: &std::collections::BTreeMap<String, RawAgent>,
+    ) -> Result<bool, ConfigError> {
+        match agents.get("claude") {
+            None => Ok(true),
+            Some(a) if a.dirs.is_some() => Err(self.invalid(
+                "agents.claude.dirs",
+                "Claude Code's folders are [watch] dirs",
+            )),
+            Some(a) => Ok(a.enabled.unwrap_or(true)),
+        }
+    }
+
+    /// `[agents.<name>]`: an agent listed is read (unless `enabled = false`),
+    /// from `dirs` or the folders the agent itself uses (its environment
+    /// variable, else its home default).
+    fn agents(
+        &self,
+        agents: std::collections::BTreeMap<String, RawAgent>,
+    ) -> Result<Vec<crate::ingest::discovery::Source>, ConfigError> {
+        use crate::format::agent::Agent;
+        let mut out = Vec::new();
+        for (name, a) in agents {
+            let agent: Agent = name
+                .parse()
+                .map_err(|e: String| self.invalid(&format!("agents.{name}"), e))?;
+            if agent == Agent::Claude || !a.enabled.unwrap_or(true) {
+                continue;
+            }
+            let field = format!("agents.{name}.dirs");
+            let dirs = match a.dirs {
+                Some(dirs) => dirs
+                    .iter()
+                    .map(|d| self.path(&field, d))
+                    .collect::<Result<Vec<_>, _>>()?,
+                None => {
+                    let home = std::env::var_os("HOME")
+                        .map(PathBuf::from)
+                        .ok_or_else(|| self.invalid(&field, "no dirs given and HOME is not set"))?;
+                    agent.default_dirs(|v| std::env::var(v).ok(), &home)
+                }
+            };
+            out.extend(
+                dirs.into_iter()
+                    .map(|d| crate::ingest::discovery::Source::new(agent, d)),
+            );
+        }
+        Ok(out)
     }
 
     /// `[watch]`.

@@ -8,10 +8,12 @@ use std::cell::RefCell;
 
 use rayon::prelude::*;
 
+use crate::format::agent::Lines;
 use crate::format::claude::content::ContentRow;
 use crate::format::claude::{may_carry_usage, LineParser};
-use crate::format::{BadLine, LineCounts, MalformedKind, ParseMode, Parsed, PADDING};
-use crate::record::SourceContext;
+use crate::format::{codex, json_scan};
+use crate::format::{BadLine, FileState, LineCounts, MalformedKind, ParseMode, Parsed, PADDING};
+use crate::record::{Interner, SourceContext};
 
 /// How much of a malformed line is kept for logs and the dead-letter file.
 const BAD_LINE_HEAD: usize = 200;
@@ -22,6 +24,7 @@ const PIECE_BYTES: usize = 256 << 10;
 
 thread_local! {
     static PARSER: RefCell<Option<LineParser>> = const { RefCell::new(None) };
+    static INTERNER: RefCell<Option<Interner>> = const { RefCell::new(None) };
 }
 
 /// The parsed lines of a chunk.
@@ -41,11 +44,17 @@ pub struct ParsedLines {
     pub parse_ns: u64,
     /// Of which estimating content (enhanced analysis only).
     pub estimate_ns: u64,
+    /// The file's state after these lines (formats whose lines depend on
+    /// earlier ones; see [`FileState`]).
+    pub state: Option<FileState>,
 }
 
 impl ParsedLines {
     /// Appends the lines of the piece that follows.
     pub fn merge(&mut self, other: ParsedLines) {
+        if other.state.is_some() {
+            self.state = other.state;
+        }
         self.rows.extend(other.rows);
         self.bad.extend(other.bad);
         self.content.extend(other.content);
@@ -116,7 +125,75 @@ fn add_size(sizes: &mut Vec<(u64, u64)>, lo: u64, n: u64) {
     }
 }
 
-/// Parses the lines of `buf[..end]` one after the other.
+/// The loop every format's lines go through: cut at newlines (a `\r`
+/// before one is dropped), sized, checked against `max_line`, classified by
+/// `classify(buf, start, end, offset)`, counted, and kept when malformed
+/// (their first bytes are taken before `classify`, which may parse in
+/// place). `classify` returns the line's class and, for a malformed line
+/// that ends with a complete entry, that entry's class.
+fn each_line(
+    buf: &mut [u8],
+    end: usize,
+    base: u64,
+    max_line: usize,
+    out: &mut ParsedLines,
+    mut classify: impl FnMut(&mut [u8], usize, usize, u64) -> (Parsed, Option<Parsed>),
+) {
+    let mut pos = 0usize;
+    while pos < end {
+        let nl = memchr::memchr(b'\n', &buf[pos..end]).map_or(end, |i| pos + i);
+        let mut line_end = nl;
+        if line_end > pos && buf[line_end - 1] == b'\r' {
+            line_end -= 1;
+        }
+        let len = line_end - pos;
+        let offset = base + pos as u64;
+        add_size(
+            &mut out.line_sizes,
+            crate::ops::sizes::bucket(len as u64).0,
+            1,
+        );
+        if len > max_line {
+            out.counts.malformed += 1;
+            out.bad.push(BadLine {
+                offset,
+                kind: MalformedKind::TooLong,
+                head: head_of(&buf[pos..line_end]),
+            });
+            pos = nl + 1;
+            continue;
+        }
+        let mut head = [0u8; BAD_LINE_HEAD];
+        let n = len.min(BAD_LINE_HEAD);
+        head[..n].copy_from_slice(&buf[pos..pos + n]);
+        let (parsed, recovered) = classify(buf, pos, line_end, offset);
+        if let Parsed::Malformed(kind) = parsed {
+            out.bad.push(BadLine {
+                offset,
+                kind,
+                head: String::from_utf8_lossy(&head[..n]).into_owned(),
+            });
+        }
+        for p in [Some(parsed), recovered].into_iter().flatten() {
+            match p {
+                Parsed::Blank => out.counts.blank += 1,
+                Parsed::Other => out.counts.other += 1,
+                Parsed::Usage(row) => {
+                    out.counts.usage += 1;
+                    out.rows.push(*row);
+                }
+                Parsed::Malformed(_) => out.counts.malformed += 1,
+            }
+        }
+        pos = nl + 1;
+    }
+}
+
+fn is_blank(line: &[u8]) -> bool {
+    line.iter().all(u8::is_ascii_whitespace)
+}
+
+/// Parses Claude Code lines of `buf[..end]` one after the other.
 fn parse_piece(
     buf: &mut [u8],
     end: usize,
@@ -129,86 +206,106 @@ fn parse_piece(
     let mut parser = PARSER.with(|p| p.borrow_mut().take()).unwrap_or_default();
     parser.set_estimator(mode.estimator());
     let usage_only = matches!(mode, ParseMode::UsageOnly);
-    let mut rows = Vec::new();
-    let mut bad = Vec::new();
-    let mut counts = LineCounts::default();
-    let mut line_sizes: Vec<(u64, u64)> = Vec::new();
-    let mut pos = 0usize;
-    while pos < end {
-        let nl = memchr::memchr(b'\n', &buf[pos..end]).map_or(end, |i| pos + i);
-        let mut line_end = nl;
-        if line_end > pos && buf[line_end - 1] == b'\r' {
-            line_end -= 1;
-        }
-        let len = line_end - pos;
-        let offset = base + pos as u64;
-        add_size(&mut line_sizes, crate::ops::sizes::bucket(len as u64).0, 1);
-        let parsed = if len > max_line {
-            Parsed::Malformed(MalformedKind::TooLong)
-        } else if usage_only && !may_carry_usage(&buf[pos..line_end]) {
-            if buf[pos..line_end].iter().all(u8::is_ascii_whitespace) {
-                Parsed::Blank
-            } else {
-                Parsed::Other
+    let mut out = ParsedLines::default();
+    each_line(
+        buf,
+        end,
+        base,
+        max_line,
+        &mut out,
+        |buf, pos, line_end, offset| {
+            let len = line_end - pos;
+            if usage_only && !may_carry_usage(&buf[pos..line_end]) {
+                let class = if is_blank(&buf[pos..line_end]) {
+                    Parsed::Blank
+                } else {
+                    Parsed::Other
+                };
+                return (class, None);
             }
-        } else {
-            let mut head = [0u8; BAD_LINE_HEAD];
-            let n = len.min(BAD_LINE_HEAD);
-            head[..n].copy_from_slice(&buf[pos..pos + n]);
             let parsed = if buf.len() - pos >= len + PADDING {
                 parser.classify_padded(&mut buf[pos..], len, ctx, offset)
             } else {
                 parser.classify(&mut buf[pos..line_end], ctx, offset)
             };
-            if let Parsed::Malformed(kind) = parsed {
-                bad.push(BadLine {
-                    offset,
-                    kind,
-                    head: String::from_utf8_lossy(&head[..n]).into_owned(),
-                });
-                // The bad prefix is counted; a complete entry after it is kept.
-                match parser.recover(&mut buf[pos..line_end], ctx, offset) {
-                    Some((_, Parsed::Usage(row))) => {
-                        counts.usage += 1;
-                        rows.push(*row);
-                    }
-                    Some((_, Parsed::Other)) => counts.other += 1,
-                    _ => {}
-                }
-            }
-            parsed
-        };
-        match parsed {
-            Parsed::Blank => counts.blank += 1,
-            Parsed::Other => counts.other += 1,
-            Parsed::Usage(row) => {
-                counts.usage += 1;
-                rows.push(*row);
-            }
-            Parsed::Malformed(kind) => {
-                counts.malformed += 1;
-                if kind == MalformedKind::TooLong {
-                    bad.push(BadLine {
-                        offset,
-                        kind,
-                        head: head_of(&buf[pos..line_end]),
-                    });
-                }
-            }
-        }
-        pos = nl + 1;
-    }
-    let content = parser.take_content();
-    let estimate_ns = parser.take_estimate_ns();
+            // The bad prefix is counted; a complete entry after it is kept.
+            let recovered = match parsed {
+                Parsed::Malformed(_) => parser
+                    .recover(&mut buf[pos..line_end], ctx, offset)
+                    .map(|(_, p)| p),
+                _ => None,
+            };
+            (parsed, recovered)
+        },
+    );
+    out.content = parser.take_content();
+    out.estimate_ns = parser.take_estimate_ns();
     PARSER.with(|p| *p.borrow_mut() = Some(parser));
-    ParsedLines {
-        rows,
-        bad,
-        counts,
-        line_sizes,
-        content,
-        parse_ns: crate::ops::metrics::thread_cpu_ns().saturating_sub(cpu_started),
-        estimate_ns,
+    out.parse_ns = crate::ops::metrics::thread_cpu_ns().saturating_sub(cpu_started);
+    out
+}
+
+/// Parses Codex rollout lines of `buf[..end]` in order, carrying `state`.
+fn parse_codex(
+    buf: &mut [u8],
+    end: usize,
+    base: u64,
+    ctx: &SourceContext,
+    max_line: usize,
+    mode: ParseMode,
+    state: &mut codex::State,
+) -> ParsedLines {
+    let cpu_started = crate::ops::metrics::thread_cpu_ns();
+    let mut shared = INTERNER.with(|i| i.borrow_mut().take()).unwrap_or_default();
+    let validate = !matches!(mode, ParseMode::UsageOnly);
+    let mut out = ParsedLines::default();
+    each_line(
+        buf,
+        end,
+        base,
+        max_line,
+        &mut out,
+        |buf, pos, line_end, offset| {
+            let line = &buf[pos..line_end];
+            if is_blank(line) {
+                return (Parsed::Blank, None);
+            }
+            if !codex::may_matter(line) && (!validate || json_scan::is_plain_object(line)) {
+                return (Parsed::Other, None);
+            }
+            (codex::line(state, line, ctx, offset, &mut shared), None)
+        },
+    );
+    INTERNER.with(|i| *i.borrow_mut() = Some(shared));
+    out.parse_ns = crate::ops::metrics::thread_cpu_ns().saturating_sub(cpu_started);
+    out
+}
+
+/// Parses the complete lines in `buf[..end]` of a file of `ctx.agent`,
+/// continuing from `state` (what the lines before `base` left, for formats
+/// whose lines depend on earlier ones). The result carries the state after
+/// the last line.
+#[allow(clippy::too_many_arguments)]
+pub fn parse_chunk(
+    buf: &mut [u8],
+    end: usize,
+    base: u64,
+    ctx: &SourceContext,
+    max_line: usize,
+    mode: ParseMode,
+    state: Option<FileState>,
+) -> ParsedLines {
+    match ctx.agent.lines() {
+        Lines::Independent => parse_lines(buf, end, base, ctx, max_line, mode),
+        Lines::Stateful => {
+            let mut st = match state {
+                Some(FileState::Codex(s)) => *s,
+                None => codex::State::default(),
+            };
+            let mut out = parse_codex(buf, end, base, ctx, max_line, mode, &mut st);
+            out.state = Some(FileState::Codex(Box::new(st)));
+            out
+        }
     }
 }
 

@@ -8,8 +8,10 @@
 //! validating scanner formats use to skip lines cheaply; [`estimate`]
 //! estimates content tokens.
 
+pub mod agent;
 pub mod chunk;
 pub mod claude;
+pub mod codex;
 pub mod estimate;
 pub mod json_scan;
 
@@ -143,4 +145,15 @@ impl LineCounts {
         self.blank += other.blank;
         self.malformed += other.malformed;
     }
+}
+
+/// What a file has said so far that its next lines depend on, for formats
+/// whose lines do not stand alone. Saved in the file's checkpoint with the
+/// offset it belongs to; a file read from the start starts from `None`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "format", rename_all = "lowercase")]
+pub enum FileState {
+    /// A Codex rollout's running total, model and fork state (boxed: it
+    /// rides in every chunk message of the file).
+    Codex(Box<codex::State>),
 }

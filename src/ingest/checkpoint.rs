@@ -53,6 +53,25 @@ pub struct FileCheckpoint {
     /// (see [`crate::sink::naive`]). Absent in files written before it existed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub naive: Vec<NaiveSums>,
+    /// What the lines before `offset` left for the next ones (formats whose
+    /// lines depend on earlier ones, e.g. Codex's running total). Absent in
+    /// files written before it existed, and for Claude Code's files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<crate::format::FileState>,
+}
+
+impl FileCheckpoint {
+    /// A file committed up to `offset`, with no naive sums or state yet.
+    pub fn new(key: FileKey, fingerprint: Fingerprint, path: &str, offset: u64) -> FileCheckpoint {
+        FileCheckpoint {
+            key,
+            fingerprint,
+            path: path.to_string(),
+            offset,
+            naive: Vec::new(),
+            state: None,
+        }
+    }
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -131,9 +150,14 @@ impl CheckpointStore {
         path: &str,
         offset: u64,
         naive: &[NaiveSums],
+        state: Option<&crate::format::FileState>,
     ) -> bool {
         match self.files.get_mut(&key) {
             Some(cp) if cp.fingerprint.len <= fingerprint.len && offset >= cp.offset => {
+                if state.is_some() && cp.state.as_ref() != state {
+                    cp.state = state.cloned();
+                    self.dirty = true;
+                }
                 if cp.offset != offset || cp.fingerprint != fingerprint || cp.path != path {
                     cp.offset = offset;
                     cp.fingerprint = fingerprint;
@@ -153,11 +177,9 @@ impl CheckpointStore {
                 self.files.insert(
                     key,
                     FileCheckpoint {
-                        key,
-                        fingerprint,
-                        path: path.to_string(),
-                        offset,
                         naive: naive.to_vec(),
+                        state: state.cloned(),
+                        ..FileCheckpoint::new(key, fingerprint, path, offset)
                     },
                 );
                 self.dirty = true;
@@ -168,16 +190,8 @@ impl CheckpointStore {
 
     /// The file was truncated or replaced: its offset starts over at 0.
     pub fn reset(&mut self, key: FileKey, fingerprint: Fingerprint, path: &str) {
-        self.files.insert(
-            key,
-            FileCheckpoint {
-                key,
-                fingerprint,
-                path: path.to_string(),
-                offset: 0,
-                naive: Vec::new(),
-            },
-        );
+        self.files
+            .insert(key, FileCheckpoint::new(key, fingerprint, path, 0));
         self.dirty = true;
     }
 
@@ -233,8 +247,8 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let k = FileKey { dev: 1, ino: 2 };
         let mut s = CheckpointStore::load(d.path()).unwrap();
-        s.commit(k, fp(10, 5), "/a", 100, &[]);
-        s.commit(k, fp(10, 5), "/a", 50, &[]); // never backwards
+        s.commit(k, fp(10, 5), "/a", 100, &[], None);
+        s.commit(k, fp(10, 5), "/a", 50, &[], None); // never backwards
         assert_eq!(s.get(&k).unwrap().offset, 100);
         assert!(s.save().unwrap());
         assert!(!s.save().unwrap());
@@ -253,10 +267,10 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let k = FileKey { dev: 1, ino: 2 };
         let mut s = CheckpointStore::load(d.path()).unwrap();
-        s.commit(k, fp(10, 5), "/a", 100, &[]);
+        s.commit(k, fp(10, 5), "/a", 100, &[], None);
         s.reset(k, fp(3, 9), "/a");
         assert_eq!(s.get(&k).unwrap().offset, 0);
-        s.commit(k, fp(3, 9), "/a", 20, &[]);
+        s.commit(k, fp(3, 9), "/a", 20, &[], None);
         assert_eq!(s.get(&k).unwrap().offset, 20);
         s.forget(&k);
         assert!(s.get(&k).is_none());
@@ -273,10 +287,10 @@ mod tests {
             ..NaiveSums::default()
         };
         let mut s = CheckpointStore::load(d.path()).unwrap();
-        assert!(s.commit(k, fp(10, 5), "/a", 100, &[sums(2)]));
-        assert!(s.commit(k, fp(10, 5), "/a", 200, &[sums(3)]));
+        assert!(s.commit(k, fp(10, 5), "/a", 100, &[sums(2)], None));
+        assert!(s.commit(k, fp(10, 5), "/a", 200, &[sums(3)], None));
         // A stale commit adds nothing.
-        assert!(!s.commit(k, fp(4, 5), "/a", 300, &[sums(100)]));
+        assert!(!s.commit(k, fp(4, 5), "/a", 300, &[sums(100)], None));
         s.save().unwrap();
         let s2 = CheckpointStore::load(d.path()).unwrap();
         assert_eq!(s2.get(&k).unwrap().naive, vec![sums(5)]);
@@ -299,7 +313,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let k = FileKey { dev: 1, ino: 2 };
         let mut s = CheckpointStore::load(d.path()).unwrap();
-        s.commit(k, fp(10, 5), "/a", 100, &[]);
+        s.commit(k, fp(10, 5), "/a", 100, &[], None);
         s.save().unwrap();
         std::fs::write(
             d.path().join(format!("{CHECKPOINT_FILE}.tmp")),

@@ -9,8 +9,65 @@
 //! caller can count and log it while the rest of the scan goes on.
 
 use std::collections::HashSet;
+
+use crate::format::agent::Agent;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+
+/// A folder to read, and whose transcripts it holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    /// The agent that writes the files.
+    pub agent: Agent,
+    /// The folder as configured (an agent may read sub-folders of it, see
+    /// [`Agent::scan_roots`]), or a single file.
+    pub dir: PathBuf,
+}
+
+impl Source {
+    /// A source of `agent` at `dir`.
+    pub fn new(agent: Agent, dir: impl Into<PathBuf>) -> Source {
+        Source {
+            agent,
+            dir: dir.into(),
+        }
+    }
+
+    /// `agent:folder`, for logs.
+    pub fn describe(&self) -> String {
+        format!("{}:{}", self.agent, self.dir.display())
+    }
+}
+
+/// One folder to walk, and the agent whose files it holds: a [`Source`]
+/// expands to one or more (see [`Agent::scan_roots`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Root {
+    /// The agent that writes the files.
+    pub agent: Agent,
+    /// The folder (or single file) to walk.
+    pub dir: PathBuf,
+}
+
+/// The folders to walk for `sources`, in order.
+pub fn roots(sources: &[Source]) -> Vec<Root> {
+    sources
+        .iter()
+        .flat_map(|s| {
+            s.agent.scan_roots(&s.dir).into_iter().map(|dir| Root {
+                agent: s.agent,
+                dir,
+            })
+        })
+        .collect()
+}
+
+/// Walks one root, keeping the files its agent owns.
+pub fn scan_root(root: &Root) -> Scan {
+    let mut scan = scan(std::slice::from_ref(&root.dir));
+    scan.files.retain(|f| root.agent.owns(&f.path));
+    scan
+}
 
 /// A transcript file a scan found.
 #[derive(Debug, Clone)]

@@ -42,6 +42,9 @@ pub struct Chunk {
     pub line_sizes: Vec<(u64, u64)>,
     /// Content estimates of the chunk's entries (enhanced analysis only).
     pub content: Vec<ContentRow>,
+    /// The file's state after `end` (formats whose lines depend on earlier
+    /// ones), committed with the offset.
+    pub state: Option<crate::format::FileState>,
     /// The channel's memory this chunk holds (see [`crate::ingest::budget`]);
     /// given back when the chunk is dropped.
     pub permit: Permit,

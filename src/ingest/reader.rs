@@ -22,12 +22,15 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{select, Receiver, Sender};
 use rayon::prelude::*;
 
-use crate::format::chunk::{parse_lines, ParsedLines};
+use crate::format::agent::Agent;
+use crate::format::chunk::{parse_chunk, ParsedLines};
+use crate::format::FileState;
 use crate::format::{BadLine, LineCounts};
 use crate::format::{MalformedKind, ParseMode, PADDING};
 use crate::ingest::budget::{MemoryBudget, Permit};
 use crate::ingest::checkpoint::FileCheckpoint;
 use crate::ingest::discovery;
+use crate::ingest::discovery::Source;
 use crate::ingest::fingerprint::{self, FileKey, Fingerprint, FINGERPRINT_BYTES};
 use crate::ingest::lines;
 use crate::ingest::msg::{Chunk, FileIdentity, SinkMsg};
@@ -53,8 +56,8 @@ const INLINE_BYTES: u64 = 64 << 10;
 /// What the reader reads and how.
 #[derive(Debug, Clone)]
 pub struct ReaderOptions {
-    /// Folders (or single files) to read.
-    pub dirs: Vec<PathBuf>,
+    /// Folders (or single files) to read, and whose files they hold.
+    pub sources: Vec<Source>,
     /// Full rescan period (follow mode).
     pub rescan_interval: Duration,
     /// Longest acceptable line.
@@ -74,7 +77,7 @@ pub struct ReaderOptions {
 #[derive(Debug, Clone)]
 pub enum ReaderCtrl {
     /// Watch these folders from now on (config reload).
-    SetDirs(Vec<PathBuf>),
+    SetSources(Vec<Source>),
 }
 
 /// Outcome of a [`Reader::run`].
@@ -113,6 +116,17 @@ struct Tracked {
     seen: Stat,
     /// The last open or read failed: every look tries again, changed or not.
     retry: bool,
+    /// What the lines before `offset` left for the next ones (formats whose
+    /// lines depend on earlier ones; `None` at offset 0).
+    state: Option<FileState>,
+}
+
+/// Where a found file came from: which agent's folder, and which of the
+/// folders walked for it (its path under that root names its session).
+#[derive(Debug, Clone)]
+struct Origin {
+    agent: Agent,
+    root: Arc<Path>,
 }
 
 /// What a `stat` says about a file's content having changed.
@@ -161,6 +175,8 @@ struct Task {
     size: u64,
     long_scan: Option<u64>,
     ctx: Arc<SourceContext>,
+    /// The file's state at `start` (see [`FileState`]).
+    state: Option<FileState>,
 }
 
 struct TaskResult {
@@ -309,9 +325,10 @@ impl Reader {
             let ctrl_rx = self.ctrl_rx.clone();
             select! {
                 recv(ctrl_rx) -> msg => {
-                    if let Ok(ReaderCtrl::SetDirs(dirs)) = msg {
+                    if let Ok(ReaderCtrl::SetSources(sources)) = msg {
+                        let dirs: Vec<String> = sources.iter().map(Source::describe).collect();
                         tracing::info!(event = "watch_dirs_changed", dirs = ?dirs, "watched folders changed");
-                        self.opts.dirs = dirs;
+                        self.opts.sources = sources;
                         self.full_scan()?;
                         next_scan = Instant::now() + self.scan_interval();
                     }
@@ -395,20 +412,27 @@ impl Reader {
     fn hint(&mut self, paths: &[PathBuf]) -> Result<(), SinkGone> {
         self.metrics.scans_paths.fetch_add(1, Relaxed);
         for p in paths {
+            let Some(origin) = self.origin_of(p) else {
+                continue;
+            };
             match std::fs::metadata(p) {
                 Ok(m) if m.is_dir() => {
-                    let scan = discovery::scan(std::slice::from_ref(p));
-                    self.register_found(scan)?;
+                    let scan = discovery::scan_root(&discovery::Root {
+                        agent: origin.agent,
+                        dir: p.clone(),
+                    });
+                    self.register_found(scan, &origin)?;
                 }
-                Ok(m) if m.is_file() && discovery::is_transcript(p) => {
+                Ok(m) if m.is_file() && origin.agent.owns(p) => {
                     let found = discovery::Found {
                         path: p.clone(),
                         meta: m,
                     };
-                    self.register_found(discovery::Scan {
+                    let scan = discovery::Scan {
                         files: vec![found],
                         errors: Vec::new(),
-                    })?;
+                    };
+                    self.register_found(scan, &origin)?;
                 }
                 _ => {}
             }
@@ -416,10 +440,47 @@ impl Reader {
         Ok(())
     }
 
+    /// The folders walked for each source, with their agent.
+    fn roots(&self) -> Vec<Origin> {
+        discovery::roots(&self.opts.sources)
+            .into_iter()
+            .map(|r| Origin {
+                agent: r.agent,
+                root: Arc::from(r.dir.as_path()),
+            })
+            .collect()
+    }
+
+    /// The root a path lies under (the deepest one, when roots nest).
+    fn origin_of(&self, path: &Path) -> Option<Origin> {
+        self.roots()
+            .into_iter()
+            .filter(|o| path.starts_with(&*o.root))
+            .max_by_key(|o| o.root.components().count())
+    }
+
+    /// Walks every root: what each holds, with where it came from.
+    fn scan_sources(&self) -> Vec<(discovery::Scan, Origin)> {
+        self.roots()
+            .into_iter()
+            .map(|o| {
+                let root = discovery::Root {
+                    agent: o.agent,
+                    dir: o.root.to_path_buf(),
+                };
+                (discovery::scan_root(&root), o)
+            })
+            .collect()
+    }
+
     /// Registers what a scan found: known files by their listed metadata
     /// alone, new files after a look (opened in parallel for their
     /// fingerprints). Returns each found file's key and size.
-    fn register_found(&mut self, scan: discovery::Scan) -> Result<HashMap<FileKey, u64>, SinkGone> {
+    fn register_found(
+        &mut self,
+        scan: discovery::Scan,
+        origin: &Origin,
+    ) -> Result<HashMap<FileKey, u64>, SinkGone> {
         for (path, e) in &scan.errors {
             self.metrics.file_errors.fetch_add(1, Relaxed);
             if self.logged_errors.insert(path.clone()) {
@@ -433,7 +494,7 @@ impl Reader {
         let mut seen = HashMap::with_capacity(known.len() + new.len());
         for f in known {
             let key = FileKey::of(&f.meta);
-            self.note_known(key, &f.path, &f.meta);
+            self.note_known(key, &f.path, &f.meta, origin);
             seen.insert(key, f.meta.len());
         }
         let metrics = &self.metrics;
@@ -443,7 +504,7 @@ impl Reader {
             .collect();
         for (f, o) in new.iter().zip(opened) {
             let size = o.as_ref().map(|o| o.meta.len()).unwrap_or(0);
-            if let Some(key) = self.register(&f.path, o)? {
+            if let Some(key) = self.register(&f.path, o, origin)? {
                 seen.insert(key, size);
             }
         }
@@ -454,13 +515,17 @@ impl Reader {
         let started = Instant::now();
         self.metrics.scans_full.fetch_add(1, Relaxed);
         if let Some(w) = self.watcher.as_mut() {
-            for (dir, e) in w.sync(&self.opts.dirs) {
+            let dirs: Vec<PathBuf> = self.opts.sources.iter().map(|s| s.dir.clone()).collect();
+            for (dir, e) in w.sync(&dirs) {
                 tracing::warn!(event = "watch_failed", dir = %dir.display(), error = %e, "cannot watch folder; relying on periodic rescans");
             }
         }
-        let scan = discovery::scan(&self.opts.dirs);
+        let scans = self.scan_sources();
         let known_before = self.files.len();
-        let sizes = self.register_found(scan)?;
+        let mut sizes = HashMap::new();
+        for (scan, origin) in scans {
+            sizes.extend(self.register_found(scan, &origin)?);
+        }
         // Only a scan of files already known says what the safety-net
         // scans cost; one that registered new files also opened them.
         let steady = self.files.len() == known_before;
@@ -515,7 +580,7 @@ impl Reader {
     /// A known file seen by a scan at `path`: notes a new name (rotation, a
     /// renamed folder), and marks it for reading when its size or time
     /// changed since it was last looked at. No open.
-    fn note_known(&mut self, key: FileKey, path: &Path, meta: &std::fs::Metadata) {
+    fn note_known(&mut self, key: FileKey, path: &Path, meta: &std::fs::Metadata, origin: &Origin) {
         let Some(t) = self.files.get_mut(&key) else {
             return;
         };
@@ -529,7 +594,7 @@ impl Reader {
                 tracing::info!(event = "file_renamed", from = %t.identity.path, to = %path.display(), "file moved");
                 let p: Arc<str> = Arc::from(path.to_string_lossy().as_ref());
                 t.identity.path = p;
-                t.ctx = Arc::new(crate::format::claude::paths::context_of(path));
+                t.ctx = Arc::new(origin.agent.context(&origin.root, path));
             }
         }
         t.gone = false;
@@ -546,6 +611,7 @@ impl Reader {
         &mut self,
         path: &Path,
         opened: std::io::Result<Opened>,
+        origin: &Origin,
     ) -> Result<Option<FileKey>, SinkGone> {
         let Opened { meta, fingerprint } = match opened {
             Ok(o) => o,
@@ -567,7 +633,7 @@ impl Reader {
         }
         let key = FileKey::of(&meta);
         if self.files.contains_key(&key) {
-            self.note_known(key, path, &meta);
+            self.note_known(key, path, &meta, origin);
             return Ok(Some(key));
         }
         let fp = match fingerprint {
@@ -584,6 +650,7 @@ impl Reader {
             path: path_str,
         };
         let mut offset = 0;
+        let mut state = None;
         if let Some(cp) = self.resume.remove(&key) {
             // The look fingerprinted min(size, 1 KiB); a checkpoint taken
             // when the file was shorter needs its own, shorter comparison.
@@ -600,6 +667,7 @@ impl Reader {
                     self.send(SinkMsg::Reset(identity.clone()))?;
                 } else {
                     offset = cp.offset;
+                    state = cp.state;
                 }
             } else {
                 // The inode was reused by a different file.
@@ -613,7 +681,7 @@ impl Reader {
             key,
             Tracked {
                 identity,
-                ctx: Arc::new(crate::format::claude::paths::context_of(path)),
+                ctx: Arc::new(origin.agent.context(&origin.root, path)),
                 offset,
                 long_scan: None,
                 file: None,
@@ -622,6 +690,7 @@ impl Reader {
                 verified: true,
                 seen: Stat::of(&meta),
                 retry: false,
+                state,
             },
         );
         self.dirty.insert(key);
@@ -753,6 +822,7 @@ impl Reader {
         if reset {
             t.offset = 0;
             t.long_scan = None;
+            t.state = None;
             t.identity.fingerprint = fingerprint::fingerprint_prefix(file, FINGERPRINT_BYTES)
                 .unwrap_or(Fingerprint::EMPTY);
             let identity = t.identity.clone();
@@ -785,6 +855,7 @@ impl Reader {
             size,
             long_scan: t.long_scan,
             ctx: t.ctx.clone(),
+            state: t.state.clone(),
         }))
     }
 
@@ -829,9 +900,11 @@ impl Reader {
             content,
             parse_ns,
             estimate_ns,
+            state,
         } = parsed;
         let start = t.offset;
         t.offset = end;
+        t.state = state.clone();
         let m = &self.metrics;
         m.bytes_read.fetch_add(end - start, Relaxed);
         m.lines_usage.fetch_add(counts.usage, Relaxed);
@@ -855,6 +928,7 @@ impl Reader {
             counts,
             line_sizes,
             content,
+            state,
             permit: Permit::none(),
         };
         chunk.permit = self.reserve(chunk.mem_bytes())?;
@@ -948,6 +1022,8 @@ fn read_task(
                 malformed: 1,
                 ..LineCounts::default()
             },
+            // Skipping a line changes nothing the next lines depend on.
+            state: task.state.clone(),
             line_sizes: vec![(crate::ops::sizes::bucket(end - task.start).0, 1)],
             ..ParsedLines::default()
         };
@@ -989,7 +1065,15 @@ fn read_task(
         return Ok(result);
     }
     let end = task.start + complete as u64;
-    let parsed = parse_lines(buf, complete, task.start, &task.ctx, max_line, mode);
+    let parsed = parse_chunk(
+        buf,
+        complete,
+        task.start,
+        &task.ctx,
+        max_line,
+        mode,
+        task.state.clone(),
+    );
     result.chunk = Some((end, parsed));
     // More to read when this read stopped short of the end of the file.
     result.more = end < task.size && (n as u64) < available;
@@ -1003,7 +1087,7 @@ mod tests {
 
     fn opts(dir: &Path) -> ReaderOptions {
         ReaderOptions {
-            dirs: vec![dir.to_path_buf()],
+            sources: vec![Source::new(Agent::Claude, dir)],
             rescan_interval: Duration::from_secs(10),
             max_line_bytes: 4096,
             read_chunk_bytes: 4096,
@@ -1092,13 +1176,12 @@ mod tests {
         std::fs::write(&p, format!("{}{}", first, usage_line("2", 2))).unwrap();
         let f = File::open(&p).unwrap();
         let meta = f.metadata().unwrap();
-        let cp = FileCheckpoint {
-            key: FileKey::of(&meta),
-            fingerprint: fingerprint::fingerprint_prefix(&f, FINGERPRINT_BYTES).unwrap(),
-            path: p.to_string_lossy().into(),
-            offset: first.len() as u64,
-            naive: Vec::new(),
-        };
+        let cp = FileCheckpoint::new(
+            FileKey::of(&meta),
+            fingerprint::fingerprint_prefix(&f, FINGERPRINT_BYTES).unwrap(),
+            &p.to_string_lossy(),
+            first.len() as u64,
+        );
         let msgs = collect(d.path(), vec![cp.clone()], opts(d.path()));
         let cs = chunks(&msgs);
         assert_eq!(cs.len(), 1);
@@ -1128,7 +1211,7 @@ mod tests {
             let mut buf = text.clone().into_bytes();
             let end = buf.len();
             buf.resize(end + PADDING, 0);
-            parse_lines(&mut buf, end, 0, &ctx, 1 << 20, mode)
+            crate::format::chunk::parse_lines(&mut buf, end, 0, &ctx, 1 << 20, mode)
         };
         let full = run(ParseMode::Full);
         let fast = run(ParseMode::UsageOnly);

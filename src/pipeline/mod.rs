@@ -12,7 +12,6 @@ pub use connect::{
     connect, connect_for_query, token_manager, totals, Connection, TOKEN_CACHE_FILE,
 };
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -37,8 +36,8 @@ use crate::sink::{Sink, SinkExit, SinkOptions, SummaryPolicy};
 pub enum Mode {
     /// The daemon.
     Follow,
-    /// Backfill these paths (the configured folders when empty).
-    Backfill(Vec<PathBuf>),
+    /// Backfill these folders or files (the configured ones when empty).
+    Backfill(Vec<crate::ingest::discovery::Source>),
 }
 
 /// What a run did.
@@ -154,14 +153,14 @@ pub fn run(config: &Config, mode: Mode, controls: Controls) -> anyhow::Result<Su
     let (tx, rx) = crossbeam_channel::bounded(config.batch.channel_capacity);
     let (reader_ctrl, reader_ctrl_rx) = crossbeam_channel::unbounded();
     let (sink_ctrl, sink_ctrl_rx) = crossbeam_channel::unbounded();
-    let (dirs, follow) = match &mode {
-        Mode::Follow => (config.watch.dirs.clone(), true),
-        Mode::Backfill(paths) if paths.is_empty() => (config.watch.dirs.clone(), false),
-        Mode::Backfill(paths) => (paths.clone(), false),
+    let (sources, follow) = match &mode {
+        Mode::Follow => (config.sources(), true),
+        Mode::Backfill(paths) if paths.is_empty() => (config.sources(), false),
+        Mode::Backfill(sources) => (sources.clone(), false),
     };
     let reader = Reader::with_control(
         ReaderOptions {
-            dirs,
+            sources,
             rescan_interval: config.watch.rescan_interval,
             max_line_bytes: config.watch.max_line_bytes,
             read_chunk_bytes: config.watch.read_chunk_bytes,

@@ -24,8 +24,8 @@ pub(super) fn apply(
         }
         _ => {}
     }
-    if new.watch.dirs != current.watch.dirs {
-        let _ = reader.send(ReaderCtrl::SetDirs(new.watch.dirs.clone()));
+    if new.sources() != current.sources() {
+        let _ = reader.send(ReaderCtrl::SetSources(new.sources()));
         changed.push("watch.dirs");
     }
     if new.batch != current.batch || new.service != current.service {

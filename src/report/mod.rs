@@ -4,18 +4,20 @@
 //! text table. The same code serves `report` (rows from ClickHouse) and `scan`
 //! (rows straight from files).
 
+pub mod codex;
 pub mod scan;
 
 use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 
+use crate::format::agent::Agent;
 use crate::price::{PriceTable, TokenUse};
 use crate::record::UsageRow;
 use crate::timestamp::{format_rfc3339_ms, utc_date};
 
 /// One deduplicated message, as reports need it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Entry {
     /// Unix ms.
     pub ts_ms: i64,
@@ -27,6 +29,25 @@ pub struct Entry {
     pub model: String,
     /// Tokens.
     pub usage: TokenUse,
+    /// The agent that wrote it.
+    pub agent: Agent,
+    /// Reasoning tokens (inside `usage.output`; Codex reports them).
+    pub reasoning: u64,
+    /// The model is a fallback: the source named none (Codex).
+    pub fallback_model: bool,
+}
+
+impl Entry {
+    /// The agent of a stored `agent` value (empty in rows written before
+    /// the column existed: Claude Code's).
+    pub fn agent_of(stored: &str) -> Agent {
+        Agent::from_name(stored).unwrap_or(Agent::Claude)
+    }
+
+    /// Whether a stored `entry_type` marks a fallback model.
+    pub fn is_fallback(entry_type: &str) -> bool {
+        entry_type.ends_with(":fallback_model")
+    }
 }
 
 impl From<&UsageRow> for Entry {
@@ -37,6 +58,9 @@ impl From<&UsageRow> for Entry {
             project: r.project.to_string(),
             model: r.model.to_string(),
             usage: r.token_use(),
+            agent: Entry::agent_of(&r.agent),
+            reasoning: r.reasoning_tokens,
+            fallback_model: Entry::is_fallback(&r.entry_type),
         }
     }
 }
@@ -78,6 +102,8 @@ pub struct Filter {
     pub until: Option<String>,
     /// Only this project.
     pub project: Option<String>,
+    /// Only this agent's entries (and its ccusage shape where it has one).
+    pub agent: Option<Agent>,
     /// Zone offset from UTC in minutes (days and months are cut there).
     pub tz_offset_min: i32,
 }
@@ -151,19 +177,27 @@ impl Tot {
 struct Group {
     tot: Tot,
     models: BTreeMap<String, Tot>,
+    agents: BTreeMap<Agent, Tot>,
     first_ms: i64,
     last_ms: i64,
     project: String,
 }
 
-/// Builds the report as JSON in ccusage's shape.
+/// Builds the report as JSON in ccusage's shape: Codex's own shape with
+/// `--agent codex`, the common one otherwise (with per-agent rows when the
+/// report spans several agents).
 pub fn build(entries: &[Entry], kind: Kind, filter: &Filter, prices: &PriceTable) -> Value {
+    if filter.agent == Some(Agent::Codex) {
+        return codex::build(entries, kind, filter, prices);
+    }
+    build_common(entries, kind, filter, prices)
+}
+
+/// The entries a filter keeps, in a fixed order (so that float sums, and the
+/// report, do not depend on the order rows came in), each with its local day.
+pub(crate) fn selected<'a>(entries: &'a [Entry], filter: &Filter) -> Vec<(&'a Entry, String)> {
     let since = filter.since.as_deref().map(norm_date);
     let until = filter.until.as_deref().map(norm_date);
-    let mut groups: BTreeMap<String, Group> = BTreeMap::new();
-    let mut totals = Tot::default();
-    // A fixed order makes the float sums, and so the report, independent of
-    // the order rows came in (files or ClickHouse).
     let mut sorted: Vec<&Entry> = entries.iter().collect();
     sorted.sort_by(|a, b| {
         (
@@ -185,17 +219,25 @@ pub fn build(entries: &[Entry], kind: Kind, filter: &Filter, prices: &PriceTable
                 b.usage.cache_read,
             ))
     });
-    for e in sorted {
-        if filter.project.as_deref().is_some_and(|p| p != e.project) {
-            continue;
-        }
-        let local_ms = e.ts_ms + i64::from(filter.tz_offset_min) * 60_000;
-        let day = utc_date(local_ms);
-        if since.as_deref().is_some_and(|s| day.as_str() < s)
-            || until.as_deref().is_some_and(|u| day.as_str() > u)
-        {
-            continue;
-        }
+    sorted
+        .into_iter()
+        .filter(|e| filter.agent.is_none_or(|a| a == e.agent))
+        .filter(|e| filter.project.as_deref().is_none_or(|p| p == e.project))
+        .filter_map(|e| {
+            let local_ms = e.ts_ms + i64::from(filter.tz_offset_min) * 60_000;
+            let day = utc_date(local_ms);
+            let out = since.as_deref().is_some_and(|s| day.as_str() < s)
+                || until.as_deref().is_some_and(|u| day.as_str() > u);
+            (!out).then_some((e, day))
+        })
+        .collect()
+}
+
+fn build_common(entries: &[Entry], kind: Kind, filter: &Filter, prices: &PriceTable) -> Value {
+    let mut groups: BTreeMap<String, Group> = BTreeMap::new();
+    let mut totals = Tot::default();
+    let mut agents: BTreeMap<Agent, Tot> = BTreeMap::new();
+    for (e, day) in selected(entries, filter) {
         let key = match kind {
             Kind::Daily => day,
             Kind::Monthly => day[..7].to_string(),
@@ -214,10 +256,15 @@ pub fn build(entries: &[Entry], kind: Kind, filter: &Filter, prices: &PriceTable
             .entry(e.model.clone())
             .or_default()
             .add(&e.usage, cost);
+        g.agents.entry(e.agent).or_default().add(&e.usage, cost);
         g.first_ms = g.first_ms.min(e.ts_ms);
         g.last_ms = g.last_ms.max(e.ts_ms);
         totals.add(&e.usage, cost);
+        agents.entry(e.agent).or_default().add(&e.usage, cost);
     }
+    // Per-agent rows only when there is more than one agent: a Claude-only
+    // report keeps exactly ccusage's shape.
+    let by_agent = agents.len() > 1;
     let (list_name, key_name) = match kind {
         Kind::Daily => ("daily", "date"),
         Kind::Monthly => ("monthly", "month"),
@@ -251,6 +298,9 @@ pub fn build(entries: &[Entry], kind: Kind, filter: &Filter, prices: &PriceTable
                     .collect();
                 m.insert("modelBreakdowns".into(), json!(breakdowns));
             }
+            if by_agent {
+                m.insert("agents".into(), agent_rows(&g.agents));
+            }
             if kind == Kind::Session {
                 m.insert("projectPath".into(), json!(g.project));
                 m.insert("firstActivity".into(), json!(format_rfc3339_ms(g.first_ms)));
@@ -261,7 +311,25 @@ pub fn build(entries: &[Entry], kind: Kind, filter: &Filter, prices: &PriceTable
         .collect();
     let mut t = totals.json();
     t.insert("messages".into(), json!(totals.messages));
+    if by_agent {
+        t.insert("agents".into(), agent_rows(&agents));
+    }
     json!({ list_name: list, "totals": Value::Object(t) })
+}
+
+/// `[{agent, inputTokens, …, totalCost}]`, one per agent.
+fn agent_rows(agents: &BTreeMap<Agent, Tot>) -> Value {
+    Value::Array(
+        agents
+            .iter()
+            .map(|(a, t)| {
+                let mut m = t.json();
+                m.insert("agent".into(), json!(a.name()));
+                m.insert("messages".into(), json!(t.messages));
+                Value::Object(m)
+            })
+            .collect(),
+    )
 }
 
 /// The report as an aligned text table.
@@ -289,7 +357,14 @@ pub fn table(report: &Value, kind: Kind) -> String {
             v["cacheCreationTokens"].to_string(),
             v["cacheReadTokens"].to_string(),
             v["totalTokens"].to_string(),
-            format!("{:.2}", v["totalCost"].as_f64().unwrap_or(0.0)),
+            // `costUSD` in Codex's shape.
+            format!(
+                "{:.2}",
+                v.get("totalCost")
+                    .or_else(|| v.get("costUSD"))
+                    .and_then(Value::as_f64)
+                    .unwrap_or(0.0)
+            ),
         ]
     };
     for item in report[list_name].as_array().into_iter().flatten() {
@@ -346,6 +421,7 @@ mod tests {
                 output: 1,
                 ..TokenUse::default()
             },
+            ..Entry::default()
         }
     }
 

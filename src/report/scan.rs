@@ -8,12 +8,12 @@ use std::path::PathBuf;
 
 use rayon::prelude::*;
 
-use crate::format::chunk::{parse_lines, ParsedLines};
+use crate::format::chunk::{parse_chunk, ParsedLines};
 use crate::format::claude::content::ContentTotals;
 use crate::format::estimate::Estimator;
 use crate::format::LineCounts;
 use crate::format::{ParseMode, PADDING};
-use crate::ingest::discovery;
+use crate::ingest::discovery::{self, Source};
 use crate::record::{Totals, UsageRow};
 use crate::sink::dedup::{key_hash, KeyHash};
 
@@ -39,17 +39,27 @@ pub struct ScanOutput {
 /// Files read and parsed in parallel at a time (bounds memory).
 const FILES_PER_STEP: usize = 64;
 
-/// Scans `paths` (files or folders); with `analysis`, also estimates every
-/// entry's content tokens (see [`crate::format::claude::content`]).
-pub fn scan(paths: &[PathBuf], max_line: usize, analysis: Option<Estimator>) -> ScanOutput {
+/// Scans `sources` (folders or files, each of one agent); with `analysis`,
+/// also estimates every entry's content tokens (see
+/// [`crate::format::claude::content`]).
+pub fn scan(sources: &[Source], max_line: usize, analysis: Option<Estimator>) -> ScanOutput {
     let mode = analysis.map_or(ParseMode::Full, ParseMode::Enhanced);
-    let found = discovery::scan(paths);
-    let mut files: Vec<PathBuf> = found.files.into_iter().map(|f| f.path).collect();
-    files.sort();
-    let mut out = ScanOutput {
-        errors: found.errors,
-        ..ScanOutput::default()
-    };
+    let mut out = ScanOutput::default();
+    // Each file once (a path under two roots is read as the first one's),
+    // in path order so that ties resolve the same way every run.
+    let mut files: Vec<(PathBuf, std::sync::Arc<discovery::Root>)> = Vec::new();
+    let mut seen: HashSet<PathBuf> = HashSet::new();
+    for root in discovery::roots(sources) {
+        let found = discovery::scan_root(&root);
+        out.errors.extend(found.errors);
+        let root = std::sync::Arc::new(root);
+        for f in found.files {
+            if seen.insert(f.path.clone()) {
+                files.push((f.path, root.clone()));
+            }
+        }
+    }
+    files.sort_by(|a, b| a.0.cmp(&b.0));
     let mut winners: HashMap<
         KeyHash,
         usize,
@@ -59,15 +69,15 @@ pub fn scan(paths: &[PathBuf], max_line: usize, analysis: Option<Estimator>) -> 
     for group in files.chunks(FILES_PER_STEP) {
         let parsed: Vec<Result<(u64, ParsedLines), (PathBuf, std::io::Error)>> = group
             .par_iter()
-            .map(|path| {
+            .map(|(path, root)| {
                 let mut buf = std::fs::read(path).map_err(|e| (path.clone(), e))?;
                 let len = buf.len();
                 let end = crate::ingest::lines::complete_prefix_len(&buf);
                 buf.resize(len + PADDING, 0);
-                let ctx = crate::format::claude::paths::context_of(path);
+                let ctx = root.agent.context(&root.dir, path);
                 Ok((
                     end as u64,
-                    parse_lines(&mut buf, end, 0, &ctx, max_line, mode),
+                    parse_chunk(&mut buf, end, 0, &ctx, max_line, mode, None),
                 ))
             })
             .collect();
@@ -129,7 +139,11 @@ mod tests {
     #[test]
     fn fixture_totals() {
         let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/edge");
-        let out = scan(&[fixtures], 1 << 20, None);
+        let out = scan(
+            &[Source::new(crate::format::agent::Agent::Claude, fixtures)],
+            1 << 20,
+            None,
+        );
         assert_eq!(out.rows.len(), 9);
         let total: u64 = out.rows.iter().map(|r| r.total_tokens()).sum();
         assert_eq!(total, 1308);

@@ -144,8 +144,15 @@ pub enum SinkExit {
 /// A checkpoint change that waits for the batch before it.
 #[derive(Debug)]
 enum Ack {
-    /// File, end offset, bytes covered, naive sums of the lines covered.
-    Commit(FileIdentity, u64, u64, Vec<NaiveSums>),
+    /// File, end offset, bytes covered, naive sums of the lines covered,
+    /// the file's state at the end offset.
+    Commit(
+        FileIdentity,
+        u64,
+        u64,
+        Vec<NaiveSums>,
+        Option<crate::format::FileState>,
+    ),
     Reset(FileIdentity),
     Forget(FileKey),
 }
@@ -341,6 +348,7 @@ impl Sink {
                         chunk.end,
                         chunk.end - chunk.start,
                         naive,
+                        chunk.state,
                     ));
                     let full = self.batch.rows.len() + self.batch.content.len()
                         >= self.opts.max_rows
@@ -555,11 +563,16 @@ impl Sink {
         let mut touched: Vec<(FileKey, Arc<str>)> = Vec::new();
         for ack in batch.acks {
             match ack {
-                Ack::Commit(id, end, bytes, naive) => {
+                Ack::Commit(id, end, bytes, naive, state) => {
                     self.metrics.bytes_committed.fetch_add(bytes, Relaxed);
-                    let accepted = self
-                        .store
-                        .commit(id.key, id.fingerprint, &id.path, end, &naive);
+                    let accepted = self.store.commit(
+                        id.key,
+                        id.fingerprint,
+                        &id.path,
+                        end,
+                        &naive,
+                        state.as_ref(),
+                    );
                     if accepted && !naive.is_empty() && !touched.iter().any(|(k, _)| *k == id.key) {
                         touched.push((id.key, id.path));
                     }

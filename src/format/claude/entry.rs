@@ -122,6 +122,8 @@ impl Entry<'_> {
             source_file: ctx.path.clone(),
             source_offset: offset,
             cost_usd: 0.0,
+            agent: ctx.agent.label(),
+            reasoning_tokens: 0,
         }
     }
 }

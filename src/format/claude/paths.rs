@@ -4,6 +4,7 @@
 //! subagent's messages.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::record::SourceContext;
 
@@ -40,6 +41,9 @@ pub fn context_of(path: &Path) -> SourceContext {
         project
     };
     SourceContext {
+        agent: crate::format::agent::Agent::Claude,
+        content_id: Arc::from(""),
+        primary: true,
         path: path.to_string_lossy().into(),
         session_from_path: session.into(),
         project: project.into(),

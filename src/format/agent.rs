@@ -1,0 +1,214 @@
+//! The coding agents tokenbridge reads, and what each one's files look like
+//! from the outside: where they live by default, which files under a folder
+//! are its own, how a path maps to session and project, whether lines stand
+//! alone or carry state from line to line.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, LazyLock};
+
+use crate::record::SourceContext;
+
+/// A coding agent whose transcripts tokenbridge reads.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Agent {
+    /// Anthropic's Claude Code: `~/.claude/projects/**.jsonl`.
+    #[default]
+    Claude,
+    /// OpenAI's Codex CLI: `$CODEX_HOME/{sessions,archived_sessions}/**/rollout-*.jsonl`.
+    Codex,
+}
+
+/// How a format's files grow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// Lines are appended and never rewritten (read from the last position).
+    AppendedLines,
+    /// The whole file is rewritten in place (re-read whole, diffed by id).
+    WholeFile,
+}
+
+/// Whether a format's lines can be read in any order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lines {
+    /// Each line stands alone: a file's lines are parsed in parallel.
+    Independent,
+    /// A line's meaning depends on earlier lines of its file (a running
+    /// total, the current model): parsed in order, with a per-file state
+    /// saved in the checkpoint next to the offset.
+    Stateful,
+}
+
+impl Agent {
+    /// Every agent tokenbridge knows.
+    pub const ALL: [Agent; 2] = [Agent::Claude, Agent::Codex];
+
+    /// The agent's name in config, reports and the `agent` column.
+    pub fn name(self) -> &'static str {
+        match self {
+            Agent::Claude => "claude",
+            Agent::Codex => "codex",
+        }
+    }
+
+    /// [`Agent::name`] as one shared string (a column value of every row).
+    pub fn label(self) -> Arc<str> {
+        static LABELS: LazyLock<[Arc<str>; 2]> =
+            LazyLock::new(|| Agent::ALL.map(|a| Arc::from(a.name())));
+        LABELS[self as usize].clone()
+    }
+
+    /// The agent named `name`.
+    pub fn from_name(name: &str) -> Option<Agent> {
+        Agent::ALL.into_iter().find(|a| a.name() == name)
+    }
+
+    /// The folders the agent itself uses when nothing is configured: its
+    /// environment override (a comma-separated list, as the agent reads
+    /// it), else its home default. `home` is `$HOME`.
+    pub fn default_dirs(self, env: impl Fn(&str) -> Option<String>, home: &Path) -> Vec<PathBuf> {
+        let (var, default) = match self {
+            Agent::Claude => ("CLAUDE_CONFIG_DIR", ".claude"),
+            Agent::Codex => ("CODEX_HOME", ".codex"),
+        };
+        match env(var).filter(|v| !v.trim().is_empty()) {
+            Some(list) => list
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(PathBuf::from)
+                .collect(),
+            None => vec![home.join(default)],
+        }
+    }
+
+    /// The folders to walk under one configured folder. Codex keeps live
+    /// sessions in `sessions/` and archived ones in `archived_sessions/`; a
+    /// folder with neither is walked itself.
+    pub fn scan_roots(self, dir: &Path) -> Vec<PathBuf> {
+        match self {
+            Agent::Claude => vec![dir.to_path_buf()],
+            Agent::Codex => {
+                let found: Vec<PathBuf> = ["sessions", "archived_sessions"]
+                    .iter()
+                    .map(|d| dir.join(d))
+                    .filter(|d| d.is_dir())
+                    .collect();
+                if found.is_empty() {
+                    vec![dir.to_path_buf()]
+                } else {
+                    found
+                }
+            }
+        }
+    }
+
+    /// Whether a file found under one of the agent's folders is its own.
+    pub fn owns(self, path: &Path) -> bool {
+        path.extension().is_some_and(|e| e == "jsonl")
+    }
+
+    /// How the agent's files grow.
+    pub fn framing(self) -> Framing {
+        Framing::AppendedLines
+    }
+
+    /// Whether the agent's lines stand alone.
+    pub fn lines(self) -> Lines {
+        match self {
+            Agent::Claude => Lines::Independent,
+            Agent::Codex => Lines::Stateful,
+        }
+    }
+
+    /// What the path of a file found under `root` (one of
+    /// [`Agent::scan_roots`]) says about its rows.
+    pub fn context(self, root: &Path, path: &Path) -> SourceContext {
+        match self {
+            Agent::Claude => crate::format::claude::paths::context_of(path),
+            Agent::Codex => crate::format::codex::context_of(root, path),
+        }
+    }
+}
+
+impl std::fmt::Display for Agent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Agent {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Agent, String> {
+        Agent::from_name(s).ok_or_else(|| {
+            let known: Vec<&str> = Agent::ALL.iter().map(|a| a.name()).collect();
+            format!("unknown agent {s:?}; known: {}", known.join(", "))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for a in Agent::ALL {
+            assert_eq!(Agent::from_name(a.name()), Some(a));
+            assert_eq!(&*a.label(), a.name());
+        }
+        assert!("gemini2"
+            .parse::<Agent>()
+            .unwrap_err()
+            .contains("claude, codex"));
+    }
+
+    #[test]
+    fn default_dirs_follow_the_agents_own_variables() {
+        let home = Path::new("/home/u");
+        let none = |_: &str| None;
+        assert_eq!(
+            Agent::Codex.default_dirs(none, home),
+            vec![PathBuf::from("/home/u/.codex")]
+        );
+        let set = |v: &str| (v == "CODEX_HOME").then(|| "/a, /b,".to_string());
+        assert_eq!(
+            Agent::Codex.default_dirs(set, home),
+            vec![PathBuf::from("/a"), PathBuf::from("/b")]
+        );
+        assert_eq!(
+            Agent::Claude.default_dirs(none, home),
+            vec![PathBuf::from("/home/u/.claude")]
+        );
+    }
+
+    #[test]
+    fn codex_walks_its_session_folders() {
+        let d = tempfile::tempdir().unwrap();
+        assert_eq!(
+            Agent::Codex.scan_roots(d.path()),
+            vec![d.path().to_path_buf()]
+        );
+        std::fs::create_dir_all(d.path().join("sessions")).unwrap();
+        std::fs::create_dir_all(d.path().join("archived_sessions")).unwrap();
+        assert_eq!(
+            Agent::Codex.scan_roots(d.path()),
+            vec![
+                d.path().join("sessions"),
+                d.path().join("archived_sessions")
+            ]
+        );
+    }
+}
