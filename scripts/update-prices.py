@@ -44,6 +44,11 @@ for name in sorted(table):
     if table[name].get("mode", "chat") not in ("chat", "responses"):
         continue
     entry = {k: table[name][k] for k in FIELDS if isinstance(table[name].get(k), (int, float))}
+    # Fast mode's multiplier (Anthropic's fast mode), the only provider-specific
+    # entry tokenbridge reads.
+    fast = (table[name].get("provider_specific_entry") or {}).get("fast")
+    if isinstance(fast, (int, float)):
+        entry["provider_specific_entry"] = {"fast": fast}
     if "input_cost_per_token" in entry and "output_cost_per_token" in entry:
         out[name] = entry
 path = pathlib.Path(__file__).resolve().parent.parent / "data" / "prices.json"

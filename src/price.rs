@@ -7,6 +7,15 @@
 //! rate and the rest at the `above_200k` rate where the table has one; 1-hour
 //! cache writes at the table's 1-hour rate, else at 2x the input rate. An
 //! unknown model costs 0 and is warned about once.
+//!
+//! Fast mode: a model named `<model>-fast` (how a Claude Code entry with
+//! `usage.speed == "fast"` is stored, as ccusage shows it) is priced at its
+//! base model's rates times the table's fast multiplier
+//! (`provider_specific_entry.fast`), else Anthropic's published fast-mode
+//! multiplier for the models LiteLLM lists without one ([`FAST_MODE`]), else 1.
+//!
+//! Which cost a report shows is a [`CostMode`]: calculated from the tokens, or
+//! the `costUSD` older Claude Code versions recorded on each line.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -16,6 +25,61 @@ use serde::Deserialize;
 
 const EMBEDDED: &str = include_str!("../data/prices.json");
 const TIER: u64 = 200_000;
+
+/// The suffix of a model used in fast mode.
+pub const FAST_SUFFIX: &str = "-fast";
+
+/// Fast-mode multipliers Anthropic publishes for models whose LiteLLM entry
+/// has none (Opus 4.6 and 4.7: $30/$150 per million input/output tokens, 6x
+/// the standard rates); matched as prefixes of the base model's name.
+pub const FAST_MODE: &[(&str, f64)] = &[("claude-opus-4-6", 6.0), ("claude-opus-4-7", 6.0)];
+
+/// Which cost a report shows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CostMode {
+    /// The recorded `costUSD` where the entry has one, else calculated.
+    #[default]
+    Auto,
+    /// Always calculated from the tokens and the price table.
+    Calculate,
+    /// Only the recorded `costUSD` (0 where there is none).
+    Display,
+}
+
+impl CostMode {
+    /// The cost of an entry whose calculated cost is `calculated` and whose
+    /// line recorded `recorded`.
+    pub fn pick(self, recorded: Option<f64>, calculated: impl FnOnce() -> f64) -> f64 {
+        match (self, recorded) {
+            (CostMode::Auto | CostMode::Display, Some(r)) => r,
+            (CostMode::Display, None) => 0.0,
+            (CostMode::Auto | CostMode::Calculate, _) => calculated(),
+        }
+    }
+}
+
+impl std::str::FromStr for CostMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<CostMode, String> {
+        match s {
+            "auto" => Ok(CostMode::Auto),
+            "calculate" => Ok(CostMode::Calculate),
+            "display" => Ok(CostMode::Display),
+            _ => Err(format!(
+                "unknown cost mode {s:?}; known: auto, calculate, display"
+            )),
+        }
+    }
+}
+
+/// The LiteLLM entry's provider-specific multipliers tokenbridge reads.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Deserialize)]
+pub struct ProviderSpecific {
+    /// Fast mode's multiplier of every rate.
+    #[serde(default)]
+    pub fast: Option<f64>,
+}
 
 /// Rates of one model, USD per token.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Deserialize)]
@@ -47,6 +111,9 @@ pub struct Price {
     /// Cache read beyond 200k tokens.
     #[serde(rename = "cache_read_input_token_cost_above_200k_tokens", default)]
     pub cache_read_above: Option<f64>,
+    /// Provider-specific multipliers (fast mode).
+    #[serde(rename = "provider_specific_entry", default)]
+    pub provider: Option<ProviderSpecific>,
 }
 
 /// Token counts of one message, as priced.
@@ -72,6 +139,23 @@ fn tiered(tokens: u64, base: f64, above: Option<f64>) -> f64 {
 }
 
 impl Price {
+    /// These rates times `k`.
+    fn scaled(self, k: f64) -> Price {
+        let m = |v: Option<f64>| v.map(|v| v * k);
+        Price {
+            input: self.input * k,
+            output: self.output * k,
+            cache_write: m(self.cache_write),
+            cache_write_1h: m(self.cache_write_1h),
+            cache_read: m(self.cache_read),
+            input_above: m(self.input_above),
+            output_above: m(self.output_above),
+            cache_write_above: m(self.cache_write_above),
+            cache_read_above: m(self.cache_read_above),
+            provider: None,
+        }
+    }
+
     /// Cost of one message in USD.
     pub fn cost(&self, u: &TokenUse) -> f64 {
         let one_hour = u.cache_creation_1h.min(u.cache_creation);
@@ -162,10 +246,30 @@ impl PriceTable {
 
     /// The price of `model`: its own entry, else Anthropic's listing of the
     /// same model on Bedrock (`anthropic.<model>-v…`), which LiteLLM keeps
-    /// after it retires the direct entry.
-    pub fn lookup(&self, model: &str) -> Option<&Price> {
-        if let Some(p) = self.models.get(model) {
+    /// after it retires the direct entry; for `<model>-fast`, the base
+    /// model's rates times its fast multiplier (see the module doc).
+    pub fn lookup(&self, model: &str) -> Option<Price> {
+        if let Some(p) = self.base(model) {
             return Some(p);
+        }
+        let base_name = model.strip_suffix(FAST_SUFFIX)?;
+        let base = self.base(base_name)?;
+        let k = base
+            .provider
+            .and_then(|p| p.fast)
+            .or_else(|| {
+                FAST_MODE
+                    .iter()
+                    .find(|(prefix, _)| base_name.starts_with(prefix))
+                    .map(|(_, k)| *k)
+            })
+            .unwrap_or(1.0);
+        Some(base.scaled(k))
+    }
+
+    fn base(&self, model: &str) -> Option<Price> {
+        if let Some(p) = self.models.get(model) {
+            return Some(*p);
         }
         let prefix = format!("anthropic.{model}-v");
         let mut keys: Vec<&String> = self
@@ -174,11 +278,11 @@ impl PriceTable {
             .filter(|k| k.starts_with(&prefix))
             .collect();
         keys.sort();
-        keys.first().and_then(|k| self.models.get(*k))
+        keys.first().and_then(|k| self.models.get(*k)).copied()
     }
 
     /// [`PriceTable::lookup`], warning once per model that has no price.
-    pub fn lookup_or_warn(&self, model: &str) -> Option<&Price> {
+    pub fn lookup_or_warn(&self, model: &str) -> Option<Price> {
         let found = self.lookup(model);
         if found.is_none()
             && self
@@ -241,6 +345,32 @@ mod tests {
             t.cost("claude-haiku-4-5-20251001", &u(100_000, 0, 0, 0, 0)),
             0.1
         ));
+    }
+
+    #[test]
+    fn fast_mode_is_priced_as_ccusage_charges_it() {
+        // ccusage 20.0.24, 1,000 input + 1,000 output tokens per model.
+        let t = PriceTable::embedded();
+        let one = u(1000, 1000, 0, 0, 0);
+        let near = |a: f64, b: f64| (a - b).abs() < 1e-12;
+        assert!(near(t.cost("claude-opus-4-6", &one), 0.03));
+        assert!(near(t.cost("claude-opus-4-6-fast", &one), 0.18));
+        assert!(near(t.cost("claude-opus-4-7-fast", &one), 0.18));
+        assert!(near(t.cost("claude-opus-4-8-fast", &one), 0.06));
+        assert!(near(t.cost("claude-opus-5-fast", &one), 0.06));
+        assert!(near(t.cost("claude-sonnet-4-5-20250929-fast", &one), 0.018));
+        assert!(near(t.cost("claude-haiku-4-5-20251001-fast", &one), 0.006));
+        assert_eq!(t.cost("nothing-fast", &one), 0.0);
+    }
+
+    #[test]
+    fn cost_modes_pick_recorded_or_calculated() {
+        assert_eq!(CostMode::Auto.pick(Some(1.5), || 2.0), 1.5);
+        assert_eq!(CostMode::Auto.pick(None, || 2.0), 2.0);
+        assert_eq!(CostMode::Calculate.pick(Some(1.5), || 2.0), 2.0);
+        assert_eq!(CostMode::Display.pick(Some(1.5), || 2.0), 1.5);
+        assert_eq!(CostMode::Display.pick(None, || 2.0), 0.0);
+        assert!("nope".parse::<CostMode>().is_err());
     }
 
     #[test]

@@ -33,7 +33,8 @@ pub struct UsageRow {
     /// `requestId`.
     pub request_id: String,
     /// `assistant` for a plain entry, `agent_progress` for a subagent message
-    /// carried by a progress line.
+    /// carried by a progress line, `advisor_message` for an advisor call
+    /// billed with an entry; Codex: `token_count` (`:fallback_model`).
     pub entry_type: Arc<str>,
     /// `usage.input_tokens`.
     pub input_tokens: u64,
@@ -68,9 +69,12 @@ pub struct UsageRow {
     pub cost_usd: f64,
     /// The coding agent that wrote the entry (`claude`, `codex`, …).
     pub agent: Arc<str>,
-    /// Reasoning tokens, already counted in `output_tokens` (informational;
-    /// Codex reports them, Claude Code does not).
+    /// Reasoning tokens, already counted in `output_tokens` (informational:
+    /// Codex's reasoning, Claude Code's `output_tokens_details.thinking_tokens`).
     pub reasoning_tokens: u64,
+    /// The `costUSD` the line recorded (older Claude Code versions), used by
+    /// the `auto` and `display` cost modes.
+    pub recorded_cost_usd: Option<f64>,
 }
 
 impl UsageRow {

@@ -213,6 +213,7 @@ fn large_batches_go_out_as_parallel_inserts() {
                 cost_usd: 0.0,
                 agent: "claude".into(),
                 reasoning_tokens: 0,
+                recorded_cost_usd: None,
             })
             .collect()
     };

@@ -84,6 +84,10 @@ fn scan_and_report_equal_the_generator_truth() {
 }
 
 fn ccusage(dir: &Path, kind: &str) -> serde_json::Value {
+    ccusage_with(dir, kind, &[])
+}
+
+fn ccusage_with(dir: &Path, kind: &str, extra: &[&str]) -> serde_json::Value {
     let bin = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join(".tools/ccusage/node_modules/@ccusage/ccusage-linux-x64/bin/ccusage");
     assert!(
@@ -93,6 +97,7 @@ fn ccusage(dir: &Path, kind: &str) -> serde_json::Value {
     run_json(
         Command::new(bin)
             .args(["claude", kind, "--json", "--offline"])
+            .args(extra)
             .env("CLAUDE_CONFIG_DIR", dir)
             .env("TZ", "UTC"),
     )
@@ -265,4 +270,106 @@ fn verify_passes_then_names_the_session_that_lost_a_row() {
         .output()
         .unwrap();
     assert!(one.status.success());
+}
+
+/// Claude Code's advisor calls, fast mode and recorded costs
+/// (`fixtures/claude/*`): the same totals, per-model costs and model names as
+/// ccusage 20.0.24 in every cost mode, from the files and from ClickHouse.
+#[test]
+fn advisor_fast_mode_and_recorded_cost_match_ccusage_in_every_cost_mode() {
+    let ch = TestClickHouse::start();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/claude");
+    let fields = [
+        "inputTokens",
+        "outputTokens",
+        "cacheCreationTokens",
+        "cacheReadTokens",
+        "totalTokens",
+    ];
+    for case in ["advisor", "fast-mode", "recorded-cost"] {
+        let dir = root.join(case);
+        let exp: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("expected.json")).unwrap()).unwrap();
+        let work = tempfile::tempdir().unwrap();
+        let db = format!("tb_fx_{}", case.replace('-', "_"));
+        let cfg = write_config(work.path(), &ch, &db, &[&dir], "");
+        backfill(&cfg, &[]);
+        for mode in ["auto", "calculate", "display"] {
+            let scanned = run_json(
+                bin()
+                    .args(["scan"])
+                    .arg(&dir)
+                    .args(["daily", "--json", "--mode", mode]),
+            );
+            let reported = run_json(
+                bin()
+                    .args(["report", "daily", "--json", "--mode", mode, "--config"])
+                    .arg(&cfg),
+            );
+            let theirs = ccusage_with(&dir, "daily", &["--mode", mode]);
+            for ours in [&scanned, &reported] {
+                for f in fields {
+                    assert_eq!(ours["totals"][f], exp["totals"][f], "{case} {mode} {f}");
+                    assert_eq!(ours["totals"][f], theirs["totals"][f], "{case} {mode} {f}");
+                }
+                let cost = ours["totals"]["totalCost"].as_f64().unwrap();
+                let want = exp["totalCost"][mode].as_f64().unwrap();
+                assert!(close(cost, want), "{case} {mode}: cost {cost}, want {want}");
+                assert!(close(cost, theirs["totals"]["totalCost"].as_f64().unwrap()));
+                let per_model = |v: &serde_json::Value| -> BTreeMap<String, (u64, u64, f64)> {
+                    v["daily"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .flat_map(|d| d["modelBreakdowns"].as_array().unwrap().clone())
+                        .map(|b| {
+                            (
+                                format!(
+                                    "{}@{}",
+                                    b["modelName"].as_str().unwrap(),
+                                    b["inputTokens"]
+                                ),
+                                (
+                                    b["inputTokens"].as_u64().unwrap(),
+                                    b["outputTokens"].as_u64().unwrap(),
+                                    b["cost"].as_f64().unwrap(),
+                                ),
+                            )
+                        })
+                        .collect()
+                };
+                let (a, b) = (per_model(ours), per_model(&theirs));
+                assert_eq!(
+                    a.keys().collect::<Vec<_>>(),
+                    b.keys().collect::<Vec<_>>(),
+                    "{case} {mode}"
+                );
+                for (k, x) in &a {
+                    let y = b[k];
+                    assert_eq!((x.0, x.1), (y.0, y.1), "{case} {mode} {k}");
+                    assert!(
+                        close(x.2, y.2),
+                        "{case} {mode} {k}: cost {} vs {}",
+                        x.2,
+                        y.2
+                    );
+                }
+            }
+        }
+        let models: BTreeSet<String> =
+            run_json(bin().args(["scan"]).arg(&dir).args(["daily", "--json"]))["daily"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .flat_map(|d| d["modelsUsed"].as_array().unwrap().clone())
+                .map(|m| m.as_str().unwrap().to_string())
+                .collect();
+        let want: BTreeSet<String> = exp["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m.as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(models, want, "{case}");
+    }
 }

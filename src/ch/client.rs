@@ -468,7 +468,7 @@ impl ChClient {
         let sql = format!(
             "SELECT ts_ms, session_id, project, model, input_tokens, output_tokens, \
              cache_creation_input_tokens, cache_creation_1h_tokens, cache_read_input_tokens, \
-             agent, reasoning_tokens, entry_type \
+             agent, reasoning_tokens, entry_type, recorded_cost_usd \
              FROM {}.{} FINAL",
             self.database,
             schema::MESSAGES
@@ -504,6 +504,7 @@ struct ReportRow {
     agent: String,
     reasoning_tokens: u64,
     entry_type: String,
+    recorded_cost_usd: Option<f64>,
 }
 
 impl ReportRow {
@@ -524,6 +525,7 @@ impl ReportRow {
             agent: crate::report::Entry::agent_of(&self.agent),
             reasoning: self.reasoning_tokens,
             fallback_model: crate::report::Entry::is_fallback(&self.entry_type),
+            recorded_cost: self.recorded_cost_usd,
         }
     }
 }

@@ -55,6 +55,7 @@ pub const MESSAGE_COLUMNS: &[(&str, &str)] = &[
     // Added with the second agent; rows written before read as Claude Code's.
     ("agent", "String DEFAULT 'claude'"),
     ("reasoning_tokens", "UInt64"),
+    ("recorded_cost_usd", "Nullable(Float64)"),
     ("ingested_at", "DateTime('UTC') DEFAULT now()"),
 ];
 

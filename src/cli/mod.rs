@@ -108,6 +108,11 @@ pub struct ReportOpts {
     /// hold (default `claude`).
     #[arg(long, value_name = "AGENT")]
     pub agent: Option<crate::format::agent::Agent>,
+    /// Cost: `auto` (a line's recorded `costUSD` where it has one, else
+    /// calculated), `calculate` or `display` (recorded only). Default: the
+    /// config's `[pricing] mode`, else `auto`.
+    #[arg(long, value_name = "MODE")]
+    pub mode: Option<crate::price::CostMode>,
 }
 
 /// Reports.

@@ -51,20 +51,26 @@ pub(super) fn scan(
     crate::ops::logging::init("warn", crate::config::LogFormat::Text);
     let (kind, paths) = items.split_last().expect("clap requires one item");
     let kind: crate::report::Kind = kind.parse().map_err(anyhow::Error::msg)?;
-    let (sources, prices, max_line): (Vec<Source>, _, _) = if paths.is_empty() {
+    let (sources, prices, max_line, mode): (Vec<Source>, _, _, _) = if paths.is_empty() {
         let c = super::load_config(config_path)?;
         let sources = c
             .sources()
             .into_iter()
             .filter(|s| opts.agent.is_none_or(|a| a == s.agent))
             .collect();
-        (sources, prices_for(Some(&c))?, c.watch.max_line_bytes)
+        (
+            sources,
+            prices_for(Some(&c))?,
+            c.watch.max_line_bytes,
+            c.cost_mode,
+        )
     } else {
         let agent = opts.agent.unwrap_or_default();
         (
             paths.iter().map(|p| Source::new(agent, p)).collect(),
             prices_for(None)?,
             64 << 20,
+            crate::price::CostMode::default(),
         )
     };
     let estimator = analysis.map(crate::format::estimate::Estimator::new);
@@ -74,7 +80,7 @@ pub(super) fn scan(
     }
     let entries: Vec<crate::report::Entry> = out.rows.iter().map(Into::into).collect();
     let extra = analysis.map(|k| analysis_json(&out, k));
-    print_report(&entries, kind, opts, &prices, extra.as_ref())?;
+    print_report(&entries, kind, opts, &prices, mode, extra.as_ref())?;
     if let (Some(k), false) = (analysis, opts.json) {
         print_analysis_table(&out, k);
     }
@@ -88,11 +94,14 @@ fn prices_for(config: Option<&Config>) -> anyhow::Result<crate::price::PriceTabl
     }
 }
 
+/// Prints the report; `configured` is the config's cost mode (`--mode`
+/// wins).
 fn print_report(
     entries: &[crate::report::Entry],
     kind: crate::report::Kind,
     opts: &ReportOpts,
     prices: &crate::price::PriceTable,
+    configured: crate::price::CostMode,
     extra: Option<&serde_json::Value>,
 ) -> anyhow::Result<i32> {
     let filter = crate::report::Filter {
@@ -100,6 +109,7 @@ fn print_report(
         until: opts.until.clone(),
         project: opts.project.clone(),
         agent: opts.agent,
+        cost_mode: opts.mode.unwrap_or(configured),
         tz_offset_min: crate::report::parse_timezone(&opts.timezone).map_err(anyhow::Error::msg)?,
     };
     let report = crate::report::build(entries, kind, &filter, prices);
@@ -189,5 +199,12 @@ fn report_from_clickhouse(
 ) -> anyhow::Result<i32> {
     let (conn, _state) = pipeline::connect_for_query(c)?;
     let entries = conn.runtime.block_on(conn.client.report_entries())?;
-    print_report(&entries, kind, opts, &prices_for(Some(c))?, None)
+    print_report(
+        &entries,
+        kind,
+        opts,
+        &prices_for(Some(c))?,
+        c.cost_mode,
+        None,
+    )
 }

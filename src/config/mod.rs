@@ -101,6 +101,8 @@ pub struct Config {
     pub http: HttpConfig,
     /// `[pricing]`: a price file overriding the embedded LiteLLM table.
     pub price_file: Option<PathBuf>,
+    /// `[pricing] mode`: recorded or calculated cost in reports.
+    pub cost_mode: crate::price::CostMode,
     /// `[upstream.auth]`: how requests to ClickHouse authenticate.
     pub auth: AuthConfig,
     /// `[agents.<name>]`: the agents besides Claude Code that are read, and

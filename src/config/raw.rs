@@ -70,6 +70,7 @@ pub(super) struct RawAuth {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawPricing {
     pub(super) file: Option<String>,
+    pub(super) mode: Option<String>,
 }
 
 #[derive(Deserialize, Default)]

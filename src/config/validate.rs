@@ -64,6 +64,7 @@ impl Validator<'_> {
             dedup: self.dedup(raw.dedup)?,
             analysis: self.analysis(raw.analysis)?,
             http: self.http(raw.http)?,
+            cost_mode: self.cost_mode(raw.pricing.mode.as_deref())?,
             price_file: self.pricing(raw.pricing)?,
             auth: self.auth(raw.upstream.auth)?,
             claude_enabled: self.claude_enabled(&raw.agents)?,
@@ -419,6 +420,16 @@ impl Validator<'_> {
             )?),
         };
         Ok(http)
+    }
+
+    /// `[pricing] mode`: which cost reports show (default `auto`).
+    fn cost_mode(&self, mode: Option<&str>) -> Result<crate::price::CostMode, ConfigError> {
+        match mode {
+            None => Ok(crate::price::CostMode::default()),
+            Some(m) => m
+                .parse()
+                .map_err(|e: String| self.invalid("pricing.mode", e)),
+        }
     }
 
     /// `[pricing]`: an optional price file.

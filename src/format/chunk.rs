@@ -182,6 +182,11 @@ fn each_line(
                     out.counts.usage += 1;
                     out.rows.push(*row);
                 }
+                Parsed::UsageWithExtras(row, extras) => {
+                    out.counts.usage += 1;
+                    out.rows.push(*row);
+                    out.rows.extend(extras);
+                }
                 Parsed::Malformed(_) => out.counts.malformed += 1,
             }
         }

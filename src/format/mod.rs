@@ -87,6 +87,9 @@ pub enum Parsed {
     Other,
     /// A usage entry.
     Usage(Box<UsageRow>),
+    /// A usage entry that also carries calls of other models billed with it
+    /// (Claude Code's advisor iterations): the entry's row, then theirs.
+    UsageWithExtras(Box<UsageRow>, Vec<UsageRow>),
     /// Rejected.
     Malformed(MalformedKind),
 }

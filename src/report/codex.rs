@@ -71,7 +71,7 @@ pub fn build(entries: &[Entry], kind: Kind, filter: &Filter, prices: &PriceTable
             Kind::Session => e.session_id.clone(),
             Kind::Model => e.model.clone(),
         };
-        let cost = prices.cost(&e.model, &e.usage);
+        let cost = e.cost(filter.cost_mode, prices);
         let g = groups.entry(key).or_default();
         g.sums.add(e, cost);
         g.models.entry(e.model.clone()).or_default().add(e, cost);
@@ -135,6 +135,7 @@ mod tests {
             agent: Agent::Codex,
             reasoning: out / 4,
             fallback_model: model == "gpt-5",
+            recorded_cost: None,
         }
     }
 

@@ -35,9 +35,16 @@ pub struct Entry {
     pub reasoning: u64,
     /// The model is a fallback: the source named none (Codex).
     pub fallback_model: bool,
+    /// The cost the line recorded (older Claude Code versions' `costUSD`).
+    pub recorded_cost: Option<f64>,
 }
 
 impl Entry {
+    /// The entry's cost in `mode`.
+    pub fn cost(&self, mode: crate::price::CostMode, prices: &PriceTable) -> f64 {
+        mode.pick(self.recorded_cost, || prices.cost(&self.model, &self.usage))
+    }
+
     /// The agent of a stored `agent` value (empty in rows written before
     /// the column existed: Claude Code's).
     pub fn agent_of(stored: &str) -> Agent {
@@ -61,6 +68,7 @@ impl From<&UsageRow> for Entry {
             agent: Entry::agent_of(&r.agent),
             reasoning: r.reasoning_tokens,
             fallback_model: Entry::is_fallback(&r.entry_type),
+            recorded_cost: r.recorded_cost_usd,
         }
     }
 }
@@ -104,6 +112,8 @@ pub struct Filter {
     pub project: Option<String>,
     /// Only this agent's entries (and its ccusage shape where it has one).
     pub agent: Option<Agent>,
+    /// Recorded or calculated cost.
+    pub cost_mode: crate::price::CostMode,
     /// Zone offset from UTC in minutes (days and months are cut there).
     pub tz_offset_min: i32,
 }
@@ -244,7 +254,7 @@ fn build_common(entries: &[Entry], kind: Kind, filter: &Filter, prices: &PriceTa
             Kind::Session => e.session_id.clone(),
             Kind::Model => e.model.clone(),
         };
-        let cost = prices.cost(&e.model, &e.usage);
+        let cost = e.cost(filter.cost_mode, prices);
         let g = groups.entry(key).or_insert_with(|| Group {
             first_ms: e.ts_ms,
             last_ms: e.ts_ms,

@@ -476,7 +476,7 @@ impl Sink {
             let price = match self.price_cache.get(&*r.model) {
                 Some(p) => *p,
                 None => {
-                    let p = self.summary.prices.lookup_or_warn(&r.model).copied();
+                    let p = self.summary.prices.lookup_or_warn(&r.model);
                     self.price_cache.insert(r.model.to_string(), p);
                     p
                 }

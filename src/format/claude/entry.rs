@@ -38,6 +38,43 @@ pub(crate) fn timestamp_ms(ts: &str) -> Result<i64, MalformedKind> {
     Ok(ts_ms)
 }
 
+/// `usage.speed`: Opus fast mode is billed at the model's fast rates.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) enum Speed {
+    /// Absent, `standard`, or anything else.
+    #[default]
+    Standard,
+    /// `"fast"`: the row's model is stored as `<model>-fast` (as ccusage
+    /// shows it) and priced at the fast rates (see [`crate::price`]).
+    Fast,
+}
+
+impl Speed {
+    /// The speed a `usage.speed` value names.
+    pub(crate) fn of(value: &str) -> Speed {
+        if value == "fast" {
+            Speed::Fast
+        } else {
+            Speed::Standard
+        }
+    }
+}
+
+/// An advisor call billed with an entry: a `usage.iterations[]` element of
+/// type `advisor_message`, with its own model and counts. The entry's
+/// top-level usage sums only its `message` iterations, so these come on top.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Advisor<'a> {
+    /// The advisor's model (the entry's when absent).
+    pub model: Cow<'a, str>,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cache_creation_input_tokens: u64,
+    pub cache_creation_5m_tokens: u64,
+    pub cache_creation_1h_tokens: u64,
+    pub cache_read_input_tokens: u64,
+}
+
 /// What one usage entry says, checked, before the source file's context is
 /// added. Filled from simd-json's tape ([`super::tape`]) or straight from the
 /// line ([`super::fast`]); both build their rows with [`Entry::into_row`].
@@ -66,10 +103,68 @@ pub(crate) struct Entry<'a> {
     pub cache_read_input_tokens: u64,
     pub web_search_requests: u32,
     pub web_fetch_requests: u32,
+    /// `usage.speed`.
+    pub speed: Speed,
+    /// `usage.output_tokens_details.thinking_tokens` (inside `output_tokens`).
+    pub thinking_tokens: u64,
+    /// The line's `costUSD` (older Claude Code versions wrote one).
+    pub recorded_cost: Option<f64>,
+    /// Advisor calls billed with the entry.
+    pub advisors: Vec<Advisor<'a>>,
 }
 
 impl Entry<'_> {
-    /// The row, under dedup `key`, of the line at `offset` in the file `ctx` describes.
+    /// The rows, under dedup `key`, of the line at `offset` in the file `ctx`
+    /// describes: the entry's, then one per advisor call, keyed
+    /// `<key>#advisor<n>` and ranked by the same rules (so the line of a
+    /// message that carries the most wins for each).
+    pub(crate) fn into_rows(
+        mut self,
+        key: String,
+        ctx: &SourceContext,
+        offset: u64,
+        shared: &mut Interner,
+    ) -> (UsageRow, Vec<UsageRow>) {
+        let advisors = std::mem::take(&mut self.advisors);
+        let own_file = self.session_id.is_empty() || *self.session_id == *ctx.session_from_path;
+        let is_sidechain = self.is_sidechain;
+        let base_model = shared.get(Shared::Model, &self.model);
+        let row = self.into_row(key, ctx, offset, shared);
+        let extra = advisors
+            .into_iter()
+            .enumerate()
+            .map(|(n, a)| {
+                let total = a.input_tokens
+                    + a.output_tokens
+                    + a.cache_creation_input_tokens
+                    + a.cache_read_input_tokens;
+                UsageRow {
+                    key: format!("{}#advisor{n}", row.key),
+                    version: version(is_sidechain, total, own_file),
+                    model: if a.model.is_empty() {
+                        base_model.clone()
+                    } else {
+                        shared.get(Shared::Model, &a.model)
+                    },
+                    entry_type: entry_type_name("advisor_message"),
+                    input_tokens: a.input_tokens,
+                    output_tokens: a.output_tokens,
+                    cache_creation_input_tokens: a.cache_creation_input_tokens,
+                    cache_creation_5m_tokens: a.cache_creation_5m_tokens,
+                    cache_creation_1h_tokens: a.cache_creation_1h_tokens,
+                    cache_read_input_tokens: a.cache_read_input_tokens,
+                    web_search_requests: 0,
+                    web_fetch_requests: 0,
+                    reasoning_tokens: 0,
+                    recorded_cost_usd: None,
+                    ..row.clone()
+                }
+            })
+            .collect();
+        (row, extra)
+    }
+
+    /// The entry's own row, under dedup `key`.
     pub(crate) fn into_row(
         self,
         key: String,
@@ -103,7 +198,13 @@ impl Entry<'_> {
             } else {
                 shared.get(Shared::AgentId, &self.agent_id)
             },
-            model: shared.get(Shared::Model, &self.model),
+            model: match self.speed {
+                Speed::Fast if !self.model.is_empty() => shared.get(
+                    Shared::Model,
+                    &format!("{}{}", self.model, crate::price::FAST_SUFFIX),
+                ),
+                _ => shared.get(Shared::Model, &self.model),
+            },
             message_id: self.message_id.into_owned(),
             request_id: self.request_id.into_owned(),
             entry_type: entry_type_name(self.entry_type),
@@ -123,7 +224,8 @@ impl Entry<'_> {
             source_offset: offset,
             cost_usd: 0.0,
             agent: ctx.agent.label(),
-            reasoning_tokens: 0,
+            reasoning_tokens: self.thinking_tokens,
+            recorded_cost_usd: self.recorded_cost,
         }
     }
 }
@@ -134,9 +236,12 @@ fn entry_type_name(kind: &'static str) -> std::sync::Arc<str> {
         std::sync::LazyLock::new(|| "assistant".into());
     static PROGRESS: std::sync::LazyLock<std::sync::Arc<str>> =
         std::sync::LazyLock::new(|| "agent_progress".into());
+    static ADVISOR: std::sync::LazyLock<std::sync::Arc<str>> =
+        std::sync::LazyLock::new(|| "advisor_message".into());
     match kind {
         "assistant" => ASSISTANT.clone(),
         "agent_progress" => PROGRESS.clone(),
+        "advisor_message" => ADVISOR.clone(),
         other => other.into(),
     }
 }

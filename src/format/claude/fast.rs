@@ -9,7 +9,8 @@
 //! object) whose watched fields have the expected types, with no watched key
 //! twice, and with a `message.id` or `uuid` for its dedup key. Anything else
 //! (progress lines, nulls where an object belongs, fractional or negative
-//! counts, a bad timestamp, a line the scanner does not vouch for) returns
+//! counts, a bad timestamp, a recorded `costUSD`, advisor iterations, a line
+//! the scanner does not vouch for) returns
 //! `None`, and the line goes to simd-json, which classifies it and names the
 //! error. So a line's class and row never depend on which path read it.
 
@@ -47,6 +48,11 @@ enum Field {
     Ephemeral1h,
     WebSearchRequests,
     WebFetchRequests,
+    Speed,
+    OutputTokensDetails,
+    ThinkingTokens,
+    Iterations,
+    CostUsd,
     /// The line's own object (never stored).
     Root,
 }
@@ -73,6 +79,7 @@ impl Field {
             (Root, b"agentId") => AgentId,
             (Root, b"isSidechain") => IsSidechain,
             (Root, b"timestamp") => Timestamp,
+            (Root, b"costUSD") => CostUsd,
             (Message, b"id") => MessageId,
             (Message, b"model") => Model,
             (Message, b"usage") => Usage,
@@ -83,6 +90,10 @@ impl Field {
             (Usage, b"cache_creation") => CacheCreation,
             (Usage, b"server_tool_use") => ServerToolUse,
             (Usage, b"service_tier") => ServiceTier,
+            (Usage, b"speed") => Speed,
+            (Usage, b"output_tokens_details") => OutputTokensDetails,
+            (Usage, b"iterations") => Iterations,
+            (OutputTokensDetails, b"thinking_tokens") => ThinkingTokens,
             (CacheCreation, b"ephemeral_5m_input_tokens") => Ephemeral5m,
             (CacheCreation, b"ephemeral_1h_input_tokens") => Ephemeral1h,
             (ServerToolUse, b"web_search_requests") => WebSearchRequests,
@@ -95,13 +106,18 @@ impl Field {
     fn is_object(self) -> bool {
         matches!(
             self,
-            Field::Message | Field::Usage | Field::CacheCreation | Field::ServerToolUse
+            Field::Message
+                | Field::Usage
+                | Field::CacheCreation
+                | Field::ServerToolUse
+                | Field::OutputTokensDetails
         )
     }
 }
 
 /// Deepest object holding a read field: the line (1), `message` (2),
-/// `usage` (3), `cache_creation` and `server_tool_use` (4).
+/// `usage` (3), `cache_creation`, `server_tool_use` and
+/// `output_tokens_details` (4).
 const WATCHED_DEPTHS: usize = 5;
 
 /// Notes where each field's value starts while the scanner walks the line.
@@ -302,6 +318,24 @@ pub fn read(
         Kind::True => true,
         _ => return None,
     };
+    // A recorded cost (a float) and advisor calls (an array) are rare; the
+    // tape reads them.
+    if !matches!(v.kind(CostUsd), Kind::Absent | Kind::Null) {
+        return None;
+    }
+    if v.pos(Iterations).is_some() && memchr::memmem::find(line, b"\"advisor_message\"").is_some() {
+        return None;
+    }
+    let speed = match v.kind(Speed) {
+        Kind::Absent | Kind::Null => super::entry::Speed::Standard,
+        Kind::String => super::entry::Speed::of(&v.opt_str(Speed)?),
+        _ => return None,
+    };
+    let thinking_tokens = match v.kind(OutputTokensDetails) {
+        Kind::Absent | Kind::Null => 0,
+        Kind::Object => v.count(ThinkingTokens, Presence::Optional)?,
+        _ => return None,
+    };
     let message_id = v.opt_str(MessageId)?;
     let request_id = v.opt_str(RequestId)?;
     let uuid = v.opt_str(Uuid)?;
@@ -331,6 +365,10 @@ pub fn read(
         cache_read_input_tokens: v.count(CacheReadInputTokens, Presence::Optional)?,
         web_search_requests: web_search_requests as u32,
         web_fetch_requests: web_fetch_requests as u32,
+        speed,
+        thinking_tokens,
+        recorded_cost: None,
+        advisors: Vec::new(),
         message_id,
         request_id,
     };

@@ -198,7 +198,8 @@ impl LineParser {
         let result = match filled {
             Ok(()) => {
                 let parsed = match extract(tape.as_value(), ctx, offset, &mut self.shared) {
-                    Ok(Some(row)) => Parsed::Usage(Box::new(row)),
+                    Ok(Some((row, extras))) if extras.is_empty() => Parsed::Usage(Box::new(row)),
+                    Ok(Some((row, extras))) => Parsed::UsageWithExtras(Box::new(row), extras),
                     Ok(None) => Parsed::Other,
                     Err(kind) => Parsed::Malformed(kind),
                 };
@@ -250,6 +251,83 @@ mod tests {
     }
 
     const LINE: &str = r#"{"parentUuid":null,"isSidechain":false,"cwd":"/home/u/p","sessionId":"s-1","version":"1.0.51","gitBranch":"main","message":{"id":"msg_1","type":"message","role":"assistant","model":"claude-sonnet-4-20250514","content":[{"type":"text","text":"hi \u00e9"}],"usage":{"input_tokens":4,"cache_creation_input_tokens":100,"cache_read_input_tokens":200,"cache_creation":{"ephemeral_5m_input_tokens":60,"ephemeral_1h_input_tokens":40},"output_tokens":7,"service_tier":"standard","server_tool_use":{"web_search_requests":2,"web_fetch_requests":1}}},"requestId":"req_1","type":"assistant","uuid":"u-1","timestamp":"2025-07-15T10:00:00.123Z"}"#;
+
+    #[test]
+    fn advisor_calls_are_rows_of_their_own_under_their_model() {
+        let line = LINE.replace(
+            r#""service_tier":"standard""#,
+            r#""service_tier":"standard","output_tokens_details":{"thinking_tokens":3},"iterations":[{"type":"message","input_tokens":4,"output_tokens":7},{"type":"advisor_message","model":"claude-opus-4-6","input_tokens":900,"output_tokens":30,"cache_read_input_tokens":10,"cache_creation":{"ephemeral_5m_input_tokens":0,"ephemeral_1h_input_tokens":0}},{"type":"advisor_message","input_tokens":5,"output_tokens":1},{"type":"compaction","input_tokens":99}]"#,
+        );
+        let (main, extra) = match parse(&line) {
+            Parsed::UsageWithExtras(r, e) => (*r, e),
+            other => panic!("expected advisor rows, got {other:?}"),
+        };
+        assert_eq!(
+            (main.key.as_str(), main.input_tokens, main.reasoning_tokens),
+            ("msg_1|req_1", 4, 3)
+        );
+        assert_eq!(extra.len(), 2);
+        assert_eq!(extra[0].key, "msg_1|req_1#advisor0");
+        assert_eq!(&*extra[0].model, "claude-opus-4-6");
+        assert_eq!(&*extra[0].entry_type, "advisor_message");
+        assert_eq!(
+            (
+                extra[0].input_tokens,
+                extra[0].output_tokens,
+                extra[0].cache_read_input_tokens
+            ),
+            (900, 30, 10)
+        );
+        // Ranked as its message is (main chain, own file), by its own total.
+        assert_eq!(
+            extra[0].version,
+            entry::version(false, 940, main.version & 1 == 1)
+        );
+        // Without a model of its own, the entry's.
+        assert_eq!(&*extra[1].model, "claude-sonnet-4-20250514");
+        assert_eq!(extra[1].key, "msg_1|req_1#advisor1");
+        // A bad advisor count is a bad line, as any other count.
+        let bad = line.replace(r#""input_tokens":900"#, r#""input_tokens":-1"#);
+        assert_eq!(parse(&bad), Parsed::Malformed(MalformedKind::BadTokenCount));
+    }
+
+    #[test]
+    fn fast_mode_names_the_model_and_recorded_cost_is_kept() {
+        let fast = LINE.replace(
+            r#""service_tier":"standard""#,
+            r#""service_tier":"standard","speed":"fast""#,
+        );
+        assert_eq!(&*usage(&fast).model, "claude-sonnet-4-20250514-fast");
+        let standard = LINE.replace(
+            r#""service_tier":"standard""#,
+            r#""service_tier":"standard","speed":"standard""#,
+        );
+        assert_eq!(&*usage(&standard).model, "claude-sonnet-4-20250514");
+        let costed = LINE.replace(
+            r#""type":"assistant""#,
+            r#""type":"assistant","costUSD":0.0125"#,
+        );
+        assert_eq!(usage(&costed).recorded_cost_usd, Some(0.0125));
+        assert_eq!(usage(LINE).recorded_cost_usd, None);
+        let negative = LINE.replace(
+            r#""type":"assistant""#,
+            r#""type":"assistant","costUSD":-1"#,
+        );
+        assert_eq!(
+            parse(&negative),
+            Parsed::Malformed(MalformedKind::MistypedField)
+        );
+        // Both paths read the same (the fast one leaves costUSD to the tape).
+        let mut p = LineParser::new();
+        for l in [&fast, &standard, &costed] {
+            let mut bytes = l.as_bytes().to_vec();
+            let fast_row = fast::read(&bytes, &ctx(), 7, &mut p.shared);
+            let tape = LineParser::new().classify(&mut bytes, &ctx(), 7);
+            if let Some(r) = fast_row {
+                assert_eq!(Parsed::Usage(Box::new(r)), tape);
+            }
+        }
+    }
 
     #[test]
     fn extracts_every_field() {

@@ -7,7 +7,7 @@ use simd_json::prelude::*;
 use simd_json::tape::Value as TapeValue;
 use simd_json::ValueType;
 
-use super::entry::{dedup_key, timestamp_ms, Entry, Presence, MAX_TOKENS};
+use super::entry::{dedup_key, timestamp_ms, Advisor, Entry, Presence, Speed, MAX_TOKENS};
 use crate::format::MalformedKind;
 use crate::record::{Interner, SourceContext, UsageRow};
 
@@ -40,12 +40,65 @@ fn tokens(v: Field<'_, '_>, need: Presence) -> Result<u64, MalformedKind> {
     }
 }
 
+/// The advisor calls in `usage.iterations[]` (elements of type
+/// `advisor_message`); other iteration types are the entry's own and already
+/// summed in its top-level usage. An `iterations` that is not an array, and
+/// elements that are not objects, carry nothing tokenbridge reads.
+fn advisors<'i>(usage: TapeValue<'_, 'i>) -> Result<Vec<Advisor<'i>>, MalformedKind> {
+    let Some(list) = present(usage.get("iterations")).and_then(|v| v.as_array()) else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for it in list.iter() {
+        if !it.is_object()
+            || it.get("type").and_then(|t| t.into_string()) != Some("advisor_message")
+        {
+            continue;
+        }
+        let (c5m, c1h) = match present(it.get("cache_creation")) {
+            Some(cc) if cc.is_object() => (
+                tokens(cc.get("ephemeral_5m_input_tokens"), Presence::Optional)?,
+                tokens(cc.get("ephemeral_1h_input_tokens"), Presence::Optional)?,
+            ),
+            None => (0, 0),
+            Some(_) => return Err(MalformedKind::MistypedField),
+        };
+        out.push(Advisor {
+            model: opt_str(it.get("model"))?.into(),
+            input_tokens: tokens(it.get("input_tokens"), Presence::Optional)?,
+            output_tokens: tokens(it.get("output_tokens"), Presence::Optional)?,
+            cache_creation_input_tokens: tokens(
+                it.get("cache_creation_input_tokens"),
+                Presence::Optional,
+            )?,
+            cache_creation_5m_tokens: c5m,
+            cache_creation_1h_tokens: c1h,
+            cache_read_input_tokens: tokens(it.get("cache_read_input_tokens"), Presence::Optional)?,
+        });
+    }
+    Ok(out)
+}
+
+/// A recorded `costUSD`: a finite, non-negative number, or absent/null.
+fn recorded_cost(v: Field<'_, '_>) -> Result<Option<f64>, MalformedKind> {
+    match present(v) {
+        None => Ok(None),
+        Some(v) => match v.cast_f64() {
+            Some(c) if c.is_finite() && c >= 0.0 => Ok(Some(c)),
+            _ => Err(MalformedKind::MistypedField),
+        },
+    }
+}
+
+/// The rows of one line: the entry's usage row and its advisor calls'.
+pub(super) type Rows = (UsageRow, Vec<UsageRow>);
+
 pub(super) fn extract(
     root: TapeValue<'_, '_>,
     ctx: &SourceContext,
     offset: u64,
     shared: &mut Interner,
-) -> Result<Option<UsageRow>, MalformedKind> {
+) -> Result<Option<Rows>, MalformedKind> {
     if !root.is_object() {
         return Err(MalformedKind::NotObject);
     }
@@ -99,6 +152,13 @@ pub(super) fn extract(
         Some(_) => return Err(MalformedKind::MistypedField),
     };
     let service_tier = opt_str(usage.get("service_tier"))?;
+    let speed = Speed::of(opt_str(usage.get("speed"))?);
+    let thinking_tokens = match present(usage.get("output_tokens_details")) {
+        None => 0,
+        Some(d) if d.is_object() => tokens(d.get("thinking_tokens"), Presence::Optional)?,
+        Some(_) => return Err(MalformedKind::MistypedField),
+    };
+    let advisors = advisors(usage)?;
 
     // A progress line's own timestamp stands in when the carried message has none.
     let ts_field = present(envelope.get("timestamp")).or_else(|| present(root.get("timestamp")));
@@ -142,9 +202,13 @@ pub(super) fn extract(
         cache_read_input_tokens,
         web_search_requests,
         web_fetch_requests,
+        speed,
+        thinking_tokens,
+        recorded_cost: recorded_cost(envelope.get("costUSD"))?,
+        advisors,
     };
     let key = dedup_key(message_id, request_id, uuid, || content_hash(root));
-    Ok(Some(entry.into_row(key, ctx, offset, shared)))
+    Ok(Some(entry.into_rows(key, ctx, offset, shared)))
 }
 
 /// Checks the few fields an entry without usage must get right to be "valid".

@@ -432,6 +432,7 @@ fn token_count(
         cost_usd: 0.0,
         agent: ctx.agent.label(),
         reasoning_tokens: delta.reasoning,
+        recorded_cost_usd: None,
     }))
 }
 
