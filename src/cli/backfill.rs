@@ -22,10 +22,11 @@ pub(super) fn run(
     let c = super::load_config(config_path)?;
     // On a terminal the bar shows progress; info lines would only
     // scroll it away (RUST_LOG still wins).
-    let level = if std::io::stderr().is_terminal() && c.log.level != "error" {
-        "warn"
+    let level = if std::io::stderr().is_terminal() && c.log.level != crate::config::LogLevel::Error
+    {
+        crate::config::LogLevel::Warn
     } else {
-        c.log.level.as_str()
+        c.log.level
     };
     crate::ops::logging::init(level, c.log.format);
     let shutdown = Shutdown::new();

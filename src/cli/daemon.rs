@@ -12,7 +12,7 @@ use crate::sink::SinkExit;
 /// Runs the daemon with the config at `config_path`.
 pub(super) fn run(config_path: &Path) -> anyhow::Result<i32> {
     let c = super::load_config(config_path)?;
-    crate::ops::logging::init(&c.log.level, c.log.format);
+    crate::ops::logging::init(c.log.level, c.log.format);
     let shutdown = Shutdown::new();
     let (reload_tx, reload_rx) = crossbeam_channel::unbounded();
     super::signals::install(

@@ -179,7 +179,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         } => token::status(&load_config(&cli.config)?),
         Command::Verify { session } => {
             let c = load_config(&cli.config)?;
-            crate::ops::logging::init("warn", c.log.format);
+            crate::ops::logging::init(crate::config::LogLevel::Warn, c.log.format);
             verify::run(&c, session.as_deref())
         }
     }

@@ -13,9 +13,9 @@ pub(super) fn run(config_path: &Path, kind: ReportKind) -> anyhow::Result<i32> {
     let c = super::load_config(config_path)?;
     crate::ops::logging::init(
         if std::env::var_os("RUST_LOG").is_some() {
-            &c.log.level
+            c.log.level
         } else {
-            "warn"
+            crate::config::LogLevel::Warn
         },
         c.log.format,
     );
@@ -48,7 +48,10 @@ pub(super) fn scan(
     opts: &ReportOpts,
     analysis: Option<crate::format::estimate::EstimatorKind>,
 ) -> anyhow::Result<i32> {
-    crate::ops::logging::init("warn", crate::config::LogFormat::Text);
+    crate::ops::logging::init(
+        crate::config::LogLevel::Warn,
+        crate::config::LogFormat::Text,
+    );
     let (kind, paths) = items.split_last().expect("clap requires one item");
     let kind: crate::report::Kind = kind.parse().map_err(anyhow::Error::msg)?;
     let (sources, prices, max_line, mode): (Vec<Source>, _, _, _) = if paths.is_empty() {

@@ -64,6 +64,51 @@ pub enum ClickHouseMode {
     External,
 }
 
+/// The least severe log level written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    /// Errors only.
+    Error,
+    /// Warnings and errors.
+    Warn,
+    /// The default: what an operator follows.
+    Info,
+    /// Also per-scan and per-batch detail.
+    Debug,
+    /// Everything.
+    Trace,
+}
+
+impl LogLevel {
+    /// The level as `tracing`'s filters and the config file spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+        }
+    }
+}
+
+impl std::str::FromStr for LogLevel {
+    type Err = ();
+
+    fn from_str(s: &str) -> Result<LogLevel, ()> {
+        [
+            LogLevel::Error,
+            LogLevel::Warn,
+            LogLevel::Info,
+            LogLevel::Debug,
+            LogLevel::Trace,
+        ]
+        .into_iter()
+        .find(|l| l.as_str() == s)
+        .ok_or(())
+    }
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -326,8 +371,8 @@ pub struct BatchConfig {
 /// `[log]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LogConfig {
-    /// `error`, `warn`, `info`, `debug` or `trace`; `RUST_LOG` overrides.
-    pub level: String,
+    /// The least severe level written; `RUST_LOG` overrides.
+    pub level: LogLevel,
     /// `auto`, `json` or `text`.
     pub format: LogFormat,
 }

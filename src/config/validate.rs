@@ -377,10 +377,12 @@ impl Validator<'_> {
 
     /// `[log]`.
     fn log(&self, raw: RawLog) -> Result<LogConfig, ConfigError> {
-        let level = raw.level.unwrap_or_else(|| "info".to_string());
-        if !["error", "warn", "info", "debug", "trace"].contains(&level.as_str()) {
-            return Err(self.invalid("log.level", "one of error, warn, info, debug, trace"));
-        }
+        let level = match raw.level.as_deref() {
+            None => LogLevel::Info,
+            Some(l) => l.parse().map_err(|()| {
+                self.invalid("log.level", "one of error, warn, info, debug, trace")
+            })?,
+        };
         let log = LogConfig {
             level,
             format: raw.format.unwrap_or(LogFormat::Auto),

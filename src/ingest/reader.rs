@@ -53,6 +53,16 @@ const RESCAN_CPU_SHARE: f64 = 0.01;
 /// with 50 sessions appending spent a third of its CPU switching threads).
 const INLINE_BYTES: u64 = 64 << 10;
 
+/// When the reader returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadUntil {
+    /// At shutdown; it watches the folders and follows appends (the daemon).
+    Shutdown,
+    /// Once what is there now is read: it sends [`SinkMsg::Drain`] and
+    /// returns (backfill).
+    Drained,
+}
+
 /// What the reader reads and how.
 #[derive(Debug, Clone)]
 pub struct ReaderOptions {
@@ -64,9 +74,8 @@ pub struct ReaderOptions {
     pub max_line_bytes: usize,
     /// Bytes read from one file per round.
     pub read_chunk_bytes: usize,
-    /// `true`: run until shutdown, following appends. `false`: read what is
-    /// there now, send [`SinkMsg::Drain`], return (backfill).
-    pub follow: bool,
+    /// When the reader returns.
+    pub until: ReadUntil,
     /// How lines are classified (and, in enhanced mode, estimated).
     pub mode: ParseMode,
     /// Bounds the parsed rows waiting in the channel, in bytes.
@@ -247,7 +256,7 @@ impl Reader {
         ctrl_rx: Receiver<ReaderCtrl>,
     ) -> Reader {
         let (wake_tx, wake_rx) = crossbeam_channel::bounded(1024);
-        let watcher = if opts.follow {
+        let watcher = if opts.until == ReadUntil::Shutdown {
             match DirWatcher::new(wake_tx, metrics.clone()) {
                 Ok(w) => Some(w),
                 Err(e) => {
@@ -290,7 +299,7 @@ impl Reader {
         m.initial_backlog_bytes
             .store(m.backlog_bytes.load(Relaxed), Relaxed);
         m.initial_scan_done.store(1, Relaxed);
-        if !self.opts.follow {
+        if self.opts.until == ReadUntil::Drained {
             self.drain_pending()?;
             // Files that could not be opened or moved meanwhile get more
             // passes: a backfill has no later scan to pick them up.
@@ -1091,7 +1100,7 @@ mod tests {
             rescan_interval: Duration::from_secs(10),
             max_line_bytes: 4096,
             read_chunk_bytes: 4096,
-            follow: false,
+            until: ReadUntil::Drained,
             mode: ParseMode::Full,
             memory: MemoryBudget::new(64 << 20),
         }

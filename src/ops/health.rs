@@ -8,6 +8,24 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
+/// A long-running part of the pipeline that beats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// Reads files and parses lines.
+    Reader,
+    /// Batches, deduplicates and inserts.
+    Sink,
+}
+
+impl std::fmt::Display for Part {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Part::Reader => "reader",
+            Part::Sink => "sink",
+        })
+    }
+}
+
 /// Heartbeats of the long-running parts.
 #[derive(Debug)]
 pub struct Health {
@@ -45,14 +63,14 @@ impl Health {
     }
 
     /// The part that has not beaten within `limit`, if any.
-    pub fn stalled(&self, limit: Duration) -> Option<&'static str> {
+    pub fn stalled(&self, limit: Duration) -> Option<Part> {
         let now = self.now_ms();
         let limit = limit.as_millis() as u64;
         if now.saturating_sub(self.sink_ms.load(Relaxed)) > limit {
-            return Some("sink");
+            return Some(Part::Sink);
         }
         if now.saturating_sub(self.reader_ms.load(Relaxed)) > limit {
-            return Some("reader");
+            return Some(Part::Reader);
         }
         None
     }
@@ -70,6 +88,6 @@ mod tests {
         assert_eq!(h.stalled(Duration::from_millis(200)), None);
         std::thread::sleep(Duration::from_millis(60));
         h.reader_beat();
-        assert_eq!(h.stalled(Duration::from_millis(30)), Some("sink"));
+        assert_eq!(h.stalled(Duration::from_millis(30)), Some(Part::Sink));
     }
 }

@@ -16,7 +16,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{fmt, reload, EnvFilter, Registry};
 
-use crate::config::LogFormat;
+use crate::config::{LogFormat, LogLevel};
 use crate::format::BadLine;
 
 static FILTER: OnceLock<reload::Handle<EnvFilter, Registry>> = OnceLock::new();
@@ -65,8 +65,9 @@ fn event_writer() -> EventWriter {
 
 /// Installs the global subscriber. `RUST_LOG` overrides `level`. Safe to call
 /// more than once (later calls are ignored).
-pub fn init(level: &str, format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+pub fn init(level: LogLevel, format: LogFormat) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level.as_str()));
     let (filter, handle) = reload::Layer::new(filter);
     let json = match format {
         LogFormat::Json => true,
@@ -96,12 +97,12 @@ pub fn init(level: &str, format: LogFormat) {
 
 /// Changes the log level at run time (config reload). `RUST_LOG`, when set,
 /// still wins.
-pub fn set_level(level: &str) {
+pub fn set_level(level: LogLevel) {
     if std::env::var_os("RUST_LOG").is_some() {
         return;
     }
     if let Some(h) = FILTER.get() {
-        let _ = h.reload(EnvFilter::new(level));
+        let _ = h.reload(EnvFilter::new(level.as_str()));
     }
 }
 

@@ -155,6 +155,22 @@ impl Metrics {
     pub fn malformed_total(&self) -> u64 {
         self.lines_malformed.iter().map(|c| c.load(Relaxed)).sum()
     }
+
+    /// Bytes behind the checkpoints: not yet read, plus read but not yet
+    /// acknowledged by ClickHouse.
+    pub fn bytes_behind(&self) -> u64 {
+        let uncommitted = self
+            .bytes_read
+            .load(Relaxed)
+            .saturating_sub(self.bytes_committed.load(Relaxed));
+        uncommitted + self.backlog_bytes.load(Relaxed)
+    }
+
+    /// Seconds since the last acknowledged insert; `None` before the first.
+    pub fn seconds_since_last_commit(&self) -> Option<f64> {
+        let last = self.last_commit_unix_ms.load(Relaxed);
+        (last > 0).then(|| (crate::ops::logging::unix_ms() - last) as f64 / 1000.0)
+    }
 }
 
 /// CPU time the calling thread has used, nanoseconds.

@@ -2,6 +2,7 @@
 //! shows them, health and readiness, logs, systemd notifications, shutdown,
 //! the state dir and its lock, the memory bound, and test failpoints.
 
+pub mod exposition;
 pub mod failpoint;
 pub mod health;
 pub mod http;

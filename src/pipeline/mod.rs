@@ -20,7 +20,7 @@ use anyhow::Context;
 use crate::config::Config;
 use crate::format::ParseMode;
 use crate::ingest::checkpoint::CheckpointStore;
-use crate::ingest::reader::{Reader, ReaderExit, ReaderOptions};
+use crate::ingest::reader::{ReadUntil, Reader, ReaderExit, ReaderOptions};
 use crate::ops::health::Health;
 use crate::ops::http::HttpState;
 use crate::ops::metrics::Metrics;
@@ -153,32 +153,13 @@ pub fn run(config: &Config, mode: Mode, controls: Controls) -> anyhow::Result<Su
     let (tx, rx) = crossbeam_channel::bounded(config.batch.channel_capacity);
     let (reader_ctrl, reader_ctrl_rx) = crossbeam_channel::unbounded();
     let (sink_ctrl, sink_ctrl_rx) = crossbeam_channel::unbounded();
-    let (sources, follow) = match &mode {
-        Mode::Follow => (config.sources(), true),
-        Mode::Backfill(paths) if paths.is_empty() => (config.sources(), false),
-        Mode::Backfill(sources) => (sources.clone(), false),
+    let (sources, until) = match &mode {
+        Mode::Follow => (config.sources(), ReadUntil::Shutdown),
+        Mode::Backfill(paths) if paths.is_empty() => (config.sources(), ReadUntil::Drained),
+        Mode::Backfill(sources) => (sources.clone(), ReadUntil::Drained),
     };
     let reader = Reader::with_control(
-        ReaderOptions {
-            sources,
-            rescan_interval: config.watch.rescan_interval,
-            max_line_bytes: config.watch.max_line_bytes,
-            read_chunk_bytes: config.watch.read_chunk_bytes,
-            follow,
-            memory: crate::ingest::budget::MemoryBudget::reporting(
-                config.batch.channel_max_bytes,
-                metrics.clone(),
-            ),
-            mode: if config.analysis.enhanced {
-                ParseMode::Enhanced(crate::format::estimate::Estimator::new(
-                    config.analysis.estimator,
-                ))
-            } else if config.watch.validate_all_lines {
-                ParseMode::Full
-            } else {
-                ParseMode::UsageOnly
-            },
-        },
+        reader_options(config, sources, until, &metrics),
         checkpoints,
         tx,
         shutdown.clone(),
@@ -214,7 +195,7 @@ pub fn run(config: &Config, mode: Mode, controls: Controls) -> anyhow::Result<Su
         conn.runtime.handle().clone(),
         store,
         index,
-        sink_options(config, follow),
+        sink_options(config, until),
         metrics.clone(),
         shutdown.clone(),
         DeadLetter::new(
@@ -224,17 +205,7 @@ pub fn run(config: &Config, mode: Mode, controls: Controls) -> anyhow::Result<Su
         ),
         health.clone(),
         sink_ctrl_rx,
-        crate::sink::SummaryOptions {
-            prices: Arc::new(match &config.price_file {
-                Some(f) => crate::price::PriceTable::with_overrides(f)?,
-                None => crate::price::PriceTable::embedded(),
-            }),
-            interval: config.analysis.summary_interval,
-            with_content,
-            started_empty,
-            // An empty database holds no key the index could miss.
-            lookup_before_ms: window_start_ms.filter(|_| !started_empty),
-        },
+        summary_options(config, with_content, started_empty, window_start_ms)?,
     );
     health.reader_beat();
     health.sink_beat();
@@ -250,61 +221,36 @@ pub fn run(config: &Config, mode: Mode, controls: Controls) -> anyhow::Result<Su
         .spawn(move || sink.run())
         .context("starting the sink thread")?;
 
-    if follow && config.http.enabled {
-        let mut http_state =
-            HttpState::new(metrics.clone(), health.clone(), config.http.ready_max_lag);
-        http_state.token = conn.client.token_manager().cloned();
-        let http_state = Arc::new(http_state);
-        let stop = shutdown.clone();
-        let bound = conn
-            .runtime
-            .block_on(crate::ops::http::serve(
-                config.http.listen,
-                http_state,
-                async move {
-                    let rx = stop.receiver().clone();
-                    let _ = tokio::task::spawn_blocking(move || rx.recv()).await;
-                },
-            ))
-            .with_context(|| format!("binding the http endpoint on {}", config.http.listen))?;
-        tracing::info!(event = "http_listening", addr = %bound, "serving /metrics, /health and /ready");
+    if until == ReadUntil::Shutdown && config.http.enabled {
+        serve_http(config, &conn, &metrics, &health, &shutdown)?;
     }
     health
         .running
         .store(true, std::sync::atomic::Ordering::Relaxed);
-    tracing::info!(event = "pipeline_started", follow, "reading transcripts");
+    tracing::info!(
+        event = "pipeline_started",
+        follow = until == ReadUntil::Shutdown,
+        "reading transcripts"
+    );
     notifier.ready();
     notifier.status("ingesting");
-    let supervisor = {
-        let enhanced = config.analysis.enhanced;
-        let (n, h, m, s) = (
-            notifier.clone(),
-            health.clone(),
-            metrics.clone(),
-            shutdown.clone(),
-        );
-        std::thread::Builder::new()
-            .name("tokenbridge-supervisor".into())
-            .spawn(move || supervise::run(&n, &h, &m, &s, enhanced))
-            .context("starting the supervisor thread")?
-    };
+    let supervisor = spawn_supervisor(config, &notifier, &health, &metrics, &shutdown)?;
     let reloader = reload.map(|rx| {
-        let mut current = config.clone();
-        let s = shutdown.clone();
         let token = conn.client.token_manager().cloned();
-        std::thread::spawn(move || loop {
-            crossbeam_channel::select! {
-                recv(rx) -> msg => match msg {
-                    Ok(new) => reload::apply(&mut current, new, &reader_ctrl, &sink_ctrl, token.as_deref()),
-                    Err(_) => return,
-                },
-                recv(s.receiver()) -> _ => return,
-            }
-        })
+        spawn_reloader(
+            config.clone(),
+            rx,
+            reader_ctrl,
+            sink_ctrl,
+            token,
+            shutdown.clone(),
+        )
     });
 
     let reader_exit = reader_thread.join().expect("reader thread panicked");
     let sink_exit = sink_thread.join().expect("sink thread panicked");
+    // Asked to stop (signal, or a backfill's end) before the threads ended.
+    let stop_requested = shutdown.is_triggered();
     shutdown.trigger();
     let _ = supervisor.join();
     if let Some(r) = reloader {
@@ -319,8 +265,8 @@ pub fn run(config: &Config, mode: Mode, controls: Controls) -> anyhow::Result<Su
     tracing::info!(event = "pipeline_stopped", reader = ?reader_exit, sink = ?sink_exit, "pipeline stopped");
     if reader_exit == ReaderExit::SinkGone
         && sink_exit != SinkExit::Abandoned
-        && follow
-        && !shutdown.is_triggered()
+        && until == ReadUntil::Shutdown
+        && !stop_requested
     {
         anyhow::bail!("the sink stopped unexpectedly");
     }
@@ -354,7 +300,127 @@ impl Controls {
     }
 }
 
-fn sink_options(config: &Config, follow: bool) -> SinkOptions {
+/// The reader's options for this run.
+fn reader_options(
+    config: &Config,
+    sources: Vec<crate::ingest::discovery::Source>,
+    until: ReadUntil,
+    metrics: &Arc<Metrics>,
+) -> ReaderOptions {
+    ReaderOptions {
+        sources,
+        rescan_interval: config.watch.rescan_interval,
+        max_line_bytes: config.watch.max_line_bytes,
+        read_chunk_bytes: config.watch.read_chunk_bytes,
+        until,
+        memory: crate::ingest::budget::MemoryBudget::reporting(
+            config.batch.channel_max_bytes,
+            metrics.clone(),
+        ),
+        mode: if config.analysis.enhanced {
+            ParseMode::Enhanced(crate::format::estimate::Estimator::new(
+                config.analysis.estimator,
+            ))
+        } else if config.watch.validate_all_lines {
+            ParseMode::Full
+        } else {
+            ParseMode::UsageOnly
+        },
+    }
+}
+
+/// How the sink summarizes sessions, given what the database held at start.
+fn summary_options(
+    config: &Config,
+    with_content: bool,
+    started_empty: bool,
+    window_start_ms: Option<i64>,
+) -> anyhow::Result<crate::sink::SummaryOptions> {
+    Ok(crate::sink::SummaryOptions {
+        prices: Arc::new(match &config.price_file {
+            Some(f) => crate::price::PriceTable::with_overrides(f)?,
+            None => crate::price::PriceTable::embedded(),
+        }),
+        interval: config.analysis.summary_interval,
+        with_content,
+        started_empty,
+        // An empty database holds no key the index could miss.
+        lookup_before_ms: window_start_ms.filter(|_| !started_empty),
+    })
+}
+
+/// Serves `/metrics`, `/health` and `/ready` until shutdown.
+fn serve_http(
+    config: &Config,
+    conn: &connect::Connection,
+    metrics: &Arc<Metrics>,
+    health: &Arc<Health>,
+    shutdown: &Shutdown,
+) -> anyhow::Result<()> {
+    let http_state = Arc::new(HttpState::new(
+        metrics.clone(),
+        health.clone(),
+        config.http.ready_max_lag,
+        conn.client.token_manager().cloned(),
+    ));
+    let stop = shutdown.clone();
+    let bound = conn
+        .runtime
+        .block_on(crate::ops::http::serve(
+            config.http.listen,
+            http_state,
+            async move {
+                let rx = stop.receiver().clone();
+                let _ = tokio::task::spawn_blocking(move || rx.recv()).await;
+            },
+        ))
+        .with_context(|| format!("binding the http endpoint on {}", config.http.listen))?;
+    tracing::info!(event = "http_listening", addr = %bound, "serving /metrics, /health and /ready");
+    Ok(())
+}
+
+/// Starts the thread that pings the watchdog and logs status.
+fn spawn_supervisor(
+    config: &Config,
+    notifier: &Arc<Notifier>,
+    health: &Arc<Health>,
+    metrics: &Arc<Metrics>,
+    shutdown: &Shutdown,
+) -> anyhow::Result<std::thread::JoinHandle<()>> {
+    let enhanced = config.analysis.enhanced;
+    let (n, h, m, s) = (
+        notifier.clone(),
+        health.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+    );
+    std::thread::Builder::new()
+        .name("tokenbridge-supervisor".into())
+        .spawn(move || supervise::run(&n, &h, &m, &s, enhanced))
+        .context("starting the supervisor thread")
+}
+
+/// Starts the thread that applies reloaded configs until shutdown.
+fn spawn_reloader(
+    mut current: Config,
+    rx: crossbeam_channel::Receiver<Config>,
+    reader_ctrl: crossbeam_channel::Sender<crate::ingest::reader::ReaderCtrl>,
+    sink_ctrl: crossbeam_channel::Sender<SinkOptions>,
+    token: Option<Arc<crate::auth::token::TokenManager>>,
+    shutdown: Shutdown,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || loop {
+        crossbeam_channel::select! {
+            recv(rx) -> msg => match msg {
+                Ok(new) => reload::apply(&mut current, new, &reader_ctrl, &sink_ctrl, token.as_deref()),
+                Err(_) => return,
+            },
+            recv(shutdown.receiver()) -> _ => return,
+        }
+    })
+}
+
+fn sink_options(config: &Config, until: ReadUntil) -> SinkOptions {
     SinkOptions {
         max_rows: config.batch.max_rows,
         max_bytes: config.batch.max_bytes,
@@ -364,10 +430,9 @@ fn sink_options(config: &Config, follow: bool) -> SinkOptions {
         shutdown_timeout: config.service.shutdown_timeout,
         slow_insert: config.batch.slow_insert,
         parallel_inserts: config.batch.parallel_inserts,
-        summaries: if follow {
-            SummaryPolicy::WhileFlowing
-        } else {
-            SummaryPolicy::WhenCaughtUp
+        summaries: match until {
+            ReadUntil::Shutdown => SummaryPolicy::WhileFlowing,
+            ReadUntil::Drained => SummaryPolicy::WhenCaughtUp,
         },
     }
 }

@@ -29,11 +29,14 @@ pub(super) fn apply(
         changed.push("watch.dirs");
     }
     if new.batch != current.batch || new.service != current.service {
-        let _ = sink.send(super::sink_options(&new, true));
+        let _ = sink.send(super::sink_options(
+            &new,
+            crate::ingest::reader::ReadUntil::Shutdown,
+        ));
         changed.push("batch");
     }
     if new.log.level != current.log.level {
-        crate::ops::logging::set_level(&new.log.level);
+        crate::ops::logging::set_level(new.log.level);
         changed.push("log.level");
     }
     let mut restart = Vec::new();

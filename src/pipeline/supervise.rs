@@ -48,7 +48,7 @@ pub(super) fn run(
                     if !withheld {
                         tracing::error!(
                             event = "watchdog_withheld",
-                            part,
+                            part = %part,
                             limit_ms = limit.as_millis() as u64,
                             "pipeline stalled; not pinging the watchdog"
                         );

@@ -503,65 +503,95 @@ impl Sink {
         if !batch.unchecked.is_empty() {
             self.drop_rows_clickhouse_has(&mut batch);
         }
-        if !batch.rows.is_empty() {
-            self.price_rows(&mut batch.rows);
-            let started = Instant::now();
-            let Some(inserted) = self.deliver(&batch.rows) else {
-                self.batch = batch;
-                return false;
-            };
-            crate::ops::failpoint::hit("after_insert");
-            let latency = started.elapsed();
-            let bytes: usize = batch.rows.iter().map(UsageRow::approx_bytes).sum();
-            self.metrics.batch_latency.observe(latency.as_secs_f64());
-            self.metrics
-                .sizes
-                .record(crate::ops::sizes::SizeKind::Batch, bytes as u64);
-            self.metrics
-                .rows_inserted
-                .fetch_add(inserted as u64, Relaxed);
-            self.metrics
-                .rows_superseding
-                .fetch_add(batch.superseding, Relaxed);
-            self.metrics.batches_committed.fetch_add(1, Relaxed);
-            self.metrics
-                .last_commit_unix_ms
-                .store(crate::ops::logging::unix_ms(), Relaxed);
-            self.metrics
-                .insert_bytes_base
-                .fetch_add(bytes as u64, Relaxed);
-            tracing::info!(
-                event = "batch_committed",
-                rows = inserted,
-                bytes,
-                latency_ms = latency.as_millis() as u64,
-                slow = latency > self.opts.slow_insert,
-                "batch committed"
-            );
+        if !batch.rows.is_empty()
+            && self
+                .insert_usage(&mut batch.rows, batch.superseding)
+                .is_none()
+        {
+            self.batch = batch;
+            return false;
         }
-        if !batch.content.is_empty() {
-            // Abandoned: the rows landed but the checkpoints stay behind them;
-            // the next start re-reads the bytes, the dedup index drops the
-            // rows, and the content rows replace themselves.
-            let Some(inserted) = self.insert_aux(schema::CONTENT, &batch.content) else {
-                return false;
-            };
-            if inserted {
-                let bytes: usize = batch.content.iter().map(ContentRow::approx_bytes).sum();
-                self.metrics
-                    .insert_bytes_enhanced
-                    .fetch_add(bytes as u64, Relaxed);
-                self.metrics
-                    .content_rows_inserted
-                    .fetch_add(batch.content.len() as u64, Relaxed);
-                for c in &batch.content {
-                    self.mark_stale(&c.session_id);
-                }
+        // Abandoned after this point: the usage rows landed but the
+        // checkpoints stay behind them; the next start re-reads the bytes,
+        // the dedup index drops the rows, and the derived rows replace
+        // themselves.
+        if !batch.content.is_empty() && self.insert_content(&batch.content).is_none() {
+            return false;
+        }
+        let touched = self.apply_acks(batch.acks);
+        if self.write_naive_sums(&touched).is_none() {
+            return false;
+        }
+        self.save_checkpoints_if_due(reason);
+        self.inserted_since_trim += batch.bytes;
+        if reason.settles() && self.inserted_since_trim >= TRIM_AFTER_BYTES {
+            // A catch-up is over: give the rows' freed memory back to the
+            // system instead of keeping it in the allocator's free lists
+            // (100,000 files ingested left ~70 MB of RSS behind).
+            self.inserted_since_trim = 0;
+            crate::ops::memory::release_free_memory();
+        }
+        let interval_due = self.opts.summaries == SummaryPolicy::WhileFlowing
+            && self.last_summary.elapsed() >= self.summary.interval;
+        if reason.settles() || interval_due {
+            self.summarize();
+        }
+        true
+    }
+
+    /// Prices and inserts a batch's usage rows (retrying), and counts them.
+    /// `None`: the shutdown deadline passed first.
+    fn insert_usage(&mut self, rows: &mut [UsageRow], superseding: u64) -> Option<()> {
+        self.price_rows(rows);
+        let started = Instant::now();
+        let inserted = self.deliver(rows)?;
+        crate::ops::failpoint::hit("after_insert");
+        let latency = started.elapsed();
+        let bytes: usize = rows.iter().map(UsageRow::approx_bytes).sum();
+        let m = &self.metrics;
+        m.batch_latency.observe(latency.as_secs_f64());
+        m.sizes
+            .record(crate::ops::sizes::SizeKind::Batch, bytes as u64);
+        m.rows_inserted.fetch_add(inserted as u64, Relaxed);
+        m.rows_superseding.fetch_add(superseding, Relaxed);
+        m.batches_committed.fetch_add(1, Relaxed);
+        m.last_commit_unix_ms
+            .store(crate::ops::logging::unix_ms(), Relaxed);
+        m.insert_bytes_base.fetch_add(bytes as u64, Relaxed);
+        tracing::info!(
+            event = "batch_committed",
+            rows = inserted,
+            bytes,
+            latency_ms = latency.as_millis() as u64,
+            slow = latency > self.opts.slow_insert,
+            "batch committed"
+        );
+        Some(())
+    }
+
+    /// Inserts content estimates (enhanced analysis) and marks their
+    /// sessions for a new summary. `None`: the shutdown deadline passed.
+    fn insert_content(&mut self, content: &[ContentRow]) -> Option<()> {
+        if self.insert_aux(schema::CONTENT, content)? {
+            let bytes: usize = content.iter().map(ContentRow::approx_bytes).sum();
+            self.metrics
+                .insert_bytes_enhanced
+                .fetch_add(bytes as u64, Relaxed);
+            self.metrics
+                .content_rows_inserted
+                .fetch_add(content.len() as u64, Relaxed);
+            for c in content {
+                self.mark_stale(&c.session_id);
             }
         }
-        // Files whose naive sums changed, in commit order.
+        Some(())
+    }
+
+    /// Applies a flushed batch's checkpoint changes in order; returns the
+    /// files whose naive sums changed, in commit order.
+    fn apply_acks(&mut self, acks: Vec<Ack>) -> Vec<(FileKey, Arc<str>)> {
         let mut touched: Vec<(FileKey, Arc<str>)> = Vec::new();
-        for ack in batch.acks {
+        for ack in acks {
             match ack {
                 Ack::Commit(id, end, bytes, naive, state) => {
                     self.metrics.bytes_committed.fetch_add(bytes, Relaxed);
@@ -581,11 +611,18 @@ impl Sink {
                 Ack::Forget(key) => self.store.forget(&key),
             }
         }
-        // Each touched file's cumulative sums, every session of it: the
-        // latest row of a file and session wins in `file_naive`.
+        touched
+    }
+
+    /// Writes each touched file's cumulative naive sums, every session of
+    /// it (the latest row of a file and session wins in `file_naive`), and
+    /// marks those sessions for a new summary. `None`: the shutdown deadline
+    /// passed; the checkpoints are then not saved, so the next start
+    /// re-reads these bytes and writes the same sums again.
+    fn write_naive_sums(&mut self, touched: &[(FileKey, Arc<str>)]) -> Option<()> {
         let version = crate::ops::logging::unix_ms() as u64;
         let mut naive_rows: Vec<FileNaiveRow> = Vec::new();
-        for (key, path) in &touched {
+        for (key, path) in touched {
             let Some(cp) = self.store.get(key) else {
                 continue;
             };
@@ -606,34 +643,13 @@ impl Sink {
         for r in &naive_rows {
             self.mark_stale(&r.session_id);
         }
-        if !naive_rows.is_empty() {
-            // Abandoned: the checkpoints are not saved, so the next start
-            // re-reads these bytes and writes the same sums again.
-            let Some(inserted) = self.insert_aux(schema::FILE_NAIVE, &naive_rows) else {
-                return false;
-            };
-            if inserted {
-                let bytes: usize = naive_rows.iter().map(FileNaiveRow::approx_bytes).sum();
-                self.metrics
-                    .insert_bytes_base
-                    .fetch_add(bytes as u64, Relaxed);
-            }
+        if !naive_rows.is_empty() && self.insert_aux(schema::FILE_NAIVE, &naive_rows)? {
+            let bytes: usize = naive_rows.iter().map(FileNaiveRow::approx_bytes).sum();
+            self.metrics
+                .insert_bytes_base
+                .fetch_add(bytes as u64, Relaxed);
         }
-        self.save_checkpoints_if_due(reason);
-        self.inserted_since_trim += batch.bytes;
-        if reason.settles() && self.inserted_since_trim >= TRIM_AFTER_BYTES {
-            // A catch-up is over: give the rows' freed memory back to the
-            // system instead of keeping it in the allocator's free lists
-            // (100,000 files ingested left ~70 MB of RSS behind).
-            self.inserted_since_trim = 0;
-            crate::ops::memory::release_free_memory();
-        }
-        let interval_due = self.opts.summaries == SummaryPolicy::WhileFlowing
-            && self.last_summary.elapsed() >= self.summary.interval;
-        if reason.settles() || interval_due {
-            self.summarize();
-        }
-        true
+        Some(())
     }
 
     fn mark_stale(&mut self, session: &str) {
