@@ -11,8 +11,9 @@
 //!   the channel to the sink ([`ingest::budget`]) and the checkpoints
 //!   ([`ingest::checkpoint`]).
 //! - [`format`](mod@format): the seam ([`format::agent`]) and each agent's format
-//!   ([`format::claude`], parsed in parallel; [`format::codex`], parsed in order
-//!   with a per-file state), turning lines into [`record::UsageRow`]s.
+//!   ([`format::claude`], parsed in parallel; [`format::codex`] and
+//!   [`format::pi`] (pi and OpenClaw), parsed in order with a per-file state,
+//!   sharing [`format::json_fields`]), turning lines into [`record::UsageRow`]s.
 //! - [`sink`]: dedup ([`sink::dedup`]), batches, inserts through [`ch`], then
 //!   checkpoints, naive sums ([`sink::naive`]) and session summaries; lines that
 //!   cannot be ingested go to [`sink::deadletter`].
@@ -20,7 +21,7 @@
 //!   upstream token.
 //! - [`report`]: reports from ClickHouse or straight from files, priced with
 //!   [`price`].
-//! - [`ops`]: metrics, health, logs, systemd notify, shutdown, the memory
+//! - [`ops`]: metrics (exposed by [`ops::exposition`]), health, logs, systemd notify, shutdown, the memory
 //!   bound; [`pipeline`] wires it all; [`config`] and [`cli`] are the edges;
 //!   [`testkit`] holds the deterministic generators.
 

@@ -29,6 +29,12 @@ pub enum Agent {
     Claude,
     /// OpenAI's Codex CLI: `$CODEX_HOME/{sessions,archived_sessions}/**/rollout-*.jsonl`.
     Codex,
+    /// The pi coding agent: `$PI_AGENT_DIR/sessions/<--cwd-->/<time>_<uuid>.jsonl`.
+    Pi,
+    /// OpenClaw (pi's format): `~/.openclaw/agents/<agent>/sessions/<uuid>.jsonl`
+    /// and its reset / deleted copies.
+    #[serde(rename = "openclaw")]
+    OpenClaw,
 }
 
 /// How a format's files grow.
@@ -53,19 +59,31 @@ pub enum Lines {
 
 impl Agent {
     /// Every agent tokenbridge knows.
-    pub const ALL: [Agent; 2] = [Agent::Claude, Agent::Codex];
+    pub const ALL: [Agent; 4] = [Agent::Claude, Agent::Codex, Agent::Pi, Agent::OpenClaw];
 
     /// The agent's name in config, reports and the `agent` column.
     pub fn name(self) -> &'static str {
         match self {
             Agent::Claude => "claude",
             Agent::Codex => "codex",
+            Agent::Pi => "pi",
+            Agent::OpenClaw => "openclaw",
+        }
+    }
+
+    /// How ccusage names the agent's models in its per-agent reports
+    /// (`[pi] claude-sonnet-4-5`); empty for agents it names plainly.
+    pub fn model_prefix(self) -> &'static str {
+        match self {
+            Agent::Claude | Agent::Codex => "",
+            Agent::Pi => "[pi] ",
+            Agent::OpenClaw => "[openclaw] ",
         }
     }
 
     /// [`Agent::name`] as one shared string (a column value of every row).
     pub fn label(self) -> Arc<str> {
-        static LABELS: LazyLock<[Arc<str>; 2]> =
+        static LABELS: LazyLock<[Arc<str>; Agent::ALL.len()]> =
             LazyLock::new(|| Agent::ALL.map(|a| Arc::from(a.name())));
         LABELS[self as usize].clone()
     }
@@ -79,9 +97,15 @@ impl Agent {
     /// environment override (a comma-separated list, as the agent reads
     /// it), else its home default. `home` is `$HOME`.
     pub fn default_dirs(self, env: impl Fn(&str) -> Option<String>, home: &Path) -> Vec<PathBuf> {
-        let (var, default) = match self {
-            Agent::Claude => ("CLAUDE_CONFIG_DIR", ".claude"),
-            Agent::Codex => ("CODEX_HOME", ".codex"),
+        let (var, defaults): (&str, &[&str]) = match self {
+            Agent::Claude => ("CLAUDE_CONFIG_DIR", &[".claude"]),
+            Agent::Codex => ("CODEX_HOME", &[".codex"]),
+            Agent::Pi => ("PI_AGENT_DIR", &[".pi/agent"]),
+            // OpenClaw has been called Clawdbot, Moltbot and Moldbot.
+            Agent::OpenClaw => (
+                "OPENCLAW_DIR",
+                &[".openclaw", ".clawdbot", ".moltbot", ".moldbot"],
+            ),
         };
         match env(var).filter(|v| !v.trim().is_empty()) {
             Some(list) => list
@@ -90,7 +114,7 @@ impl Agent {
                 .filter(|s| !s.is_empty())
                 .map(PathBuf::from)
                 .collect(),
-            None => vec![home.join(default)],
+            None => defaults.iter().map(|d| home.join(d)).collect(),
         }
     }
 
@@ -99,7 +123,16 @@ impl Agent {
     /// folder with neither is walked itself.
     pub fn scan_roots(self, dir: &Path) -> Vec<PathBuf> {
         match self {
-            Agent::Claude => vec![dir.to_path_buf()],
+            Agent::Claude | Agent::OpenClaw => vec![dir.to_path_buf()],
+            // pi's folder holds settings and auth next to `sessions/`.
+            Agent::Pi => {
+                let sessions = dir.join("sessions");
+                vec![if sessions.is_dir() {
+                    sessions
+                } else {
+                    dir.to_path_buf()
+                }]
+            }
             Agent::Codex => {
                 let found: Vec<PathBuf> = ["sessions", "archived_sessions"]
                     .iter()
@@ -117,7 +150,10 @@ impl Agent {
 
     /// Whether a file found under one of the agent's folders is its own.
     pub fn owns(self, path: &Path) -> bool {
-        path.extension().is_some_and(|e| e == "jsonl")
+        match self {
+            Agent::OpenClaw => crate::format::pi::is_openclaw_session(path),
+            _ => path.extension().is_some_and(|e| e == "jsonl"),
+        }
     }
 
     /// How the agent's files grow.
@@ -129,7 +165,7 @@ impl Agent {
     pub fn lines(self) -> Lines {
         match self {
             Agent::Claude => Lines::Independent,
-            Agent::Codex => Lines::Stateful,
+            Agent::Codex | Agent::Pi | Agent::OpenClaw => Lines::Stateful,
         }
     }
 
@@ -139,6 +175,7 @@ impl Agent {
         match self {
             Agent::Claude => crate::format::claude::paths::context_of(path),
             Agent::Codex => crate::format::codex::context_of(root, path),
+            Agent::Pi | Agent::OpenClaw => crate::format::pi::context_of(self, root, path),
         }
     }
 }
@@ -172,7 +209,7 @@ mod tests {
         assert!("gemini2"
             .parse::<Agent>()
             .unwrap_err()
-            .contains("claude, codex"));
+            .contains("claude, codex, pi, openclaw"));
     }
 
     #[test]

@@ -8,10 +8,10 @@ use std::cell::RefCell;
 
 use rayon::prelude::*;
 
-use crate::format::agent::Lines;
+use crate::format::agent::Agent;
 use crate::format::claude::content::ContentRow;
 use crate::format::claude::{may_carry_usage, LineParser};
-use crate::format::{codex, json_scan};
+use crate::format::{codex, json_scan, pi};
 use crate::format::{BadLine, FileState, LineCounts, MalformedKind, ParseMode, Parsed, PADDING};
 use crate::record::{Interner, SourceContext};
 
@@ -250,15 +250,18 @@ fn parse_piece(
     out
 }
 
-/// Parses Codex rollout lines of `buf[..end]` in order, carrying `state`.
-fn parse_codex(
+/// Parses the lines of `buf[..end]` in order with `read_line` (a format
+/// whose lines depend on earlier ones). Lines that `may_matter` rejects are
+/// only checked for validity (or not at all in [`ParseMode::UsageOnly`]).
+#[allow(clippy::too_many_arguments)]
+fn parse_in_order(
     buf: &mut [u8],
     end: usize,
     base: u64,
-    ctx: &SourceContext,
     max_line: usize,
     mode: ParseMode,
-    state: &mut codex::State,
+    may_matter: fn(&[u8]) -> bool,
+    mut read_line: impl FnMut(&[u8], u64, &mut Interner) -> Parsed,
 ) -> ParsedLines {
     let cpu_started = crate::ops::metrics::thread_cpu_ns();
     let mut shared = INTERNER.with(|i| i.borrow_mut().take()).unwrap_or_default();
@@ -275,10 +278,10 @@ fn parse_codex(
             if is_blank(line) {
                 return (Parsed::Blank, None);
             }
-            if !codex::may_matter(line) && (!validate || json_scan::is_plain_object(line)) {
+            if !may_matter(line) && (!validate || json_scan::is_plain_object(line)) {
                 return (Parsed::Other, None);
             }
-            (codex::line(state, line, ctx, offset, &mut shared), None)
+            (read_line(line, offset, &mut shared), None)
         },
     );
     INTERNER.with(|i| *i.borrow_mut() = Some(shared));
@@ -300,15 +303,40 @@ pub fn parse_chunk(
     mode: ParseMode,
     state: Option<FileState>,
 ) -> ParsedLines {
-    match ctx.agent.lines() {
-        Lines::Independent => parse_lines(buf, end, base, ctx, max_line, mode),
-        Lines::Stateful => {
+    match ctx.agent {
+        Agent::Claude => parse_lines(buf, end, base, ctx, max_line, mode),
+        Agent::Codex => {
             let mut st = match state {
                 Some(FileState::Codex(s)) => *s,
-                None => codex::State::default(),
+                _ => codex::State::default(),
             };
-            let mut out = parse_codex(buf, end, base, ctx, max_line, mode, &mut st);
+            let mut out = parse_in_order(
+                buf,
+                end,
+                base,
+                max_line,
+                mode,
+                codex::may_matter,
+                |l, o, sh| codex::line(&mut st, l, ctx, o, sh),
+            );
             out.state = Some(FileState::Codex(Box::new(st)));
+            out
+        }
+        Agent::Pi | Agent::OpenClaw => {
+            let mut st = match state {
+                Some(FileState::Pi(s)) => *s,
+                _ => pi::State::default(),
+            };
+            let mut out = parse_in_order(
+                buf,
+                end,
+                base,
+                max_line,
+                mode,
+                pi::may_matter,
+                |l, o, sh| pi::line(&mut st, l, ctx, o, sh),
+            );
+            out.state = Some(FileState::Pi(Box::new(st)));
             out
         }
     }

@@ -13,7 +13,9 @@ pub mod chunk;
 pub mod claude;
 pub mod codex;
 pub mod estimate;
+pub mod json_fields;
 pub mod json_scan;
+pub mod pi;
 
 use crate::record::UsageRow;
 
@@ -159,4 +161,7 @@ pub enum FileState {
     /// A Codex rollout's running total, model and fork state (boxed: it
     /// rides in every chunk message of the file).
     Codex(Box<codex::State>),
+    /// A pi or OpenClaw session's current model and folder (boxed, as
+    /// Codex's).
+    Pi(Box<pi::State>),
 }

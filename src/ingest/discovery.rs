@@ -64,9 +64,10 @@ pub fn roots(sources: &[Source]) -> Vec<Root> {
 
 /// Walks one root, keeping the files its agent owns.
 pub fn scan_root(root: &Root) -> Scan {
-    let mut scan = scan(std::slice::from_ref(&root.dir));
-    scan.files.retain(|f| root.agent.owns(&f.path));
-    scan
+    let mut out = Scan::default();
+    let owns = |p: &Path| root.agent.owns(p);
+    walk(&root.dir, &owns, &mut HashSet::new(), &mut out);
+    out
 }
 
 /// A transcript file a scan found.
@@ -87,22 +88,24 @@ pub struct Scan {
     pub errors: Vec<(PathBuf, std::io::Error)>,
 }
 
-/// True for the files tokenbridge reads.
+/// True for `*.jsonl` files (Claude Code's and most agents' transcripts).
 pub fn is_transcript(path: &Path) -> bool {
     path.extension().is_some_and(|e| e == "jsonl")
 }
 
-/// Walks every folder in `roots`.
+/// Walks every folder in `roots`, keeping `*.jsonl` files.
 pub fn scan(roots: &[PathBuf]) -> Scan {
     let mut out = Scan::default();
     let mut seen = HashSet::new();
     for root in roots {
-        walk(root, &mut seen, &mut out);
+        walk(root, &is_transcript, &mut seen, &mut out);
     }
     out
 }
 
-fn walk(dir: &Path, seen: &mut HashSet<(u64, u64)>, out: &mut Scan) {
+/// Walks `dir` (symlinks followed, each folder once), keeping the files
+/// `keep` accepts.
+fn walk(dir: &Path, keep: &dyn Fn(&Path) -> bool, seen: &mut HashSet<(u64, u64)>, out: &mut Scan) {
     let meta = match std::fs::metadata(dir) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
@@ -112,7 +115,7 @@ fn walk(dir: &Path, seen: &mut HashSet<(u64, u64)>, out: &mut Scan) {
         }
     };
     if !meta.is_dir() {
-        if meta.is_file() && is_transcript(dir) {
+        if meta.is_file() && keep(dir) {
             out.files.push(Found {
                 path: dir.to_path_buf(),
                 meta,
@@ -137,7 +140,7 @@ fn walk(dir: &Path, seen: &mut HashSet<(u64, u64)>, out: &mut Scan) {
         if ft.is_dir() {
             subdirs.push(path);
         } else if ft.is_file() {
-            if is_transcript(&path) {
+            if keep(&path) {
                 match entry.metadata() {
                     Ok(meta) => out.files.push(Found { path, meta }),
                     // Deleted between the listing and the look.
@@ -148,9 +151,7 @@ fn walk(dir: &Path, seen: &mut HashSet<(u64, u64)>, out: &mut Scan) {
         } else if ft.is_symlink() {
             match std::fs::metadata(&path) {
                 Ok(m) if m.is_dir() => subdirs.push(path),
-                Ok(meta) if meta.is_file() && is_transcript(&path) => {
-                    out.files.push(Found { path, meta })
-                }
+                Ok(meta) if meta.is_file() && keep(&path) => out.files.push(Found { path, meta }),
                 Ok(_) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => out.errors.push((path, e)),
@@ -158,7 +159,7 @@ fn walk(dir: &Path, seen: &mut HashSet<(u64, u64)>, out: &mut Scan) {
         }
     }
     for sub in subdirs {
-        walk(&sub, seen, out);
+        walk(&sub, keep, seen, out);
     }
 }
 

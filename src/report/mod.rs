@@ -252,7 +252,7 @@ fn build_common(entries: &[Entry], kind: Kind, filter: &Filter, prices: &PriceTa
             Kind::Daily => day,
             Kind::Monthly => day[..7].to_string(),
             Kind::Session => e.session_id.clone(),
-            Kind::Model => e.model.clone(),
+            Kind::Model => model_name(e),
         };
         let cost = e.cost(filter.cost_mode, prices);
         let g = groups.entry(key).or_insert_with(|| Group {
@@ -263,7 +263,7 @@ fn build_common(entries: &[Entry], kind: Kind, filter: &Filter, prices: &PriceTa
         });
         g.tot.add(&e.usage, cost);
         g.models
-            .entry(e.model.clone())
+            .entry(model_name(e))
             .or_default()
             .add(&e.usage, cost);
         g.agents.entry(e.agent).or_default().add(&e.usage, cost);
@@ -325,6 +325,12 @@ fn build_common(entries: &[Entry], kind: Kind, filter: &Filter, prices: &PriceTa
         t.insert("agents".into(), agent_rows(&agents));
     }
     json!({ list_name: list, "totals": Value::Object(t) })
+}
+
+/// The model as ccusage names it in reports: with the agent's prefix
+/// (`[pi] claude-sonnet-4-5`) where ccusage adds one.
+fn model_name(e: &Entry) -> String {
+    format!("{}{}", e.agent.model_prefix(), e.model)
 }
 
 /// `[{agent, inputTokens, …, totalCost}]`, one per agent.

@@ -48,11 +48,9 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use crate::format::json_fields::{count, first, str_at};
 use crate::format::{MalformedKind, Parsed};
 use crate::record::{Interner, Shared, SourceContext, UsageRow};
-
-/// Largest count one field of one event may carry.
-const MAX_TOKENS: u64 = 10_000_000_000;
 
 /// The pause after which a `task_started` without `started_at` is taken as
 /// the fork's own first turn rather than part of the copied history (which
@@ -292,36 +290,10 @@ fn own_turn_start(payload: Option<&Value>, line_ms: Option<i64>, before_ms: Opti
     }
 }
 
-fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
-    let mut cur = v;
-    for k in path {
-        cur = cur.get(k)?;
-    }
-    cur.as_str().filter(|s| !s.is_empty())
-}
-
 fn model_of(p: &Value) -> Option<&str> {
     str_at(p, &["model"])
         .or_else(|| str_at(p, &["model_name"]))
         .or_else(|| str_at(p, &["metadata", "model"]))
-}
-
-/// A count: an integer, or a string of digits (as some CLIs write them).
-fn count(v: Option<&Value>) -> Result<u64, MalformedKind> {
-    let n = match v {
-        None | Some(Value::Null) => return Ok(0),
-        Some(Value::Number(n)) => n.as_u64().ok_or(MalformedKind::BadTokenCount)?,
-        Some(Value::String(s)) => s.trim().parse().map_err(|_| MalformedKind::BadTokenCount)?,
-        Some(_) => return Err(MalformedKind::BadTokenCount),
-    };
-    if n > MAX_TOKENS {
-        return Err(MalformedKind::BadTokenCount);
-    }
-    Ok(n)
-}
-
-fn first<'a>(u: &'a Value, names: &[&str]) -> Option<&'a Value> {
-    names.iter().find_map(|n| u.get(n)).filter(|v| !v.is_null())
 }
 
 /// One usage object (total or last), with the aliases CLIs have used.

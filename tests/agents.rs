@@ -1,0 +1,306 @@
+//! The agents beyond Claude Code and Codex: the hand-written fixtures under
+//! `fixtures/<agent>/` give their documented totals in tokenbridge's `scan`
+//! and in ccusage 20.0.24 (`ccusage <agent> daily --json --offline`, in the
+//! `auto` and `calculate` cost modes), and the same folders backfilled into
+//! a real ClickHouse, then grown while the daemon runs across a kill -9,
+//! report what `scan` reports.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+/// The token fields of the common report shape.
+const FIELDS: [&str; 5] = [
+    "inputTokens",
+    "outputTokens",
+    "cacheCreationTokens",
+    "cacheReadTokens",
+    "totalTokens",
+];
+
+/// The agents with fixtures here, and the variable ccusage reads their
+/// folder from.
+const AGENTS: [(&str, &str); 2] = [("pi", "PI_AGENT_DIR"), ("openclaw", "OPENCLAW_DIR")];
+
+fn run_json(cmd: &mut Command) -> Value {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{:?}: {}",
+        cmd,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+fn ccusage(agent: &str, var: &str, dir: &Path, mode: &str) -> Value {
+    let bin = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(".tools/ccusage/node_modules/@ccusage/ccusage-linux-x64/bin/ccusage");
+    assert!(
+        bin.exists(),
+        "ccusage is not installed: run scripts/setup.sh"
+    );
+    run_json(
+        Command::new(bin)
+            .args([agent, "daily", "--json", "--offline", "--mode", mode])
+            .env(var, dir)
+            .env("TZ", "UTC"),
+    )
+}
+
+fn scan(agent: &str, dir: &Path, kind: &str, mode: &str) -> Value {
+    run_json(
+        bin()
+            .args(["scan", "--agent", agent])
+            .arg(dir)
+            .args([kind, "--json", "--mode", mode]),
+    )
+}
+
+fn tokens(v: &Value) -> BTreeMap<&'static str, u64> {
+    FIELDS
+        .iter()
+        .map(|f| {
+            (
+                *f,
+                v[*f].as_u64().unwrap_or_else(|| panic!("no {f} in {v}")),
+            )
+        })
+        .collect()
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-3 * a.abs().max(b.abs()).max(1e-9)
+}
+
+fn models(report: &Value) -> Vec<String> {
+    let mut m: Vec<String> = report["daily"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|d| d["modelsUsed"].as_array().unwrap().clone())
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    m.sort();
+    m.dedup();
+    m
+}
+
+/// `expected` (`totals`, `totalCost` per mode, `models`) against a report
+/// per mode.
+fn check(case: &str, who: &str, expected: &Value, reports: &BTreeMap<&str, Value>) {
+    assert_eq!(
+        tokens(&reports["auto"]["totals"]),
+        tokens(&expected["totals"]),
+        "{case}: {who} totals"
+    );
+    for (mode, report) in reports {
+        let (got, want) = (
+            report["totals"]["totalCost"].as_f64().unwrap(),
+            expected["totalCost"][*mode].as_f64().unwrap(),
+        );
+        assert!(
+            close(got, want),
+            "{case}: {who} {mode} cost {got} vs {want}"
+        );
+    }
+    let want: Vec<String> = serde_json::from_value(expected["models"].clone()).unwrap();
+    assert_eq!(models(&reports["auto"]), want, "{case}: {who} models");
+}
+
+#[test]
+fn fixtures_give_their_documented_totals_in_both_tools() {
+    let mut cases = 0;
+    for (agent, var) in AGENTS {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures")
+            .join(agent);
+        for entry in std::fs::read_dir(&root).unwrap() {
+            let dir = entry.unwrap().path();
+            let case = format!("{agent}/{}", dir.file_name().unwrap().to_string_lossy());
+            let exp: Value =
+                serde_json::from_slice(&std::fs::read(dir.join("expected.json")).unwrap()).unwrap();
+            let modes = ["auto", "calculate"];
+            let ours: BTreeMap<&str, Value> = modes
+                .iter()
+                .map(|m| (*m, scan(agent, &dir, "daily", m)))
+                .collect();
+            check(&case, "tokenbridge", &exp["tokenbridge"], &ours);
+            let theirs: BTreeMap<&str, Value> = modes
+                .iter()
+                .map(|m| (*m, ccusage(agent, var, &dir, m)))
+                .collect();
+            match &exp["ccusage"] {
+                Value::String(s) if s == "same" => {
+                    check(&case, "ccusage", &exp["tokenbridge"], &theirs);
+                    // Day by day too, not only the sums.
+                    for day in ours["auto"]["daily"].as_array().unwrap() {
+                        let date = &day["date"];
+                        let other = theirs["auto"]["daily"]
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .find(|d| d["date"] == *date)
+                            .unwrap_or_else(|| panic!("{case}: ccusage has no {date}"));
+                        assert_eq!(tokens(day), tokens(other), "{case} {date}");
+                    }
+                }
+                differs => {
+                    check(&case, "ccusage", differs, &theirs);
+                    assert_ne!(
+                        differs, &exp["tokenbridge"],
+                        "{case}: listed as a difference but the tools agree"
+                    );
+                }
+            }
+            cases += 1;
+        }
+    }
+    assert!(cases >= 4, "only {cases} fixtures");
+}
+
+/// Copies every fixture of `agent` into one folder of that agent's layout.
+fn merged_fixtures(agent: &str, to: &Path) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(agent);
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(&root).unwrap() {
+        copy_tree(&entry.unwrap().path(), to);
+    }
+    let _ = std::fs::remove_file(to.join("expected.json"));
+    to.to_path_buf()
+}
+
+/// A pi response line (as pi writes it) for the live part.
+fn pi_line(id: &str, ts: &str, input: u64, output: u64) -> String {
+    format!(
+        r#"{{"type":"message","id":"{id}","parentId":null,"timestamp":"{ts}","message":{{"role":"assistant","content":[],"provider":"anthropic","model":"claude-sonnet-4-5","usage":{{"input":{input},"output":{output},"cacheRead":0,"cacheWrite":0,"totalTokens":{}}},"stopReason":"stop"}}}}"#,
+        input + output
+    ) + "\n"
+}
+
+fn report(cfg: &Path, agent: &str) -> Value {
+    run_json(
+        bin()
+            .args(["report", "daily", "--agent", agent, "--json", "--config"])
+            .arg(cfg),
+    )
+}
+
+#[test]
+fn backfilled_and_live_agents_report_what_scan_reads() {
+    let ch = TestClickHouse::start();
+    let work = tempfile::tempdir().unwrap();
+    let pi = merged_fixtures("pi", &work.path().join("pi"));
+    let claw = merged_fixtures("openclaw", &work.path().join("openclaw"));
+    let cfg = write_config(
+        work.path(),
+        &ch,
+        "tb_agents",
+        &[],
+        &format!(
+            "[agents.pi]\ndirs = [{:?}]\n\n[agents.openclaw]\ndirs = [{:?}]\n",
+            pi.display().to_string(),
+            claw.display().to_string()
+        ),
+    );
+    let done = backfill(&cfg, &[]);
+    assert_eq!(done["complete"], true, "{done}");
+    for (agent, dir) in [("pi", &pi), ("openclaw", &claw)] {
+        let reported = report(&cfg, agent);
+        let scanned = scan(agent, dir, "daily", "auto");
+        assert_eq!(reported["daily"], scanned["daily"], "{agent}");
+        assert_eq!(
+            reported["totals"]["totalCost"],
+            scanned["totals"]["totalCost"]
+        );
+    }
+    assert_eq!(ch.duplicate_rows("tb_agents"), 0);
+
+    // Live: a new pi session grows while the daemon runs; a kill -9 in the
+    // middle; an OpenClaw session is reset (renamed to a .reset copy) and
+    // a new one started. The database converges to the files' scan.
+    let log = work.path().join("daemon.log");
+    let daemon = Daemon::start(&cfg, &log);
+    let session = pi.join(
+        "sessions/--live--/2026-11-26T08-00-00-000Z_7e8f9a0b-5555-4666-8777-888899990000.jsonl",
+    );
+    std::fs::create_dir_all(session.parent().unwrap()).unwrap();
+    append(
+        &session,
+        r#"{"type":"session","version":3,"id":"7e8f9a0b-5555-4666-8777-888899990000","timestamp":"2026-11-26T08:00:00.000Z","cwd":"/live"}"#
+            .to_string()
+            + "\n",
+    );
+    for i in 0..20 {
+        append(
+            &session,
+            pi_line(
+                &format!("l{i:07}"),
+                &format!("2026-11-26T08:00:{i:02}.000Z"),
+                100 + i,
+                10,
+            ),
+        );
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    let want_live = |cfg: &Path| {
+        let r = report(cfg, "pi");
+        r["totals"] == scan("pi", &pi, "daily", "auto")["totals"]
+    };
+    assert!(
+        wait_until(Duration::from_secs(60), || want_live(&cfg)),
+        "the daemon did not catch up: {}",
+        daemon.log_text()
+    );
+    daemon.kill9();
+    for i in 20..40 {
+        append(
+            &session,
+            pi_line(
+                &format!("l{i:07}"),
+                &format!("2026-11-26T08:00:{i:02}.000Z"),
+                100 + i,
+                10,
+            ),
+        );
+    }
+    let live = claw.join("agents/main/sessions/5f0c6a2e-2222-4333-8444-555566667777.jsonl");
+    std::fs::rename(
+        &live,
+        live.with_extension("jsonl.reset.2026-11-26T09-00-00.000Z"),
+    )
+    .unwrap();
+    let daemon = Daemon::start(&cfg, &log);
+    assert!(
+        wait_until(Duration::from_secs(60), || want_live(&cfg)
+            && report(&cfg, "openclaw")["totals"]
+                == scan("openclaw", &claw, "daily", "auto")["totals"]),
+        "not converged after the restart: {}",
+        daemon.log_text()
+    );
+    daemon.stop();
+    assert_eq!(
+        ch.duplicate_rows("tb_agents"),
+        0,
+        "a row was inserted twice"
+    );
+    // The 40 live responses: 100..140 input, 10 output each.
+    let r = report(&cfg, "pi");
+    let day = r["daily"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["date"] == "2026-11-26")
+        .expect("the live day");
+    assert_eq!(day["inputTokens"], (100..140).sum::<u64>());
+    assert_eq!(day["outputTokens"], 400);
+}
