@@ -10,7 +10,7 @@ falls back to for models whose direct entry LiteLLM has retired), OpenAI
 (`gpt-*`, `o1*`, `o3*`, `o4*`, `codex-*`), Google (`gemini-*`, `gemini/`,
 `vertex_ai/`), xAI (`xai/`), Moonshot (`moonshot/`), Alibaba (`dashscope/`,
 `qwen*`), OpenRouter's listings of those, and only the cost fields tokenbridge
-uses.
+uses. A model priced only by prompt-size tiers gets its first tier's rates.
 """
 import io, json, subprocess, sys, tempfile, zipfile, pathlib
 
@@ -43,7 +43,13 @@ for name in sorted(table):
         continue
     if table[name].get("mode", "chat") not in ("chat", "responses"):
         continue
-    entry = {k: table[name][k] for k in FIELDS if isinstance(table[name].get(k), (int, float))}
+    src = table[name]
+    # Models priced only by prompt-size tiers (Alibaba's qwen3-coder-plus…):
+    # the first tier's rates, which is what ccusage 20.0.24 charges at any size.
+    tiers = src.get("tiered_pricing")
+    if "input_cost_per_token" not in src and isinstance(tiers, list) and tiers and isinstance(tiers[0], dict):
+        src = {**src, **tiers[0]}
+    entry = {k: src[k] for k in FIELDS if isinstance(src.get(k), (int, float))}
     # Fast mode's multiplier (Anthropic's fast mode), the only provider-specific
     # entry tokenbridge reads.
     fast = (table[name].get("provider_specific_entry") or {}).get("fast")

@@ -26,6 +26,17 @@ use serde::Deserialize;
 const EMBEDDED: &str = include_str!("../data/prices.json");
 const TIER: u64 = 200_000;
 
+/// LiteLLM's provider prefixes tried, in this order, for a model an agent
+/// names without one.
+pub const PROVIDER_PREFIXES: &[&str] = &[
+    "gemini/",
+    "vertex_ai/",
+    "dashscope/",
+    "xai/",
+    "moonshot/",
+    "openai/",
+];
+
 /// The suffix of a model used in fast mode.
 pub const FAST_SUFFIX: &str = "-fast";
 
@@ -278,10 +289,27 @@ impl PriceTable {
             .filter(|k| k.starts_with(&prefix))
             .collect();
         keys.sort();
-        keys.first().and_then(|k| self.models.get(*k)).copied()
+        if let Some(p) = keys.first().and_then(|k| self.models.get(*k)) {
+            return Some(*p);
+        }
+        // Agents name models without the provider LiteLLM files them under
+        // (`qwen-plus` is `dashscope/qwen-plus`), or with one it does not
+        // use (`google/gemini-2.5-pro`).
+        let bare = PROVIDER_PREFIXES
+            .iter()
+            .chain(["google/", "alibaba/", "qwen/", "anthropic/"].iter())
+            .find_map(|p| model.strip_prefix(p))
+            .filter(|b| !b.is_empty());
+        if let Some(p) = bare.and_then(|b| self.models.get(b)) {
+            return Some(*p);
+        }
+        let name = bare.unwrap_or(model);
+        PROVIDER_PREFIXES
+            .iter()
+            .find_map(|p| self.models.get(&format!("{p}{name}")))
+            .copied()
     }
 
-    /// [`PriceTable::lookup`], warning once per model that has no price.
     pub fn lookup_or_warn(&self, model: &str) -> Option<Price> {
         let found = self.lookup(model);
         if found.is_none()
@@ -345,6 +373,25 @@ mod tests {
             t.cost("claude-haiku-4-5-20251001", &u(100_000, 0, 0, 0, 0)),
             0.1
         ));
+    }
+
+    #[test]
+    fn models_named_without_their_provider_are_found() {
+        let t = PriceTable::embedded();
+        let one = u(1000, 1000, 0, 0, 0);
+        let near = |a: f64, b: f64| (a - b).abs() < 1e-12;
+        // dashscope/qwen-plus: 0.4 and 1.2 USD per million.
+        assert!(near(t.cost("qwen-plus", &one), 0.0016));
+        assert!(near(t.cost("alibaba/qwen-plus", &one), 0.0016));
+        // Tiered only in LiteLLM: its first tier.
+        assert!(near(t.cost("qwen3-coder-plus", &one), 0.006));
+        assert_eq!(
+            t.lookup("gemini-2.5-pro"),
+            t.lookup("google/gemini-2.5-pro")
+        );
+        assert!(t.lookup("google/gemini-2.5-pro").is_some());
+        assert!(t.lookup("dashscope/").is_none());
+        assert!(t.lookup("no-such-model").is_none());
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! The `clickhouse` crate's schema validation issues a `DESCRIBE` with a setting
 //! 18.16 does not know, so validation is on only for servers that have it
 //! (see [`validation_supported`]); the insert's column list comes from
-//! [`UsageRow`] and is checked against [`schema::MESSAGE_COLUMNS`] by a test.
+//! [`crate::record::UsageRow`] and is checked against [`schema::MESSAGE_COLUMNS`] by a test.
 //! Every statement is sent with `query_raw` (a `?` in a session id is text,
 //! not a bind placeholder) and goes through [`statement_log`].
 

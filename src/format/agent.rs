@@ -35,6 +35,8 @@ pub enum Agent {
     /// and its reset / deleted copies.
     #[serde(rename = "openclaw")]
     OpenClaw,
+    /// Qwen Code: `$QWEN_DATA_DIR/projects/<project>/chats/<session>.jsonl`.
+    Qwen,
 }
 
 /// How a format's files grow.
@@ -59,7 +61,13 @@ pub enum Lines {
 
 impl Agent {
     /// Every agent tokenbridge knows.
-    pub const ALL: [Agent; 4] = [Agent::Claude, Agent::Codex, Agent::Pi, Agent::OpenClaw];
+    pub const ALL: [Agent; 5] = [
+        Agent::Claude,
+        Agent::Codex,
+        Agent::Pi,
+        Agent::OpenClaw,
+        Agent::Qwen,
+    ];
 
     /// The agent's name in config, reports and the `agent` column.
     pub fn name(self) -> &'static str {
@@ -68,6 +76,7 @@ impl Agent {
             Agent::Codex => "codex",
             Agent::Pi => "pi",
             Agent::OpenClaw => "openclaw",
+            Agent::Qwen => "qwen",
         }
     }
 
@@ -75,7 +84,7 @@ impl Agent {
     /// (`[pi] claude-sonnet-4-5`); empty for agents it names plainly.
     pub fn model_prefix(self) -> &'static str {
         match self {
-            Agent::Claude | Agent::Codex => "",
+            Agent::Claude | Agent::Codex | Agent::Qwen => "",
             Agent::Pi => "[pi] ",
             Agent::OpenClaw => "[openclaw] ",
         }
@@ -101,6 +110,7 @@ impl Agent {
             Agent::Claude => ("CLAUDE_CONFIG_DIR", &[".claude"]),
             Agent::Codex => ("CODEX_HOME", &[".codex"]),
             Agent::Pi => ("PI_AGENT_DIR", &[".pi/agent"]),
+            Agent::Qwen => ("QWEN_DATA_DIR", &[".qwen"]),
             // OpenClaw has been called Clawdbot, Moltbot and Moldbot.
             Agent::OpenClaw => (
                 "OPENCLAW_DIR",
@@ -124,9 +134,14 @@ impl Agent {
     pub fn scan_roots(self, dir: &Path) -> Vec<PathBuf> {
         match self {
             Agent::Claude | Agent::OpenClaw => vec![dir.to_path_buf()],
-            // pi's folder holds settings and auth next to `sessions/`.
-            Agent::Pi => {
-                let sessions = dir.join("sessions");
+            // pi's and Qwen's folders hold settings and auth next to their
+            // sessions.
+            Agent::Pi | Agent::Qwen => {
+                let sessions = dir.join(if self == Agent::Pi {
+                    "sessions"
+                } else {
+                    "projects"
+                });
                 vec![if sessions.is_dir() {
                     sessions
                 } else {
@@ -152,6 +167,7 @@ impl Agent {
     pub fn owns(self, path: &Path) -> bool {
         match self {
             Agent::OpenClaw => crate::format::pi::is_openclaw_session(path),
+            Agent::Qwen => crate::format::qwen::is_chat(path),
             _ => path.extension().is_some_and(|e| e == "jsonl"),
         }
     }
@@ -166,6 +182,9 @@ impl Agent {
         match self {
             Agent::Claude => Lines::Independent,
             Agent::Codex | Agent::Pi | Agent::OpenClaw => Lines::Stateful,
+            // Independent, but read in order by serde_json (the parallel
+            // path is Claude Code's tape walk).
+            Agent::Qwen => Lines::Independent,
         }
     }
 
@@ -176,6 +195,7 @@ impl Agent {
             Agent::Claude => crate::format::claude::paths::context_of(path),
             Agent::Codex => crate::format::codex::context_of(root, path),
             Agent::Pi | Agent::OpenClaw => crate::format::pi::context_of(self, root, path),
+            Agent::Qwen => crate::format::qwen::context_of(path),
         }
     }
 }
@@ -209,7 +229,7 @@ mod tests {
         assert!("gemini2"
             .parse::<Agent>()
             .unwrap_err()
-            .contains("claude, codex, pi, openclaw"));
+            .contains("claude, codex, pi, openclaw, qwen"));
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod estimate;
 pub mod json_fields;
 pub mod json_scan;
 pub mod pi;
+pub mod qwen;
 
 use crate::record::UsageRow;
 
@@ -39,7 +40,8 @@ pub enum MalformedKind {
     MissingField,
     /// A field with the wrong JSON type.
     MistypedField,
-    /// A token count that is negative, fractional, a string, or above [`MAX_TOKENS`].
+    /// A token count that is negative, fractional, a string, or above the
+    /// format's limit ([`json_fields::MAX_TOKENS`] for the line-by-line formats).
     BadTokenCount,
     /// A `timestamp` that is not RFC 3339.
     BadTimestamp,
