@@ -37,6 +37,8 @@ pub enum Agent {
     OpenClaw,
     /// Qwen Code: `$QWEN_DATA_DIR/projects/<project>/chats/<session>.jsonl`.
     Qwen,
+    /// xAI's Grok Build CLI: `$GROK_HOME/sessions/<cwd>/<session>/updates.jsonl`.
+    Grok,
 }
 
 /// How a format's files grow.
@@ -61,12 +63,13 @@ pub enum Lines {
 
 impl Agent {
     /// Every agent tokenbridge knows.
-    pub const ALL: [Agent; 5] = [
+    pub const ALL: [Agent; 6] = [
         Agent::Claude,
         Agent::Codex,
         Agent::Pi,
         Agent::OpenClaw,
         Agent::Qwen,
+        Agent::Grok,
     ];
 
     /// The agent's name in config, reports and the `agent` column.
@@ -77,6 +80,7 @@ impl Agent {
             Agent::Pi => "pi",
             Agent::OpenClaw => "openclaw",
             Agent::Qwen => "qwen",
+            Agent::Grok => "grok",
         }
     }
 
@@ -84,7 +88,7 @@ impl Agent {
     /// (`[pi] claude-sonnet-4-5`); empty for agents it names plainly.
     pub fn model_prefix(self) -> &'static str {
         match self {
-            Agent::Claude | Agent::Codex | Agent::Qwen => "",
+            Agent::Claude | Agent::Codex | Agent::Qwen | Agent::Grok => "",
             Agent::Pi => "[pi] ",
             Agent::OpenClaw => "[openclaw] ",
         }
@@ -111,6 +115,7 @@ impl Agent {
             Agent::Codex => ("CODEX_HOME", &[".codex"]),
             Agent::Pi => ("PI_AGENT_DIR", &[".pi/agent"]),
             Agent::Qwen => ("QWEN_DATA_DIR", &[".qwen"]),
+            Agent::Grok => ("GROK_HOME", &[".grok"]),
             // OpenClaw has been called Clawdbot, Moltbot and Moldbot.
             Agent::OpenClaw => (
                 "OPENCLAW_DIR",
@@ -136,11 +141,11 @@ impl Agent {
             Agent::Claude | Agent::OpenClaw => vec![dir.to_path_buf()],
             // pi's and Qwen's folders hold settings and auth next to their
             // sessions.
-            Agent::Pi | Agent::Qwen => {
-                let sessions = dir.join(if self == Agent::Pi {
-                    "sessions"
-                } else {
+            Agent::Pi | Agent::Qwen | Agent::Grok => {
+                let sessions = dir.join(if self == Agent::Qwen {
                     "projects"
+                } else {
+                    "sessions"
                 });
                 vec![if sessions.is_dir() {
                     sessions
@@ -168,6 +173,7 @@ impl Agent {
         match self {
             Agent::OpenClaw => crate::format::pi::is_openclaw_session(path),
             Agent::Qwen => crate::format::qwen::is_chat(path),
+            Agent::Grok => crate::format::grok::is_updates(path),
             _ => path.extension().is_some_and(|e| e == "jsonl"),
         }
     }
@@ -184,7 +190,7 @@ impl Agent {
             Agent::Codex | Agent::Pi | Agent::OpenClaw => Lines::Stateful,
             // Independent, but read in order by serde_json (the parallel
             // path is Claude Code's tape walk).
-            Agent::Qwen => Lines::Independent,
+            Agent::Qwen | Agent::Grok => Lines::Independent,
         }
     }
 
@@ -196,6 +202,7 @@ impl Agent {
             Agent::Codex => crate::format::codex::context_of(root, path),
             Agent::Pi | Agent::OpenClaw => crate::format::pi::context_of(self, root, path),
             Agent::Qwen => crate::format::qwen::context_of(path),
+            Agent::Grok => crate::format::grok::context_of(path),
         }
     }
 }
@@ -229,7 +236,7 @@ mod tests {
         assert!("gemini2"
             .parse::<Agent>()
             .unwrap_err()
-            .contains("claude, codex, pi, openclaw, qwen"));
+            .contains("claude, codex, pi, openclaw, qwen, grok"));
     }
 
     #[test]

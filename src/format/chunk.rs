@@ -11,7 +11,7 @@ use rayon::prelude::*;
 use crate::format::agent::Agent;
 use crate::format::claude::content::ContentRow;
 use crate::format::claude::{may_carry_usage, LineParser};
-use crate::format::{codex, json_scan, pi, qwen};
+use crate::format::{codex, grok, json_scan, pi, qwen};
 use crate::format::{BadLine, FileState, LineCounts, MalformedKind, ParseMode, Parsed, PADDING};
 use crate::record::{Interner, SourceContext};
 
@@ -339,6 +339,15 @@ pub fn parse_chunk(
             out.state = Some(FileState::Pi(Box::new(st)));
             out
         }
+        Agent::Grok => parse_in_order(
+            buf,
+            end,
+            base,
+            max_line,
+            mode,
+            grok::may_matter,
+            |l, o, sh| grok::line(l, ctx, o, sh),
+        ),
         Agent::Qwen => parse_in_order(
             buf,
             end,

@@ -13,6 +13,7 @@ pub mod chunk;
 pub mod claude;
 pub mod codex;
 pub mod estimate;
+pub mod grok;
 pub mod json_fields;
 pub mod json_scan;
 pub mod pi;
