@@ -37,6 +37,28 @@ pub const PROVIDER_PREFIXES: &[&str] = &[
     "openai/",
 ];
 
+/// Models agents name by an alias whose model (and price) changed over
+/// time: the alias, then from which Unix ms which model it means (in
+/// order). Kimi's `kimi-for-coding` is Kimi K2.5 up to 2026-04-20T15:28:10Z
+/// and K2.6 after, the moment ccusage 20.0.24 switches (measured to the
+/// 100 ms).
+pub const DATED_ALIASES: &[(&str, &[(i64, &str)])] = &[(
+    "kimi-for-coding",
+    &[
+        (i64::MIN, "moonshot/kimi-k2.5"),
+        (1_776_698_890_001, "moonshot/kimi-k2.6"),
+    ],
+)];
+
+/// The model a dated alias meant at `ts_ms` (the model itself otherwise).
+pub fn resolve_alias(model: &str, ts_ms: i64) -> &str {
+    DATED_ALIASES
+        .iter()
+        .find(|(alias, _)| *alias == model)
+        .and_then(|(_, periods)| periods.iter().rev().find(|(from, _)| ts_ms >= *from))
+        .map_or(model, |(_, m)| m)
+}
+
 /// The suffix of a model used in fast mode.
 pub const FAST_SUFFIX: &str = "-fast";
 
@@ -173,9 +195,11 @@ impl Price {
         let five_min = u.cache_creation - one_hour;
         tiered(u.input, self.input, self.input_above)
             + tiered(u.output, self.output, self.output_above)
+            // No cache-write rate: 1.25x input, Anthropic's 5-minute
+            // ratio (ccusage 20.0.24 charges the same).
             + tiered(
                 five_min,
-                self.cache_write.unwrap_or(0.0),
+                self.cache_write.unwrap_or(1.25 * self.input),
                 self.cache_write_above,
             )
             + one_hour as f64 * self.cache_write_1h.unwrap_or(2.0 * self.input)
@@ -332,6 +356,12 @@ impl PriceTable {
     pub fn cost(&self, model: &str, u: &TokenUse) -> f64 {
         self.lookup_or_warn(model).map_or(0.0, |p| p.cost(u))
     }
+
+    /// The cost of `u` tokens of `model` used at `ts_ms` (dated aliases
+    /// resolved, see [`DATED_ALIASES`]).
+    pub fn cost_at(&self, model: &str, ts_ms: i64, u: &TokenUse) -> f64 {
+        self.cost(resolve_alias(model, ts_ms), u)
+    }
 }
 
 #[cfg(test)]
@@ -373,6 +403,23 @@ mod tests {
             t.cost("claude-haiku-4-5-20251001", &u(100_000, 0, 0, 0, 0)),
             0.1
         ));
+    }
+
+    #[test]
+    fn dated_aliases_follow_the_model_behind_them() {
+        assert_eq!(
+            resolve_alias("kimi-for-coding", 1_776_729_599_999),
+            "moonshot/kimi-k2.5"
+        );
+        assert_eq!(
+            resolve_alias("kimi-for-coding", 1_776_729_600_000),
+            "moonshot/kimi-k2.6"
+        );
+        assert_eq!(resolve_alias("kimi-k2.6", 0), "kimi-k2.6");
+        let t = PriceTable::embedded();
+        let m = u(1_000_000, 0, 0, 0, 0);
+        assert!((t.cost_at("kimi-for-coding", 1_770_000_000_000, &m) - 0.6).abs() < 1e-9);
+        assert!((t.cost_at("kimi-for-coding", 1_790_000_000_000, &m) - 0.95).abs() < 1e-9);
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! The agents beyond Claude Code and Codex (pi, OpenClaw, Qwen Code, Grok
-//! Build): the
+//! Build, Kimi): the
 //! hand-written fixtures under
 //! `fixtures/<agent>/` give their documented totals in tokenbridge's `scan`
 //! and in ccusage 20.0.24 (`ccusage <agent> daily --json --offline`, in the
@@ -28,11 +28,12 @@ const FIELDS: [&str; 5] = [
 
 /// The agents with fixtures here, and the variable ccusage reads their
 /// folder from.
-const AGENTS: [(&str, &str); 4] = [
+const AGENTS: [(&str, &str); 5] = [
     ("pi", "PI_AGENT_DIR"),
     ("openclaw", "OPENCLAW_DIR"),
     ("qwen", "QWEN_DATA_DIR"),
     ("grok", "GROK_HOME"),
+    ("kimi", "KIMI_DATA_DIR"),
 ];
 
 fn run_json(cmd: &mut Command) -> Value {
@@ -170,7 +171,7 @@ fn fixtures_give_their_documented_totals_in_both_tools() {
             cases += 1;
         }
     }
-    assert!(cases >= 8, "only {cases} fixtures");
+    assert!(cases >= 11, "only {cases} fixtures");
 }
 
 /// Copies every fixture of `agent` into one folder of that agent's layout.
@@ -210,17 +211,19 @@ fn backfilled_and_live_agents_report_what_scan_reads() {
     let claw = merged_fixtures("openclaw", &work.path().join("openclaw"));
     let qwen = merged_fixtures("qwen", &work.path().join("qwen"));
     let grok = merged_fixtures("grok", &work.path().join("grok"));
+    let kimi = merged_fixtures("kimi", &work.path().join("kimi"));
     let cfg = write_config(
         work.path(),
         &ch,
         "tb_agents",
         &[],
         &format!(
-            "[agents.pi]\ndirs = [{:?}]\n\n[agents.openclaw]\ndirs = [{:?}]\n\n[agents.qwen]\ndirs = [{:?}]\n\n[agents.grok]\ndirs = [{:?}]\n",
+            "[agents.pi]\ndirs = [{:?}]\n\n[agents.openclaw]\ndirs = [{:?}]\n\n[agents.qwen]\ndirs = [{:?}]\n\n[agents.grok]\ndirs = [{:?}]\n\n[agents.kimi]\ndirs = [{:?}]\n",
             pi.display().to_string(),
             claw.display().to_string(),
             qwen.display().to_string(),
-            grok.display().to_string()
+            grok.display().to_string(),
+            kimi.display().to_string()
         ),
     );
     let done = backfill(&cfg, &[]);
@@ -230,6 +233,7 @@ fn backfilled_and_live_agents_report_what_scan_reads() {
         ("openclaw", &claw),
         ("qwen", &qwen),
         ("grok", &grok),
+        ("kimi", &kimi),
     ] {
         let reported = report(&cfg, agent);
         let scanned = scan(agent, dir, "daily", "auto");

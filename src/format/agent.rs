@@ -39,6 +39,8 @@ pub enum Agent {
     Qwen,
     /// xAI's Grok Build CLI: `$GROK_HOME/sessions/<cwd>/<session>/updates.jsonl`.
     Grok,
+    /// Moonshot's Kimi CLI and Kimi Code: `$KIMI_DATA_DIR/sessions/**/wire.jsonl`.
+    Kimi,
 }
 
 /// How a format's files grow.
@@ -63,13 +65,14 @@ pub enum Lines {
 
 impl Agent {
     /// Every agent tokenbridge knows.
-    pub const ALL: [Agent; 6] = [
+    pub const ALL: [Agent; 7] = [
         Agent::Claude,
         Agent::Codex,
         Agent::Pi,
         Agent::OpenClaw,
         Agent::Qwen,
         Agent::Grok,
+        Agent::Kimi,
     ];
 
     /// The agent's name in config, reports and the `agent` column.
@@ -81,6 +84,7 @@ impl Agent {
             Agent::OpenClaw => "openclaw",
             Agent::Qwen => "qwen",
             Agent::Grok => "grok",
+            Agent::Kimi => "kimi",
         }
     }
 
@@ -88,7 +92,7 @@ impl Agent {
     /// (`[pi] claude-sonnet-4-5`); empty for agents it names plainly.
     pub fn model_prefix(self) -> &'static str {
         match self {
-            Agent::Claude | Agent::Codex | Agent::Qwen | Agent::Grok => "",
+            Agent::Claude | Agent::Codex | Agent::Qwen | Agent::Grok | Agent::Kimi => "",
             Agent::Pi => "[pi] ",
             Agent::OpenClaw => "[openclaw] ",
         }
@@ -116,6 +120,7 @@ impl Agent {
             Agent::Pi => ("PI_AGENT_DIR", &[".pi/agent"]),
             Agent::Qwen => ("QWEN_DATA_DIR", &[".qwen"]),
             Agent::Grok => ("GROK_HOME", &[".grok"]),
+            Agent::Kimi => ("KIMI_DATA_DIR", &[".kimi", ".kimi-code"]),
             // OpenClaw has been called Clawdbot, Moltbot and Moldbot.
             Agent::OpenClaw => (
                 "OPENCLAW_DIR",
@@ -141,7 +146,7 @@ impl Agent {
             Agent::Claude | Agent::OpenClaw => vec![dir.to_path_buf()],
             // pi's and Qwen's folders hold settings and auth next to their
             // sessions.
-            Agent::Pi | Agent::Qwen | Agent::Grok => {
+            Agent::Pi | Agent::Qwen | Agent::Grok | Agent::Kimi => {
                 let sessions = dir.join(if self == Agent::Qwen {
                     "projects"
                 } else {
@@ -174,6 +179,7 @@ impl Agent {
             Agent::OpenClaw => crate::format::pi::is_openclaw_session(path),
             Agent::Qwen => crate::format::qwen::is_chat(path),
             Agent::Grok => crate::format::grok::is_updates(path),
+            Agent::Kimi => crate::format::kimi::is_wire(path),
             _ => path.extension().is_some_and(|e| e == "jsonl"),
         }
     }
@@ -187,7 +193,7 @@ impl Agent {
     pub fn lines(self) -> Lines {
         match self {
             Agent::Claude => Lines::Independent,
-            Agent::Codex | Agent::Pi | Agent::OpenClaw => Lines::Stateful,
+            Agent::Codex | Agent::Pi | Agent::OpenClaw | Agent::Kimi => Lines::Stateful,
             // Independent, but read in order by serde_json (the parallel
             // path is Claude Code's tape walk).
             Agent::Qwen | Agent::Grok => Lines::Independent,
@@ -203,6 +209,7 @@ impl Agent {
             Agent::Pi | Agent::OpenClaw => crate::format::pi::context_of(self, root, path),
             Agent::Qwen => crate::format::qwen::context_of(path),
             Agent::Grok => crate::format::grok::context_of(path),
+            Agent::Kimi => crate::format::kimi::context_of(path),
         }
     }
 }
@@ -236,7 +243,7 @@ mod tests {
         assert!("gemini2"
             .parse::<Agent>()
             .unwrap_err()
-            .contains("claude, codex, pi, openclaw, qwen, grok"));
+            .contains("claude, codex, pi, openclaw, qwen, grok, kimi"));
     }
 
     #[test]

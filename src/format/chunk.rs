@@ -11,7 +11,7 @@ use rayon::prelude::*;
 use crate::format::agent::Agent;
 use crate::format::claude::content::ContentRow;
 use crate::format::claude::{may_carry_usage, LineParser};
-use crate::format::{codex, grok, json_scan, pi, qwen};
+use crate::format::{codex, grok, json_scan, kimi, pi, qwen};
 use crate::format::{BadLine, FileState, LineCounts, MalformedKind, ParseMode, Parsed, PADDING};
 use crate::record::{Interner, SourceContext};
 
@@ -337,6 +337,23 @@ pub fn parse_chunk(
                 |l, o, sh| pi::line(&mut st, l, ctx, o, sh),
             );
             out.state = Some(FileState::Pi(Box::new(st)));
+            out
+        }
+        Agent::Kimi => {
+            let mut st = match state {
+                Some(FileState::Kimi(s)) => *s,
+                _ => kimi::State::default(),
+            };
+            let mut out = parse_in_order(
+                buf,
+                end,
+                base,
+                max_line,
+                mode,
+                kimi::may_matter,
+                |l, o, sh| kimi::line(&mut st, l, ctx, o, sh),
+            );
+            out.state = Some(FileState::Kimi(Box::new(st)));
             out
         }
         Agent::Grok => parse_in_order(

@@ -16,6 +16,7 @@ pub mod estimate;
 pub mod grok;
 pub mod json_fields;
 pub mod json_scan;
+pub mod kimi;
 pub mod pi;
 pub mod qwen;
 
@@ -167,4 +168,6 @@ pub enum FileState {
     /// A pi or OpenClaw session's current model and folder (boxed, as
     /// Codex's).
     Pi(Box<pi::State>),
+    /// A Kimi wire log's configured model (looked up once).
+    Kimi(Box<kimi::State>),
 }

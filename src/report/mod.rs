@@ -42,7 +42,9 @@ pub struct Entry {
 impl Entry {
     /// The entry's cost in `mode`.
     pub fn cost(&self, mode: crate::price::CostMode, prices: &PriceTable) -> f64 {
-        mode.pick(self.recorded_cost, || prices.cost(&self.model, &self.usage))
+        mode.pick(self.recorded_cost, || {
+            prices.cost_at(&self.model, self.ts_ms, &self.usage)
+        })
     }
 
     /// The agent of a stored `agent` value (empty in rows written before

@@ -473,11 +473,12 @@ impl Sink {
     /// Fills in each row's `cost_usd`.
     fn price_rows(&mut self, rows: &mut [UsageRow]) {
         for r in rows {
-            let price = match self.price_cache.get(&*r.model) {
+            let model = crate::price::resolve_alias(&r.model, r.ts_ms);
+            let price = match self.price_cache.get(model) {
                 Some(p) => *p,
                 None => {
-                    let p = self.summary.prices.lookup_or_warn(&r.model);
-                    self.price_cache.insert(r.model.to_string(), p);
+                    let p = self.summary.prices.lookup_or_warn(model);
+                    self.price_cache.insert(model.to_string(), p);
                     p
                 }
             };
