@@ -13,7 +13,7 @@
 //! - [`format`](mod@format): the seam ([`format::agent`]) and each agent's format
 //!   ([`format::claude`], parsed in parallel; [`format::codex`] and
 //!   [`format::pi`] (pi and OpenClaw), parsed in order with a per-file state,
-//!   [`format::qwen`], [`format::grok`], [`format::kimi`],
+//!   [`format::qwen`], [`format::grok`], [`format::kimi`], [`format::copilot`],
 //!   sharing [`format::json_fields`]), turning lines into [`record::UsageRow`]s.
 //! - [`sink`]: dedup ([`sink::dedup`]), batches, inserts through [`ch`], then
 //!   checkpoints, naive sums ([`sink::naive`]) and session summaries; lines that

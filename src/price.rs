@@ -328,10 +328,17 @@ impl PriceTable {
             return Some(*p);
         }
         let name = bare.unwrap_or(model);
-        PROVIDER_PREFIXES
+        if let Some(p) = PROVIDER_PREFIXES
             .iter()
             .find_map(|p| self.models.get(&format!("{p}{name}")))
-            .copied()
+        {
+            return Some(*p);
+        }
+        // Copilot writes Claude versions with dots (`claude-sonnet-4.5`).
+        if name.starts_with("claude-") && name.contains('.') {
+            return self.base(&name.replace('.', "-"));
+        }
+        None
     }
 
     pub fn lookup_or_warn(&self, model: &str) -> Option<Price> {
@@ -408,11 +415,11 @@ mod tests {
     #[test]
     fn dated_aliases_follow_the_model_behind_them() {
         assert_eq!(
-            resolve_alias("kimi-for-coding", 1_776_729_599_999),
+            resolve_alias("kimi-for-coding", 1_776_698_890_000),
             "moonshot/kimi-k2.5"
         );
         assert_eq!(
-            resolve_alias("kimi-for-coding", 1_776_729_600_000),
+            resolve_alias("kimi-for-coding", 1_776_698_890_100),
             "moonshot/kimi-k2.6"
         );
         assert_eq!(resolve_alias("kimi-k2.6", 0), "kimi-k2.6");
@@ -438,6 +445,8 @@ mod tests {
         );
         assert!(t.lookup("google/gemini-2.5-pro").is_some());
         assert!(t.lookup("dashscope/").is_none());
+        assert_eq!(t.lookup("claude-sonnet-4.5"), t.lookup("claude-sonnet-4-5"));
+        assert!(t.lookup("claude-sonnet-4.5").is_some());
         assert!(t.lookup("no-such-model").is_none());
     }
 

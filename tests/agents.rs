@@ -1,5 +1,5 @@
 //! The agents beyond Claude Code and Codex (pi, OpenClaw, Qwen Code, Grok
-//! Build, Kimi): the
+//! Build, Kimi, Copilot CLI): the
 //! hand-written fixtures under
 //! `fixtures/<agent>/` give their documented totals in tokenbridge's `scan`
 //! and in ccusage 20.0.24 (`ccusage <agent> daily --json --offline`, in the
@@ -28,12 +28,13 @@ const FIELDS: [&str; 5] = [
 
 /// The agents with fixtures here, and the variable ccusage reads their
 /// folder from.
-const AGENTS: [(&str, &str); 5] = [
+const AGENTS: [(&str, &str); 6] = [
     ("pi", "PI_AGENT_DIR"),
     ("openclaw", "OPENCLAW_DIR"),
     ("qwen", "QWEN_DATA_DIR"),
     ("grok", "GROK_HOME"),
     ("kimi", "KIMI_DATA_DIR"),
+    ("copilot", "COPILOT_HOME"),
 ];
 
 fn run_json(cmd: &mut Command) -> Value {
@@ -171,7 +172,7 @@ fn fixtures_give_their_documented_totals_in_both_tools() {
             cases += 1;
         }
     }
-    assert!(cases >= 11, "only {cases} fixtures");
+    assert!(cases >= 13, "only {cases} fixtures");
 }
 
 /// Copies every fixture of `agent` into one folder of that agent's layout.
@@ -212,18 +213,20 @@ fn backfilled_and_live_agents_report_what_scan_reads() {
     let qwen = merged_fixtures("qwen", &work.path().join("qwen"));
     let grok = merged_fixtures("grok", &work.path().join("grok"));
     let kimi = merged_fixtures("kimi", &work.path().join("kimi"));
+    let copilot = merged_fixtures("copilot", &work.path().join("copilot"));
     let cfg = write_config(
         work.path(),
         &ch,
         "tb_agents",
         &[],
         &format!(
-            "[agents.pi]\ndirs = [{:?}]\n\n[agents.openclaw]\ndirs = [{:?}]\n\n[agents.qwen]\ndirs = [{:?}]\n\n[agents.grok]\ndirs = [{:?}]\n\n[agents.kimi]\ndirs = [{:?}]\n",
+            "[agents.pi]\ndirs = [{:?}]\n\n[agents.openclaw]\ndirs = [{:?}]\n\n[agents.qwen]\ndirs = [{:?}]\n\n[agents.grok]\ndirs = [{:?}]\n\n[agents.kimi]\ndirs = [{:?}]\n\n[agents.copilot]\ndirs = [{:?}]\n",
             pi.display().to_string(),
             claw.display().to_string(),
             qwen.display().to_string(),
             grok.display().to_string(),
-            kimi.display().to_string()
+            kimi.display().to_string(),
+            copilot.display().to_string()
         ),
     );
     let done = backfill(&cfg, &[]);
@@ -234,6 +237,7 @@ fn backfilled_and_live_agents_report_what_scan_reads() {
         ("qwen", &qwen),
         ("grok", &grok),
         ("kimi", &kimi),
+        ("copilot", &copilot),
     ] {
         let reported = report(&cfg, agent);
         let scanned = scan(agent, dir, "daily", "auto");

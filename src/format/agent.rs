@@ -41,6 +41,8 @@ pub enum Agent {
     Grok,
     /// Moonshot's Kimi CLI and Kimi Code: `$KIMI_DATA_DIR/sessions/**/wire.jsonl`.
     Kimi,
+    /// GitHub Copilot CLI: `$COPILOT_HOME/session-state/<session>/events.jsonl`.
+    Copilot,
 }
 
 /// How a format's files grow.
@@ -65,7 +67,7 @@ pub enum Lines {
 
 impl Agent {
     /// Every agent tokenbridge knows.
-    pub const ALL: [Agent; 7] = [
+    pub const ALL: [Agent; 8] = [
         Agent::Claude,
         Agent::Codex,
         Agent::Pi,
@@ -73,6 +75,7 @@ impl Agent {
         Agent::Qwen,
         Agent::Grok,
         Agent::Kimi,
+        Agent::Copilot,
     ];
 
     /// The agent's name in config, reports and the `agent` column.
@@ -85,6 +88,7 @@ impl Agent {
             Agent::Qwen => "qwen",
             Agent::Grok => "grok",
             Agent::Kimi => "kimi",
+            Agent::Copilot => "copilot",
         }
     }
 
@@ -92,7 +96,12 @@ impl Agent {
     /// (`[pi] claude-sonnet-4-5`); empty for agents it names plainly.
     pub fn model_prefix(self) -> &'static str {
         match self {
-            Agent::Claude | Agent::Codex | Agent::Qwen | Agent::Grok | Agent::Kimi => "",
+            Agent::Claude
+            | Agent::Codex
+            | Agent::Qwen
+            | Agent::Grok
+            | Agent::Kimi
+            | Agent::Copilot => "",
             Agent::Pi => "[pi] ",
             Agent::OpenClaw => "[openclaw] ",
         }
@@ -121,6 +130,7 @@ impl Agent {
             Agent::Qwen => ("QWEN_DATA_DIR", &[".qwen"]),
             Agent::Grok => ("GROK_HOME", &[".grok"]),
             Agent::Kimi => ("KIMI_DATA_DIR", &[".kimi", ".kimi-code"]),
+            Agent::Copilot => ("COPILOT_HOME", &[".copilot"]),
             // OpenClaw has been called Clawdbot, Moltbot and Moldbot.
             Agent::OpenClaw => (
                 "OPENCLAW_DIR",
@@ -146,11 +156,11 @@ impl Agent {
             Agent::Claude | Agent::OpenClaw => vec![dir.to_path_buf()],
             // pi's and Qwen's folders hold settings and auth next to their
             // sessions.
-            Agent::Pi | Agent::Qwen | Agent::Grok | Agent::Kimi => {
-                let sessions = dir.join(if self == Agent::Qwen {
-                    "projects"
-                } else {
-                    "sessions"
+            Agent::Pi | Agent::Qwen | Agent::Grok | Agent::Kimi | Agent::Copilot => {
+                let sessions = dir.join(match self {
+                    Agent::Qwen => "projects",
+                    Agent::Copilot => "session-state",
+                    _ => "sessions",
                 });
                 vec![if sessions.is_dir() {
                     sessions
@@ -180,6 +190,7 @@ impl Agent {
             Agent::Qwen => crate::format::qwen::is_chat(path),
             Agent::Grok => crate::format::grok::is_updates(path),
             Agent::Kimi => crate::format::kimi::is_wire(path),
+            Agent::Copilot => crate::format::copilot::is_events(path),
             _ => path.extension().is_some_and(|e| e == "jsonl"),
         }
     }
@@ -193,7 +204,9 @@ impl Agent {
     pub fn lines(self) -> Lines {
         match self {
             Agent::Claude => Lines::Independent,
-            Agent::Codex | Agent::Pi | Agent::OpenClaw | Agent::Kimi => Lines::Stateful,
+            Agent::Codex | Agent::Pi | Agent::OpenClaw | Agent::Kimi | Agent::Copilot => {
+                Lines::Stateful
+            }
             // Independent, but read in order by serde_json (the parallel
             // path is Claude Code's tape walk).
             Agent::Qwen | Agent::Grok => Lines::Independent,
@@ -210,6 +223,7 @@ impl Agent {
             Agent::Qwen => crate::format::qwen::context_of(path),
             Agent::Grok => crate::format::grok::context_of(path),
             Agent::Kimi => crate::format::kimi::context_of(path),
+            Agent::Copilot => crate::format::copilot::context_of(path),
         }
     }
 }
@@ -243,7 +257,7 @@ mod tests {
         assert!("gemini2"
             .parse::<Agent>()
             .unwrap_err()
-            .contains("claude, codex, pi, openclaw, qwen, grok, kimi"));
+            .contains("claude, codex, pi, openclaw, qwen, grok, kimi, copilot"));
     }
 
     #[test]

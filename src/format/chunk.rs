@@ -11,7 +11,7 @@ use rayon::prelude::*;
 use crate::format::agent::Agent;
 use crate::format::claude::content::ContentRow;
 use crate::format::claude::{may_carry_usage, LineParser};
-use crate::format::{codex, grok, json_scan, kimi, pi, qwen};
+use crate::format::{codex, copilot, grok, json_scan, kimi, pi, qwen};
 use crate::format::{BadLine, FileState, LineCounts, MalformedKind, ParseMode, Parsed, PADDING};
 use crate::record::{Interner, SourceContext};
 
@@ -354,6 +354,23 @@ pub fn parse_chunk(
                 |l, o, sh| kimi::line(&mut st, l, ctx, o, sh),
             );
             out.state = Some(FileState::Kimi(Box::new(st)));
+            out
+        }
+        Agent::Copilot => {
+            let mut st = match state {
+                Some(FileState::Copilot(s)) => *s,
+                _ => copilot::State::default(),
+            };
+            let mut out = parse_in_order(
+                buf,
+                end,
+                base,
+                max_line,
+                mode,
+                copilot::may_matter,
+                |l, o, sh| copilot::line(&mut st, l, ctx, o, sh),
+            );
+            out.state = Some(FileState::Copilot(Box::new(st)));
             out
         }
         Agent::Grok => parse_in_order(

@@ -12,6 +12,7 @@ pub mod agent;
 pub mod chunk;
 pub mod claude;
 pub mod codex;
+pub mod copilot;
 pub mod estimate;
 pub mod grok;
 pub mod json_fields;
@@ -170,4 +171,6 @@ pub enum FileState {
     Pi(Box<pi::State>),
     /// A Kimi wire log's configured model (looked up once).
     Kimi(Box<kimi::State>),
+    /// A Copilot event log's last running total per model.
+    Copilot(Box<copilot::State>),
 }
