@@ -14,6 +14,7 @@
 //!   ([`format::claude`], parsed in parallel; [`format::codex`] and
 //!   [`format::pi`] (pi and OpenClaw), parsed in order with a per-file state,
 //!   [`format::qwen`], [`format::grok`], [`format::kimi`], [`format::copilot`],
+//!   [`format::gemini`] (whole documents re-read when rewritten),
 //!   sharing [`format::json_fields`]), turning lines into [`record::UsageRow`]s.
 //! - [`sink`]: dedup ([`sink::dedup`]), batches, inserts through [`ch`], then
 //!   checkpoints, naive sums ([`sink::naive`]) and session summaries; lines that

@@ -1,5 +1,5 @@
 //! The agents beyond Claude Code and Codex (pi, OpenClaw, Qwen Code, Grok
-//! Build, Kimi, Copilot CLI): the
+//! Build, Kimi, Copilot CLI, Gemini CLI): the
 //! hand-written fixtures under
 //! `fixtures/<agent>/` give their documented totals in tokenbridge's `scan`
 //! and in ccusage 20.0.24 (`ccusage <agent> daily --json --offline`, in the
@@ -28,13 +28,14 @@ const FIELDS: [&str; 5] = [
 
 /// The agents with fixtures here, and the variable ccusage reads their
 /// folder from.
-const AGENTS: [(&str, &str); 6] = [
+const AGENTS: [(&str, &str); 7] = [
     ("pi", "PI_AGENT_DIR"),
     ("openclaw", "OPENCLAW_DIR"),
     ("qwen", "QWEN_DATA_DIR"),
     ("grok", "GROK_HOME"),
     ("kimi", "KIMI_DATA_DIR"),
     ("copilot", "COPILOT_HOME"),
+    ("gemini", "GEMINI_DATA_DIR"),
 ];
 
 fn run_json(cmd: &mut Command) -> Value {
@@ -172,7 +173,7 @@ fn fixtures_give_their_documented_totals_in_both_tools() {
             cases += 1;
         }
     }
-    assert!(cases >= 13, "only {cases} fixtures");
+    assert!(cases >= 16, "only {cases} fixtures");
 }
 
 /// Copies every fixture of `agent` into one folder of that agent's layout.
@@ -196,6 +197,31 @@ fn pi_line(id: &str, ts: &str, input: u64, output: u64) -> String {
     ) + "\n"
 }
 
+/// Writes a Gemini session document with `n` responses of 1,000 input and
+/// 10 output tokens (the first one's output raised by `extra`), the way
+/// Gemini CLI rewrites it: truncate, then write.
+fn write_gemini_doc(path: &Path, n: u64, extra: u64) {
+    let messages: Vec<Value> = (1..=n)
+        .map(|i| {
+            let out = 10 + if i == 1 { extra } else { 0 };
+            serde_json::json!({
+                "id": format!("r{i}"),
+                "timestamp": format!("2026-11-27T10:00:{i:02}.000Z"),
+                "type": "gemini",
+                "model": "gemini-2.5-flash",
+                "tokens": {"input": 1000, "output": out, "cached": 0, "thoughts": 0, "tool": 0, "total": 1000 + out},
+            })
+        })
+        .collect();
+    let doc = serde_json::json!({
+        "sessionId": "live-gemini",
+        "startTime": "2026-11-27T10:00:00.000Z",
+        "lastUpdated": format!("2026-11-27T10:00:{n:02}.000Z"),
+        "messages": messages,
+    });
+    std::fs::write(path, serde_json::to_vec_pretty(&doc).unwrap()).unwrap();
+}
+
 fn report(cfg: &Path, agent: &str) -> Value {
     run_json(
         bin()
@@ -214,19 +240,21 @@ fn backfilled_and_live_agents_report_what_scan_reads() {
     let grok = merged_fixtures("grok", &work.path().join("grok"));
     let kimi = merged_fixtures("kimi", &work.path().join("kimi"));
     let copilot = merged_fixtures("copilot", &work.path().join("copilot"));
+    let gemini = merged_fixtures("gemini", &work.path().join("gemini"));
     let cfg = write_config(
         work.path(),
         &ch,
         "tb_agents",
         &[],
         &format!(
-            "[agents.pi]\ndirs = [{:?}]\n\n[agents.openclaw]\ndirs = [{:?}]\n\n[agents.qwen]\ndirs = [{:?}]\n\n[agents.grok]\ndirs = [{:?}]\n\n[agents.kimi]\ndirs = [{:?}]\n\n[agents.copilot]\ndirs = [{:?}]\n",
+            "[agents.pi]\ndirs = [{:?}]\n\n[agents.openclaw]\ndirs = [{:?}]\n\n[agents.qwen]\ndirs = [{:?}]\n\n[agents.grok]\ndirs = [{:?}]\n\n[agents.kimi]\ndirs = [{:?}]\n\n[agents.copilot]\ndirs = [{:?}]\n\n[agents.gemini]\ndirs = [{:?}]\n",
             pi.display().to_string(),
             claw.display().to_string(),
             qwen.display().to_string(),
             grok.display().to_string(),
             kimi.display().to_string(),
-            copilot.display().to_string()
+            copilot.display().to_string(),
+            gemini.display().to_string()
         ),
     );
     let done = backfill(&cfg, &[]);
@@ -238,6 +266,7 @@ fn backfilled_and_live_agents_report_what_scan_reads() {
         ("grok", &grok),
         ("kimi", &kimi),
         ("copilot", &copilot),
+        ("gemini", &gemini),
     ] {
         let reported = report(&cfg, agent);
         let scanned = scan(agent, dir, "daily", "auto");
@@ -297,6 +326,13 @@ fn backfilled_and_live_agents_report_what_scan_reads() {
             ),
         );
     }
+    // A Gemini session document rewritten whole, message by message; the
+    // last rewrite also raises an earlier message's counts.
+    let doc = gemini.join("tmp/live0001/chats/session-live.json");
+    std::fs::create_dir_all(doc.parent().unwrap()).unwrap();
+    for n in 1..=6u64 {
+        write_gemini_doc(&doc, n, if n == 6 { 900 } else { 0 });
+    }
     let live = claw.join("agents/main/sessions/5f0c6a2e-2222-4333-8444-555566667777.jsonl");
     std::fs::rename(
         &live,
@@ -304,10 +340,17 @@ fn backfilled_and_live_agents_report_what_scan_reads() {
     )
     .unwrap();
     let daemon = Daemon::start(&cfg, &log);
+    // More rewrites while it runs.
+    for n in 7..=9u64 {
+        write_gemini_doc(&doc, n, 900);
+        std::thread::sleep(Duration::from_millis(50));
+    }
     assert!(
         wait_until(Duration::from_secs(60), || want_live(&cfg)
             && report(&cfg, "openclaw")["totals"]
-                == scan("openclaw", &claw, "daily", "auto")["totals"]),
+                == scan("openclaw", &claw, "daily", "auto")["totals"]
+            && report(&cfg, "gemini")["totals"]
+                == scan("gemini", &gemini, "daily", "auto")["totals"]),
         "not converged after the restart: {}",
         daemon.log_text()
     );
@@ -327,4 +370,14 @@ fn backfilled_and_live_agents_report_what_scan_reads() {
         .expect("the live day");
     assert_eq!(day["inputTokens"], (100..140).sum::<u64>());
     assert_eq!(day["outputTokens"], 400);
+    // Nine responses, the first with its raised count, each once.
+    let g = report(&cfg, "gemini");
+    let day = g["daily"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["date"] == "2026-11-27")
+        .expect("the rewritten document's day");
+    assert_eq!(day["inputTokens"], 9000);
+    assert_eq!(day["outputTokens"], 90 + 900);
 }

@@ -32,6 +32,8 @@ const CHECKED_ELSEWHERE: &[&str] = &[
     "token_cache_loaded",
     "token_cache_hit",
     "token_cache_miss",
+    // tests/agents.rs (a Gemini session document rewritten whole):
+    "file_rewritten",
 ];
 
 /// `event -> documented fields`, from docs/reference/events.md.

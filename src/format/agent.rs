@@ -43,6 +43,9 @@ pub enum Agent {
     Kimi,
     /// GitHub Copilot CLI: `$COPILOT_HOME/session-state/<session>/events.jsonl`.
     Copilot,
+    /// Google's Gemini CLI: `$GEMINI_DATA_DIR/tmp/<project>/chats/session-*.json`
+    /// (rewritten whole) and `*.jsonl`.
+    Gemini,
 }
 
 /// How a format's files grow.
@@ -67,7 +70,7 @@ pub enum Lines {
 
 impl Agent {
     /// Every agent tokenbridge knows.
-    pub const ALL: [Agent; 8] = [
+    pub const ALL: [Agent; 9] = [
         Agent::Claude,
         Agent::Codex,
         Agent::Pi,
@@ -76,6 +79,7 @@ impl Agent {
         Agent::Grok,
         Agent::Kimi,
         Agent::Copilot,
+        Agent::Gemini,
     ];
 
     /// The agent's name in config, reports and the `agent` column.
@@ -89,6 +93,7 @@ impl Agent {
             Agent::Grok => "grok",
             Agent::Kimi => "kimi",
             Agent::Copilot => "copilot",
+            Agent::Gemini => "gemini",
         }
     }
 
@@ -101,7 +106,8 @@ impl Agent {
             | Agent::Qwen
             | Agent::Grok
             | Agent::Kimi
-            | Agent::Copilot => "",
+            | Agent::Copilot
+            | Agent::Gemini => "",
             Agent::Pi => "[pi] ",
             Agent::OpenClaw => "[openclaw] ",
         }
@@ -131,6 +137,7 @@ impl Agent {
             Agent::Grok => ("GROK_HOME", &[".grok"]),
             Agent::Kimi => ("KIMI_DATA_DIR", &[".kimi", ".kimi-code"]),
             Agent::Copilot => ("COPILOT_HOME", &[".copilot"]),
+            Agent::Gemini => ("GEMINI_DATA_DIR", &[".gemini"]),
             // OpenClaw has been called Clawdbot, Moltbot and Moldbot.
             Agent::OpenClaw => (
                 "OPENCLAW_DIR",
@@ -156,10 +163,16 @@ impl Agent {
             Agent::Claude | Agent::OpenClaw => vec![dir.to_path_buf()],
             // pi's and Qwen's folders hold settings and auth next to their
             // sessions.
-            Agent::Pi | Agent::Qwen | Agent::Grok | Agent::Kimi | Agent::Copilot => {
+            Agent::Pi
+            | Agent::Qwen
+            | Agent::Grok
+            | Agent::Kimi
+            | Agent::Copilot
+            | Agent::Gemini => {
                 let sessions = dir.join(match self {
                     Agent::Qwen => "projects",
                     Agent::Copilot => "session-state",
+                    Agent::Gemini => "tmp",
                     _ => "sessions",
                 });
                 vec![if sessions.is_dir() {
@@ -191,22 +204,29 @@ impl Agent {
             Agent::Grok => crate::format::grok::is_updates(path),
             Agent::Kimi => crate::format::kimi::is_wire(path),
             Agent::Copilot => crate::format::copilot::is_events(path),
+            Agent::Gemini => crate::format::gemini::is_chat(path),
             _ => path.extension().is_some_and(|e| e == "jsonl"),
         }
     }
 
-    /// How the agent's files grow.
-    pub fn framing(self) -> Framing {
-        Framing::AppendedLines
+    /// How the agent's file at `path` grows.
+    pub fn framing(self, path: &Path) -> Framing {
+        match self {
+            Agent::Gemini if crate::format::gemini::is_whole_file(path) => Framing::WholeFile,
+            _ => Framing::AppendedLines,
+        }
     }
 
     /// Whether the agent's lines stand alone.
     pub fn lines(self) -> Lines {
         match self {
             Agent::Claude => Lines::Independent,
-            Agent::Codex | Agent::Pi | Agent::OpenClaw | Agent::Kimi | Agent::Copilot => {
-                Lines::Stateful
-            }
+            Agent::Codex
+            | Agent::Pi
+            | Agent::OpenClaw
+            | Agent::Kimi
+            | Agent::Copilot
+            | Agent::Gemini => Lines::Stateful,
             // Independent, but read in order by serde_json (the parallel
             // path is Claude Code's tape walk).
             Agent::Qwen | Agent::Grok => Lines::Independent,
@@ -224,6 +244,7 @@ impl Agent {
             Agent::Grok => crate::format::grok::context_of(path),
             Agent::Kimi => crate::format::kimi::context_of(path),
             Agent::Copilot => crate::format::copilot::context_of(path),
+            Agent::Gemini => crate::format::gemini::context_of(path),
         }
     }
 }
@@ -257,7 +278,7 @@ mod tests {
         assert!("gemini2"
             .parse::<Agent>()
             .unwrap_err()
-            .contains("claude, codex, pi, openclaw, qwen, grok, kimi, copilot"));
+            .contains("claude, codex, pi, openclaw, qwen, grok, kimi, copilot, gemini"));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use rayon::prelude::*;
 use crate::format::agent::Agent;
 use crate::format::claude::content::ContentRow;
 use crate::format::claude::{may_carry_usage, LineParser};
-use crate::format::{codex, copilot, grok, json_scan, kimi, pi, qwen};
+use crate::format::{codex, copilot, gemini, grok, json_scan, kimi, pi, qwen};
 use crate::format::{BadLine, FileState, LineCounts, MalformedKind, ParseMode, Parsed, PADDING};
 use crate::record::{Interner, SourceContext};
 
@@ -373,6 +373,23 @@ pub fn parse_chunk(
             out.state = Some(FileState::Copilot(Box::new(st)));
             out
         }
+        Agent::Gemini => {
+            let mut st = match state {
+                Some(FileState::Gemini(s)) => *s,
+                _ => gemini::State::default(),
+            };
+            let mut out = parse_in_order(
+                buf,
+                end,
+                base,
+                max_line,
+                mode,
+                gemini::may_matter,
+                |l, o, sh| gemini::line(&mut st, l, ctx, o, sh),
+            );
+            out.state = Some(FileState::Gemini(Box::new(st)));
+            out
+        }
         Agent::Grok => parse_in_order(
             buf,
             end,
@@ -396,4 +413,26 @@ pub fn parse_chunk(
 
 fn head_of(line: &[u8]) -> String {
     String::from_utf8_lossy(&line[..line.len().min(BAD_LINE_HEAD)]).into_owned()
+}
+
+/// Parses a whole document (a file read at once, see
+/// [`crate::format::agent::Framing::WholeFile`]). `None` when it is not
+/// (yet) a complete document: a file caught while being rewritten.
+pub fn parse_whole_file(bytes: &[u8], ctx: &SourceContext) -> Option<ParsedLines> {
+    let cpu_started = crate::ops::metrics::thread_cpu_ns();
+    let mut shared = INTERNER.with(|i| i.borrow_mut().take()).unwrap_or_default();
+    let doc = match ctx.agent {
+        Agent::Gemini => gemini::whole_file(bytes, ctx, &mut shared).ok(),
+        _ => None,
+    };
+    INTERNER.with(|i| *i.borrow_mut() = Some(shared));
+    let doc = doc?;
+    Some(ParsedLines {
+        rows: doc.rows,
+        bad: doc.bad,
+        counts: doc.counts,
+        line_sizes: vec![(crate::ops::sizes::bucket(bytes.len() as u64).0, 1)],
+        parse_ns: crate::ops::metrics::thread_cpu_ns().saturating_sub(cpu_started),
+        ..ParsedLines::default()
+    })
 }

@@ -14,6 +14,7 @@ pub mod claude;
 pub mod codex;
 pub mod copilot;
 pub mod estimate;
+pub mod gemini;
 pub mod grok;
 pub mod json_fields;
 pub mod json_scan;
@@ -173,4 +174,14 @@ pub enum FileState {
     Kimi(Box<kimi::State>),
     /// A Copilot event log's last running total per model.
     Copilot(Box<copilot::State>),
+    /// A Gemini JSONL chat's last model and session.
+    Gemini(Box<gemini::State>),
+    /// A file read whole (Gemini's classic chats): its size and modification
+    /// time when last read, so that only a rewrite reads it again.
+    WholeFile {
+        /// Size in bytes.
+        len: u64,
+        /// Modification time, ns since the Unix epoch.
+        mtime_ns: i64,
+    },
 }

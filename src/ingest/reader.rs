@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{select, Receiver, Sender};
 use rayon::prelude::*;
 
-use crate::format::agent::Agent;
+use crate::format::agent::{Agent, Framing};
 use crate::format::chunk::{parse_chunk, ParsedLines};
 use crate::format::FileState;
 use crate::format::{BadLine, LineCounts};
@@ -186,6 +186,9 @@ struct Task {
     ctx: Arc<SourceContext>,
     /// The file's state at `start` (see [`FileState`]).
     state: Option<FileState>,
+    /// Read the file whole (it is rewritten, not appended); its stat when
+    /// planned.
+    whole: Option<Stat>,
 }
 
 struct TaskResult {
@@ -818,6 +821,9 @@ impl Reader {
             }
             Err(_) => return self.forget(key).map(|_| None),
         };
+        if t.ctx.agent.framing(Path::new(&*t.identity.path)) == Framing::WholeFile {
+            return self.plan_whole_file(key);
+        }
         let mut reset = false;
         if size < t.offset {
             tracing::info!(event = "file_truncated", file = %t.identity.path, size_bytes = size, offset = t.offset, "file truncated; reading from the start");
@@ -865,6 +871,56 @@ impl Reader {
             long_scan: t.long_scan,
             ctx: t.ctx.clone(),
             state: t.state.clone(),
+            whole: None,
+        }))
+    }
+
+    /// [`Reader::plan`] for a file that is rewritten whole: read it all
+    /// again when its size or modification time differs from when it was
+    /// last read (the rows it gave before are dropped by dedup, changed
+    /// ones replace theirs).
+    fn plan_whole_file(&mut self, key: FileKey) -> Result<Option<Task>, SinkGone> {
+        let t = self.files.get_mut(&key).expect("tracked");
+        let now = t.seen;
+        let read = match t.state {
+            Some(FileState::WholeFile { len, mtime_ns }) => Some(Stat {
+                len,
+                mtime_ns: i128::from(mtime_ns),
+            }),
+            _ => None,
+        };
+        if read == Some(now) {
+            t.file = None;
+            if t.gone {
+                self.forget(key)?;
+            }
+            return Ok(None);
+        }
+        if t.offset > 0 {
+            tracing::debug!(event = "file_rewritten", file = %t.identity.path, size_bytes = now.len, "file rewritten; reading it whole again");
+            t.offset = 0;
+            t.state = None;
+            if let Some(f) = t.file.as_ref() {
+                t.identity.fingerprint = fingerprint::fingerprint_prefix(f, FINGERPRINT_BYTES)
+                    .unwrap_or(Fingerprint::EMPTY);
+            }
+            let identity = t.identity.clone();
+            self.send(SinkMsg::Reset(identity))?;
+        }
+        let t = self.files.get_mut(&key).expect("tracked");
+        t.verified = true;
+        let Some(file) = t.file.as_ref().and_then(|f| f.try_clone().ok()) else {
+            return Ok(None);
+        };
+        Ok(Some(Task {
+            key,
+            file,
+            start: 0,
+            size: now.len,
+            long_scan: None,
+            ctx: t.ctx.clone(),
+            state: None,
+            whole: Some(now),
         }))
     }
 
@@ -1038,6 +1094,10 @@ fn read_task(
         };
         (end, parsed)
     };
+    if let Some(stat) = task.whole {
+        result.chunk = read_whole(task, stat, max_line, buf)?;
+        return Ok(result);
+    }
     if let Some(scanned) = task.long_scan {
         match find_newline(&task.file, scanned, task.size, buf)? {
             Some(nl) => {
@@ -1087,6 +1147,58 @@ fn read_task(
     // More to read when this read stopped short of the end of the file.
     result.more = end < task.size && (n as u64) < available;
     Ok(result)
+}
+
+/// How long a whole file that does not parse must have been left alone
+/// before it counts as malformed (younger, it is taken as caught in the
+/// middle of a rewrite, and the rewrite's own notification reads it again).
+const SETTLED: Duration = Duration::from_secs(2);
+
+/// Reads a whole-file document: all its bytes, parsed at once. `None` when
+/// it does not parse yet (being rewritten).
+fn read_whole(
+    task: &Task,
+    stat: Stat,
+    max_bytes: usize,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<Option<(u64, ParsedLines)>> {
+    let state = Some(FileState::WholeFile {
+        len: stat.len,
+        mtime_ns: stat.mtime_ns as i64,
+    });
+    let bad = |kind: MalformedKind, head: String| ParsedLines {
+        bad: vec![BadLine {
+            offset: 0,
+            kind,
+            head,
+        }],
+        counts: LineCounts {
+            malformed: 1,
+            ..LineCounts::default()
+        },
+        state: state.clone(),
+        ..ParsedLines::default()
+    };
+    if task.size as usize > max_bytes {
+        return Ok(Some((
+            task.size,
+            bad(MalformedKind::TooLong, String::new()),
+        )));
+    }
+    let n = read_at(&task.file, 0, task.size as usize, buf)?;
+    if let Some(mut parsed) = crate::format::chunk::parse_whole_file(&buf[..n], &task.ctx) {
+        parsed.state = state;
+        return Ok(Some((n as u64, parsed)));
+    }
+    let modified = std::time::UNIX_EPOCH + Duration::from_nanos(stat.mtime_ns.max(0) as u64);
+    let settled = std::time::SystemTime::now()
+        .duration_since(modified)
+        .is_ok_and(|age| age >= SETTLED);
+    if !settled {
+        return Ok(None);
+    }
+    let head = String::from_utf8_lossy(&buf[..n.min(200)]).into_owned();
+    Ok(Some((n as u64, bad(MalformedKind::InvalidJson, head))))
 }
 
 #[cfg(test)]

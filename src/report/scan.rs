@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use rayon::prelude::*;
 
+use crate::format::agent::Framing;
 use crate::format::chunk::{parse_chunk, ParsedLines};
 use crate::format::claude::content::ContentTotals;
 use crate::format::estimate::Estimator;
@@ -34,6 +35,18 @@ pub struct ScanOutput {
     pub naive: HashMap<String, Totals>,
     /// Per session: content estimates (only with an estimator).
     pub content: HashMap<String, ContentTotals>,
+}
+
+/// A whole-file document's rows, or one malformed entry when it does not
+/// parse (a scan takes the file as it is now).
+fn whole_file(bytes: &[u8], ctx: &crate::record::SourceContext) -> ParsedLines {
+    crate::format::chunk::parse_whole_file(bytes, ctx).unwrap_or_else(|| ParsedLines {
+        counts: LineCounts {
+            malformed: 1,
+            ..LineCounts::default()
+        },
+        ..ParsedLines::default()
+    })
 }
 
 /// Files read and parsed in parallel at a time (bounds memory).
@@ -72,9 +85,12 @@ pub fn scan(sources: &[Source], max_line: usize, analysis: Option<Estimator>) ->
             .map(|(path, root)| {
                 let mut buf = std::fs::read(path).map_err(|e| (path.clone(), e))?;
                 let len = buf.len();
+                let ctx = root.agent.context(&root.dir, path);
+                if root.agent.framing(path) == Framing::WholeFile {
+                    return Ok((len as u64, whole_file(&buf, &ctx)));
+                }
                 let end = crate::ingest::lines::complete_prefix_len(&buf);
                 buf.resize(len + PADDING, 0);
-                let ctx = root.agent.context(&root.dir, path);
                 Ok((
                     end as u64,
                     parse_chunk(&mut buf, end, 0, &ctx, max_line, mode, None),
