@@ -189,6 +189,19 @@ impl Price {
         }
     }
 
+    /// These rates without the beyond-200k tier: for a row that sums many
+    /// requests (a Copilot snapshot), where no request's own size is known
+    /// and the tier, which is per request, cannot be applied to the sum.
+    pub fn flat(self) -> Price {
+        Price {
+            input_above: None,
+            output_above: None,
+            cache_write_above: None,
+            cache_read_above: None,
+            ..self
+        }
+    }
+
     /// Cost of one message in USD.
     pub fn cost(&self, u: &TokenUse) -> f64 {
         let one_hour = u.cache_creation_1h.min(u.cache_creation);
@@ -369,6 +382,18 @@ impl PriceTable {
     pub fn cost_at(&self, model: &str, ts_ms: i64, u: &TokenUse) -> f64 {
         self.cost(resolve_alias(model, ts_ms), u)
     }
+
+    /// The price a row of `agent` pays for `model` at `ts_ms`: dated aliases
+    /// resolved, and flat for agents whose rows sum many requests.
+    pub fn price_for(
+        &self,
+        agent: crate::format::agent::Agent,
+        model: &str,
+        ts_ms: i64,
+    ) -> Option<Price> {
+        let p = self.lookup_or_warn(resolve_alias(model, ts_ms))?;
+        Some(if agent.sums_requests() { p.flat() } else { p })
+    }
 }
 
 #[cfg(test)]
@@ -410,6 +435,21 @@ mod tests {
             t.cost("claude-haiku-4-5-20251001", &u(100_000, 0, 0, 0, 0)),
             0.1
         ));
+    }
+
+    #[test]
+    fn rows_that_sum_requests_are_priced_flat() {
+        use crate::format::agent::Agent;
+        let t = PriceTable::embedded();
+        let big = u(300_000, 0, 0, 0, 0);
+        let tiered = t
+            .price_for(Agent::Claude, "claude-sonnet-4-5-20250929-v1:0", 0)
+            .unwrap();
+        let flat = t
+            .price_for(Agent::Copilot, "claude-sonnet-4-5-20250929-v1:0", 0)
+            .unwrap();
+        assert!((flat.cost(&big) - 0.9).abs() < 1e-9);
+        assert!(tiered.cost(&big) > flat.cost(&big));
     }
 
     #[test]

@@ -8,8 +8,8 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use common::*;
 use serde_json::Value;
@@ -286,29 +286,6 @@ fn generated_home_with_every_trap_equals_truth() {
     // ccusage stops at the first six-digit timestamp.
     let out = ccusage_cmd(&home, "daily").output().unwrap();
     assert!(!out.status.success());
-}
-
-/// Runs `backfill` and SIGKILLs it after `delay` if still running.
-fn backfill_killed_after(config: &Path, delay: Duration) -> bool {
-    let mut child = bin()
-        .arg("backfill")
-        .arg("--config")
-        .arg(config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + delay;
-    while Instant::now() < deadline {
-        if child.try_wait().unwrap().is_some() {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    let killed = child.try_wait().unwrap().is_none();
-    let _ = child.kill();
-    let _ = child.wait();
-    killed
 }
 
 #[test]

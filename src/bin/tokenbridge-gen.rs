@@ -9,6 +9,11 @@
 //! `tokenbridge::testkit::codex`): `shared` holds the traps ccusage reads
 //! right, `all` also those it does not.
 //!
+//! `tokenbridge-gen OUT_DIR --agent others [--seed N] [--mb N] [--traps shared|all]` writes
+//! the homes of Gemini CLI, Copilot CLI, Qwen Code, Kimi, Grok Build, pi and
+//! OpenClaw under `OUT_DIR/<agent>/` (`--mb` each; see
+//! `tokenbridge::testkit::agents`), with `OUT_DIR/expected.json` by agent.
+//!
 //! Many small sessions, as a real `~/.claude` holds thousands of files:
 //! `--max-turns 16 --no-huge-tool-results` (about 250 KB per file).
 
@@ -19,6 +24,7 @@ fn main() {
     let mut out: Option<PathBuf> = None;
     let mut spec = tokenbridge::testkit::corpus::Spec::default();
     let mut codex: Option<tokenbridge::testkit::codex::Traps> = None;
+    let mut others = false;
     let mut traps = tokenbridge::testkit::codex::Traps::SharedWithCcusage;
     while let Some(a) = args.next() {
         let mut num = |name: &str| -> u64 {
@@ -38,7 +44,8 @@ fn main() {
             "--agent" => match args.next().as_deref() {
                 Some("claude") => codex = None,
                 Some("codex") => codex = Some(traps),
-                other => die(&format!("--agent claude|codex, not {other:?}")),
+                Some("others") => others = true,
+                other => die(&format!("--agent claude|codex|others, not {other:?}")),
             },
             "--traps" => {
                 traps = match args.next().as_deref() {
@@ -50,7 +57,7 @@ fn main() {
             }
             "-h" | "--help" => {
                 println!("usage: tokenbridge-gen OUT_DIR [--seed N] [--mb N] [--projects N] [--max-turns N] [--no-huge-tool-results] [--missing-request-id-pct N]");
-                println!("       tokenbridge-gen OUT_DIR --agent codex [--seed N] [--mb N] [--traps shared|all]");
+                println!("       tokenbridge-gen OUT_DIR --agent codex|others [--seed N] [--mb N] [--traps shared|all]");
                 return;
             }
             _ if out.is_none() && !a.starts_with('-') => out = Some(PathBuf::from(a)),
@@ -58,6 +65,29 @@ fn main() {
         }
     }
     let out = out.unwrap_or_else(|| die("OUT_DIR is required"));
+    if others {
+        use tokenbridge::testkit::agents;
+        let spec = agents::Spec {
+            seed: spec.seed,
+            target_bytes: spec.target_bytes,
+            traps: match traps {
+                tokenbridge::testkit::codex::Traps::All => agents::Traps::All,
+                tokenbridge::testkit::codex::Traps::SharedWithCcusage => {
+                    agents::Traps::SharedWithCcusage
+                }
+            },
+            ..agents::Spec::default()
+        };
+        match agents::write_homes(&out, &spec) {
+            Ok(e) => {
+                let totals: std::collections::BTreeMap<&String, _> =
+                    e.iter().map(|(a, t)| (a, &t.totals)).collect();
+                println!("{}", serde_json::to_string(&totals).expect("json"))
+            }
+            Err(e) => die(&format!("{}: {e}", out.display())),
+        }
+        return;
+    }
     if let Some(traps) = codex {
         let spec = tokenbridge::testkit::codex::Spec {
             seed: spec.seed,

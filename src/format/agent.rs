@@ -113,6 +113,12 @@ impl Agent {
         }
     }
 
+    /// Whether one of the agent's rows sums many requests (Copilot's
+    /// snapshots), so per-request price tiers cannot apply to it.
+    pub fn sums_requests(self) -> bool {
+        self == Agent::Copilot
+    }
+
     /// [`Agent::name`] as one shared string (a column value of every row).
     pub fn label(self) -> Arc<str> {
         static LABELS: LazyLock<[Arc<str>; Agent::ALL.len()]> =

@@ -6,8 +6,9 @@
 //! the session's running total per model. A resumed session shuts down again
 //! with a larger total, so each snapshot counts what grew since the file's
 //! previous snapshot of that model (the last one is kept in the checkpoint
-//! [`State`]). A snapshot smaller than the previous one in some count starts
-//! a new running total and counts whole.
+//! [`State`]). A snapshot that does not cover the previous one (a model
+//! missing, or a count smaller) starts new running totals for every model
+//! and counts whole.
 //!
 //! Rows: input = input − cache read − cache write, per model; the model
 //! without Copilot's `-1m` / `-1m-internal` context suffixes; time = the
@@ -40,17 +41,17 @@ pub struct Counts {
 }
 
 impl Counts {
-    /// What grew from `prev` to `self`; `self` whole when some count went
-    /// down (a new running total).
-    fn since(self, prev: Counts) -> Counts {
-        let grew = self.input >= prev.input
+    /// Whether every count is at least `prev`'s.
+    fn covers(self, prev: Counts) -> bool {
+        self.input >= prev.input
             && self.output >= prev.output
             && self.cache_read >= prev.cache_read
             && self.cache_write >= prev.cache_write
-            && self.reasoning >= prev.reasoning;
-        if !grew {
-            return self;
-        }
+            && self.reasoning >= prev.reasoning
+    }
+
+    /// What grew from `prev` (which `self` covers) to `self`.
+    fn since(self, prev: Counts) -> Counts {
         Counts {
             input: self.input - prev.input,
             output: self.output - prev.output,
@@ -169,6 +170,18 @@ fn shutdown(
     }
     let ts_ms = json_fields::time_ms(obj.get("timestamp"))?.ok_or(MalformedKind::MissingField)?;
     let event = str_at(obj, &["id"]).map_or_else(|| format!("@{offset}"), str::to_string);
+    // A running total covers every model the log reported before, each with
+    // at least its previous counts. Otherwise the log started new totals
+    // (for every model): this snapshot counts whole.
+    let restarted = state.last.iter().any(|(m, prev)| {
+        snapshots
+            .iter()
+            .find(|(name, _)| name == m)
+            .is_none_or(|(_, c)| !c.covers(*prev))
+    });
+    if restarted {
+        state.last.clear();
+    }
     let mut rows = Vec::new();
     for (model, snapshot) in snapshots {
         let prev = state
@@ -298,6 +311,35 @@ mod tests {
             &mut sh,
         ));
         assert_eq!((d[0].input_tokens, d[0].output_tokens), (100, 10));
+    }
+
+    #[test]
+    fn a_restart_starts_every_models_total_again() {
+        let ctx = context_of(Path::new("/h/.copilot/session-state/s-2/events.jsonl"));
+        let mut st = State::default();
+        let mut sh = Interner::default();
+        let snap = |id: &str, a: u64, b: Option<u64>| {
+            let mut m = format!(r#""a":{{"usage":{{"inputTokens":{a},"outputTokens":1}}}}"#);
+            if let Some(b) = b {
+                m.push_str(&format!(
+                    r#","b":{{"usage":{{"inputTokens":{b},"outputTokens":1}}}}"#
+                ));
+            }
+            format!(
+                r#"{{"type":"session.shutdown","data":{{"modelMetrics":{{{m}}}}},"id":"{id}","timestamp":"2026-11-20T10:00:00Z"}}"#
+            )
+        };
+        let mut inputs = |p: &str, off: u64| -> Vec<u64> {
+            rows(line(&mut st, p.as_bytes(), &ctx, off, &mut sh))
+                .iter()
+                .map(|r| r.input_tokens)
+                .collect()
+        };
+        assert_eq!(inputs(&snap("1", 100, Some(500)), 0), [100, 500]);
+        // Model b missing: the totals started again.
+        assert_eq!(inputs(&snap("2", 10, None), 1), [10]);
+        // b is new in this run: counted whole, not as 600 - 500.
+        assert_eq!(inputs(&snap("3", 30, Some(600)), 2), [20, 600]);
     }
 
     #[test]

@@ -43,7 +43,9 @@ impl Entry {
     /// The entry's cost in `mode`.
     pub fn cost(&self, mode: crate::price::CostMode, prices: &PriceTable) -> f64 {
         mode.pick(self.recorded_cost, || {
-            prices.cost_at(&self.model, self.ts_ms, &self.usage)
+            prices
+                .price_for(self.agent, &self.model, self.ts_ms)
+                .map_or(0.0, |p| p.cost(&self.usage))
         })
     }
 

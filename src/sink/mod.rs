@@ -473,6 +473,7 @@ impl Sink {
     /// Fills in each row's `cost_usd`.
     fn price_rows(&mut self, rows: &mut [UsageRow]) {
         for r in rows {
+            let agent = crate::report::Entry::agent_of(&r.agent);
             let model = crate::price::resolve_alias(&r.model, r.ts_ms);
             let price = match self.price_cache.get(model) {
                 Some(p) => *p,
@@ -481,7 +482,8 @@ impl Sink {
                     self.price_cache.insert(model.to_string(), p);
                     p
                 }
-            };
+            }
+            .map(|p| if agent.sums_requests() { p.flat() } else { p });
             r.cost_usd = price.map_or(0.0, |p| p.cost(&r.token_use()));
         }
     }

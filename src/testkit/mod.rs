@@ -1,6 +1,7 @@
 //! Deterministic generators of agent transcripts and their truth, for tests
-//! and benchmarks: Claude Code projects ([`corpus`]) and Codex CLI homes
-//! ([`codex`]).
+//! and benchmarks: Claude Code projects ([`corpus`]), Codex CLI homes
+//! ([`codex`]) and the other agents' homes ([`agents`]).
 
+pub mod agents;
 pub mod codex;
 pub mod corpus;

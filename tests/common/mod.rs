@@ -426,3 +426,26 @@ pub fn generated_corpus(
     )
     .unwrap()
 }
+
+/// Runs `backfill` and SIGKILLs it after `delay` if still running.
+pub fn backfill_killed_after(config: &Path, delay: Duration) -> bool {
+    let mut child = bin()
+        .arg("backfill")
+        .arg("--config")
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + delay;
+    while Instant::now() < deadline {
+        if child.try_wait().unwrap().is_some() {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let killed = child.try_wait().unwrap().is_none();
+    let _ = child.kill();
+    let _ = child.wait();
+    killed
+}
