@@ -13,11 +13,16 @@
 //! - `live`: 10,000 watched files, 50 sessions appending one line per second
 //!   each: append → queryable latency, CPU per MB appended;
 //! - `startup`: a daemon's start-up with 1M and 5M rows already in
-//!   ClickHouse: time to its first insert, RSS.
+//!   ClickHouse: time to its first insert, RSS;
+//! - `mixed`: every agent at once (Claude Code, Codex and the seven others,
+//!   generated with the traps ccusage reads right): backfill and scan beside
+//!   ccusage's all-agents `daily`, each checked against the truth.
 //!
 //! Environment: `TB_BENCH_MB` (small corpus size, default 200),
 //! `TB_BENCH_BIG_MB` (default 1000), `TB_BENCH_ROUNDS` (default 5),
-//! `TB_BENCH_LIVE_SECONDS` (default 60). Results are printed and written to
+//! `TB_BENCH_LIVE_SECONDS` (default 60), `TB_BENCH_MIXED_MB` (Claude Code and
+//! Codex each; the seven others get a fifth of it each, default 50). Results
+//! are printed and written to
 //! `target/bench/results.md`.
 
 use std::io::Write;
@@ -244,6 +249,9 @@ fn main() {
     }
     if wanted("startup") {
         report += &startup_section(&out_dir, &ch);
+    }
+    if wanted("mixed") {
+        report += &mixed_section(repo, &out_dir, &ch);
     }
     println!("\n{report}");
     std::fs::write(out_dir.join("results.md"), &report).unwrap();
@@ -878,4 +886,160 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
         .into_iter()
         .map(|f| f.path)
         .collect()
+}
+
+/// The agents' environment variables ccusage reads their folders from.
+const AGENT_VARS: &[(&str, &str)] = &[
+    ("gemini", "GEMINI_DATA_DIR"),
+    ("copilot", "COPILOT_HOME"),
+    ("qwen", "QWEN_DATA_DIR"),
+    ("kimi", "KIMI_DATA_DIR"),
+    ("grok", "GROK_HOME"),
+    ("pi", "PI_AGENT_DIR"),
+    ("openclaw", "OPENCLAW_DIR"),
+];
+
+/// Every agent at once: the generator's Claude Code corpus, Codex home and
+/// the seven other homes, backfilled (and scanned) by tokenbridge and read
+/// by ccusage's all-agents `daily`, round after round; every run's token
+/// total must be the generators' truth.
+fn mixed_section(repo: &Path, out_dir: &Path, ch: &TestClickHouse) -> String {
+    let mb = env_num("TB_BENCH_MIXED_MB", 50);
+    let rounds = env_num("TB_BENCH_ROUNDS", 5) as usize;
+    let ccusage = ccusage_binary(repo);
+    let tb = env!("CARGO_BIN_EXE_tokenbridge");
+    let root = out_dir.join(format!("mixed-{mb}mb"));
+    let gen = |dir: &Path, args: &[&str]| {
+        if !dir.join("expected.json").exists() {
+            let _ = std::fs::remove_dir_all(dir);
+            let st = Command::new(env!("CARGO_BIN_EXE_tokenbridge-gen"))
+                .arg(dir)
+                .args(args)
+                .stdout(Stdio::null())
+                .status()
+                .unwrap();
+            assert!(st.success(), "generation failed");
+        }
+        serde_json::from_slice::<serde_json::Value>(
+            &std::fs::read(dir.join("expected.json")).unwrap(),
+        )
+        .unwrap()
+    };
+    let mb_s = mb.to_string();
+    let others_mb = (mb / 5).max(1).to_string();
+    let claude = gen(
+        &root.join("claude"),
+        &[
+            "--mb",
+            &mb_s,
+            "--missing-request-id-pct",
+            "0",
+            "--seed",
+            "71",
+        ],
+    );
+    let codex = gen(
+        &root.join("codex"),
+        &["--agent", "codex", "--mb", &mb_s, "--seed", "72"],
+    );
+    let others = gen(
+        &root.join("others"),
+        &["--agent", "others", "--mb", &others_mb, "--seed", "73"],
+    );
+    let total = |v: &serde_json::Value| v["totals"]["totalTokens"].as_u64().unwrap();
+    let truth = total(&claude)
+        + total(&codex)
+        + others.as_object().unwrap().values().map(total).sum::<u64>();
+    let files = walk(&root);
+    let bytes: u64 = files
+        .iter()
+        .filter(|p| p.file_name().is_some_and(|n| n != "expected.json"))
+        .map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+        .sum();
+    for f in &files {
+        let _ = std::fs::read(f);
+    }
+    let total_mb = bytes as f64 / 1e6;
+    let work = tempfile::tempdir().unwrap();
+    let mut agents = format!(
+        "[agents.codex]\ndirs = [{:?}]\n",
+        root.join("codex").display().to_string()
+    );
+    for (agent, _) in AGENT_VARS {
+        agents += &format!(
+            "[agents.{agent}]\ndirs = [{:?}]\n",
+            root.join("others").join(agent).display().to_string()
+        );
+    }
+    let (mut cc, mut bf, mut sc) = (Runs::default(), Runs::default(), Runs::default());
+    for round in 0..rounds {
+        let mut cmd = Command::new(&ccusage);
+        cmd.args(["daily", "--json", "--offline"])
+            .env("CLAUDE_CONFIG_DIR", root.join("claude"))
+            .env("CODEX_HOME", root.join("codex"))
+            .env("HOME", work.path())
+            .env("TZ", "UTC");
+        for (agent, var) in AGENT_VARS {
+            cmd.env(var, root.join("others").join(agent));
+        }
+        let r = run_measured(&mut cmd);
+        let v: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+        assert_eq!(v["totals"]["totalTokens"], truth, "ccusage all agents");
+        cc.add(&r, total_mb);
+
+        let db = format!("bench_mixed_{round}");
+        let cfg = write_config(
+            work.path(),
+            &ch.url(),
+            &db,
+            &root.join("claude"),
+            "",
+            &agents,
+        );
+        let r = run_measured(
+            Command::new(tb)
+                .arg("backfill")
+                .arg("--json")
+                .arg("--config")
+                .arg(&cfg),
+        );
+        let (rt, c) = ch.client(&db);
+        let t: Totals = rt.block_on(c.totals()).unwrap();
+        assert_eq!(t.total_tokens, truth, "backfill of every agent");
+        bf.add(&r, total_mb);
+
+        let r = run_measured(
+            Command::new(tb)
+                .args(["scan", "daily", "--json", "--config"])
+                .arg(&cfg),
+        );
+        let v: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+        assert_eq!(v["totals"]["totalTokens"], truth, "scan of every agent");
+        sc.add(&r, total_mb);
+        println!(
+            "mixed round {round}: ccusage {:.3}s | backfill {:.3}s | scan {:.3}s",
+            cc.wall[round], bf.wall[round], sc.wall[round]
+        );
+    }
+    let ccw = cc.wall();
+    format!(
+        "### Every agent at once\n\n{total_mb:.0} MB in {} files: Claude Code and Codex {mb} MB each, Gemini CLI, Copilot CLI, Qwen Code, Kimi, Grok Build, pi and OpenClaw {others_mb} MB each; median of {rounds}.\n\n\
+         | measure | ccusage 20.0.24 `daily` (all agents) | tokenbridge |\n|---|---|---|\n\
+         | backfill into ClickHouse | {ccw:.3} s, {:.0} MB/s, {:.2} cores, {:.1} MB | {:.3} s, {:.0} MB/s (**{:.2}x**), {:.2} cores, {:.1} MB |\n\
+         | `scan daily` (no database) | | {:.3} s, {:.0} MB/s ({:.2}x), {:.2} cores, {:.1} MB |\n\n",
+        files.len() - 3,
+        total_mb / ccw,
+        cc.cores(),
+        cc.peak_mb(),
+        bf.wall(),
+        total_mb / bf.wall(),
+        ccw / bf.wall(),
+        bf.cores(),
+        bf.peak_mb(),
+        sc.wall(),
+        total_mb / sc.wall(),
+        ccw / sc.wall(),
+        sc.cores(),
+        sc.peak_mb(),
+    )
 }

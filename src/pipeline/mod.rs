@@ -174,13 +174,7 @@ pub fn run(config: &Config, mode: Mode, controls: Controls) -> anyhow::Result<Su
         .name("tokenbridge-reader".into())
         .spawn(move || reader.run())
         .context("starting the reader thread")?;
-    let SinkStart {
-        conn,
-        index,
-        started_empty,
-        window_start_ms,
-        with_content,
-    } = match start_sink_side(config, &state, &notifier) {
+    let start = match start_sink_side(config, &state, &notifier) {
         Ok(started) => started,
         Err(e) => {
             shutdown.trigger();
@@ -189,24 +183,20 @@ pub fn run(config: &Config, mode: Mode, controls: Controls) -> anyhow::Result<Su
             return Err(e);
         }
     };
-    let sink = Sink::new(
+    let (sink, conn) = build_sink(
+        config,
+        start,
         rx,
-        conn.client.clone(),
-        conn.runtime.handle().clone(),
         store,
-        index,
-        sink_options(config, until),
-        metrics.clone(),
-        shutdown.clone(),
-        DeadLetter::new(
-            state.path(),
-            config.state.dead_letter_max_bytes,
-            config.state.dead_letter_files,
-        ),
-        health.clone(),
-        sink_ctrl_rx,
-        summary_options(config, with_content, started_empty, window_start_ms)?,
-    );
+        &state,
+        until,
+        SinkLinks {
+            metrics: metrics.clone(),
+            shutdown: shutdown.clone(),
+            health: health.clone(),
+            control: sink_ctrl_rx,
+        },
+    )?;
     health.reader_beat();
     health.sink_beat();
     let refresher = conn.client.token_manager().cloned().map(|tm| {
@@ -298,6 +288,54 @@ impl Controls {
             reload: None,
         }
     }
+}
+
+/// What the sink shares with the rest of the pipeline.
+struct SinkLinks {
+    metrics: Arc<Metrics>,
+    shutdown: Shutdown,
+    health: Arc<Health>,
+    control: crossbeam_channel::Receiver<SinkOptions>,
+}
+
+/// The sink over the connection and index `start` opened, reading `rx`;
+/// returns it with the connection (which the caller keeps for the HTTP
+/// endpoint and the token).
+fn build_sink(
+    config: &Config,
+    start: SinkStart,
+    rx: crossbeam_channel::Receiver<crate::ingest::msg::SinkMsg>,
+    store: CheckpointStore,
+    state: &StateDir,
+    until: ReadUntil,
+    links: SinkLinks,
+) -> anyhow::Result<(Sink, connect::Connection)> {
+    let SinkStart {
+        conn,
+        index,
+        started_empty,
+        window_start_ms,
+        with_content,
+    } = start;
+    let sink = Sink::new(
+        rx,
+        conn.client.clone(),
+        conn.runtime.handle().clone(),
+        store,
+        index,
+        sink_options(config, until),
+        links.metrics,
+        links.shutdown,
+        DeadLetter::new(
+            state.path(),
+            config.state.dead_letter_max_bytes,
+            config.state.dead_letter_files,
+        ),
+        links.health,
+        links.control,
+        summary_options(config, with_content, started_empty, window_start_ms)?,
+    );
+    Ok((sink, conn))
 }
 
 /// The reader's options for this run.
