@@ -480,7 +480,14 @@ impl Gen {
                     json!({"type": "token_count", "info": info, "rate_limits": rate}),
                 ));
                 own_truth(&mut self.truths, &uuid, &model, now + 10, last);
-                if self.rng.chance(0.3) {
+                // A fork's first own call followed by another token_count in
+                // the same second makes ccusage 20.0.24 take both for the
+                // copied history and drop the call: that combination only
+                // with all traps.
+                let lone_first = calls == 0
+                    && matches!(origin, Origin::Fork { .. })
+                    && self.spec.traps == Traps::SharedWithCcusage;
+                if !lone_first && self.rng.chance(0.3) {
                     // The same event again after the turn: counts once.
                     own.push(Self::event(
                         now + 12,
@@ -488,7 +495,7 @@ impl Gen {
                     ));
                     self.bump("reemitted_event");
                 }
-                if self.rng.chance(0.1) {
+                if !lone_first && self.rng.chance(0.1) {
                     own.push(Self::event(
                         now + 15,
                         json!({"type": "token_count", "info": null, "rate_limits": rate}),
