@@ -75,6 +75,10 @@ pub struct UsageRow {
     /// The `costUSD` the line recorded (older Claude Code versions), used by
     /// the `auto` and `display` cost modes.
     pub recorded_cost_usd: Option<f64>,
+    /// The host the entry was written on (see [`crate::ingest::attribution`]).
+    pub host: Arc<str>,
+    /// The person it belongs to.
+    pub user: Arc<str>,
 }
 
 impl UsageRow {
@@ -174,6 +178,11 @@ pub struct SourceContext {
     /// The file is the original, not an archived copy: on a tie between a
     /// copy and its original, the original's row wins.
     pub primary: bool,
+    /// The host the file belongs to (set by the reader, see
+    /// [`crate::ingest::attribution`]; empty until then).
+    pub host: Arc<str>,
+    /// The person it belongs to (likewise).
+    pub user: Arc<str>,
 }
 
 /// Fields whose values repeat from row to row of a file.

@@ -214,6 +214,8 @@ fn large_batches_go_out_as_parallel_inserts() {
                 agent: "claude".into(),
                 reasoning_tokens: 0,
                 recorded_cost_usd: None,
+                host: "".into(),
+                user: "".into(),
             })
             .collect()
     };

@@ -468,7 +468,7 @@ impl ChClient {
         let sql = format!(
             "SELECT ts_ms, session_id, project, model, input_tokens, output_tokens, \
              cache_creation_input_tokens, cache_creation_1h_tokens, cache_read_input_tokens, \
-             agent, reasoning_tokens, entry_type, recorded_cost_usd \
+             agent, reasoning_tokens, entry_type, recorded_cost_usd, host, user \
              FROM {}.{} FINAL",
             self.database,
             schema::MESSAGES
@@ -505,6 +505,8 @@ struct ReportRow {
     reasoning_tokens: u64,
     entry_type: String,
     recorded_cost_usd: Option<f64>,
+    host: String,
+    user: String,
 }
 
 impl ReportRow {
@@ -526,6 +528,8 @@ impl ReportRow {
             reasoning: self.reasoning_tokens,
             fallback_model: crate::report::Entry::is_fallback(&self.entry_type),
             recorded_cost: self.recorded_cost_usd,
+            host: self.host,
+            user: self.user,
         }
     }
 }

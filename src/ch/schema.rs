@@ -56,6 +56,9 @@ pub const MESSAGE_COLUMNS: &[(&str, &str)] = &[
     ("agent", "String DEFAULT 'claude'"),
     ("reasoning_tokens", "UInt64"),
     ("recorded_cost_usd", "Nullable(Float64)"),
+    // Added for fleets: where and whose (rows written before read as '').
+    ("host", "String"),
+    ("user", "String"),
     ("ingested_at", "DateTime('UTC') DEFAULT now()"),
 ];
 
@@ -119,6 +122,8 @@ pub const SESSION_COLUMNS: &[(&str, &str)] = &[
     ("est_assistant_output_tokens", "UInt64"),
     ("est_output_ratio", "Float64"),
     ("updated_ms", "Int64"),
+    ("host", "String"),
+    ("user", "String"),
 ];
 
 /// A table tokenbridge owns: name, columns, engine and sorting key.
@@ -282,7 +287,7 @@ pub fn session_summary_insert(
              sum(input_tokens) AS m_input, sum(output_tokens) AS m_output, \
              sum(cache_creation_input_tokens) AS m_cc, sum(cache_read_input_tokens) AS m_cr, \
              sum(input_tokens + output_tokens + cache_creation_input_tokens + cache_read_input_tokens) AS m_total, \
-             sum(cost_usd) AS m_cost \
+             sum(cost_usd) AS m_cost, any(host) AS m_host, any(user) AS m_user \
            FROM {db}.{MESSAGES} FINAL{filter} GROUP BY session_id \
          ) AS per_session_usage ANY LEFT JOIN ( \
            SELECT session_id, sum(lines) AS n_lines, \
@@ -311,7 +316,7 @@ pub fn session_summary_insert(
            {content_out}, \
            {output_estimate} AS est_assistant_output_tokens, \
            if(m_output = 0, 0, toFloat64(est_assistant_output_tokens) / toFloat64(m_output)) AS est_output_ratio, \
-           toInt64({now_ms}) AS updated_ms \
+           toInt64({now_ms}) AS updated_ms, m_host AS host, m_user AS user \
          FROM {source}"
     )
 }

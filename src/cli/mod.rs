@@ -113,6 +113,12 @@ pub struct ReportOpts {
     /// config's `[pricing] mode`, else `auto`.
     #[arg(long, value_name = "MODE")]
     pub mode: Option<crate::price::CostMode>,
+    /// Only this host's usage (`[source] host`, or the spool folder).
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Only this user's usage.
+    #[arg(long)]
+    pub user: Option<String>,
 }
 
 /// Reports.
@@ -132,6 +138,10 @@ pub enum ReportKind {
     Session(ReportOpts),
     /// By model.
     Model(ReportOpts),
+    /// By host.
+    Host(ReportOpts),
+    /// By user.
+    User(ReportOpts),
 }
 
 /// Parses arguments and runs the command. Returns the process exit code.

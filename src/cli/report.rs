@@ -38,6 +38,8 @@ pub(super) fn run(config_path: &Path, kind: ReportKind) -> anyhow::Result<i32> {
         ReportKind::Monthly(o) => report_from_clickhouse(&c, crate::report::Kind::Monthly, &o),
         ReportKind::Session(o) => report_from_clickhouse(&c, crate::report::Kind::Session, &o),
         ReportKind::Model(o) => report_from_clickhouse(&c, crate::report::Kind::Model, &o),
+        ReportKind::Host(o) => report_from_clickhouse(&c, crate::report::Kind::Host, &o),
+        ReportKind::User(o) => report_from_clickhouse(&c, crate::report::Kind::User, &o),
     }
 }
 
@@ -54,7 +56,7 @@ pub(super) fn scan(
     );
     let (kind, paths) = items.split_last().expect("clap requires one item");
     let kind: crate::report::Kind = kind.parse().map_err(anyhow::Error::msg)?;
-    let (sources, prices, max_line, mode): (Vec<Source>, _, _, _) = if paths.is_empty() {
+    let (sources, prices, max_line, mode, policy): (Vec<Source>, _, _, _, _) = if paths.is_empty() {
         let c = super::load_config(config_path)?;
         let sources = c
             .sources()
@@ -66,6 +68,7 @@ pub(super) fn scan(
             prices_for(Some(&c))?,
             c.watch.max_line_bytes,
             c.cost_mode,
+            c.attribution.clone(),
         )
     } else {
         let agent = opts.agent.unwrap_or_default();
@@ -74,10 +77,16 @@ pub(super) fn scan(
             prices_for(None)?,
             64 << 20,
             crate::price::CostMode::default(),
+            crate::ingest::attribution::Policy::default(),
         )
     };
     let estimator = analysis.map(crate::format::estimate::Estimator::new);
-    let out = crate::report::scan::scan(&sources, max_line, estimator);
+    let out = crate::report::scan::scan(
+        &sources,
+        max_line,
+        estimator,
+        &crate::ingest::attribution::Attributor::new(policy),
+    );
     for (p, e) in &out.errors {
         eprintln!("warning: {}: {e}", p.display());
     }
@@ -112,6 +121,8 @@ fn print_report(
         until: opts.until.clone(),
         project: opts.project.clone(),
         agent: opts.agent,
+        host: opts.host.clone(),
+        user: opts.user.clone(),
         cost_mode: opts.mode.unwrap_or(configured),
         tz_offset_min: crate::report::parse_timezone(&opts.timezone).map_err(anyhow::Error::msg)?,
     };

@@ -12,7 +12,12 @@ pub(super) fn run(c: &Config, only: Option<&str>) -> anyhow::Result<i32> {
         let e = m.entry(s.to_string()).or_default();
         *e = (e.0 + i, e.1 + o, e.2 + cc, e.3 + cr, e.4 + 1);
     };
-    let out = crate::report::scan::scan(&c.sources(), c.watch.max_line_bytes, None);
+    let out = crate::report::scan::scan(
+        &c.sources(),
+        c.watch.max_line_bytes,
+        None,
+        &crate::ingest::attribution::Attributor::new(c.attribution.clone()),
+    );
     let mut files: BTreeMap<String, Sums> = BTreeMap::new();
     for r in &out.rows {
         add(

@@ -155,6 +155,9 @@ pub struct Config {
     pub agents: Vec<crate::ingest::discovery::Source>,
     /// `[agents.claude] enabled` (default true).
     pub claude_enabled: bool,
+    /// `[source]` and `[watch] host_dirs` / `host_user_dirs`: which host and
+    /// user each file's rows belong to.
+    pub attribution: crate::ingest::attribution::Policy,
 }
 
 impl Config {

@@ -33,6 +33,15 @@ pub(super) struct RawConfig {
     pub(super) upstream: RawUpstream,
     #[serde(default)]
     pub(super) agents: std::collections::BTreeMap<String, RawAgent>,
+    #[serde(default)]
+    pub(super) source: RawSource,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSource {
+    pub(super) host: Option<String>,
+    pub(super) user: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -110,6 +119,8 @@ pub(super) struct RawWatch {
     pub(super) max_line_bytes: Option<u64>,
     pub(super) read_chunk_bytes: Option<u64>,
     pub(super) validate_all_lines: Option<bool>,
+    pub(super) host_dirs: Option<bool>,
+    pub(super) host_user_dirs: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]

@@ -53,6 +53,7 @@ impl Validator<'_> {
 
     /// The whole config: one builder per section.
     pub(super) fn build(&self, raw: RawConfig) -> Result<Config, ConfigError> {
+        let attribution = self.attribution(raw.source, &raw.watch)?;
         Ok(Config {
             source: self.file.to_path_buf(),
             watch: self.watch(raw.watch)?,
@@ -69,6 +70,33 @@ impl Validator<'_> {
             auth: self.auth(raw.upstream.auth)?,
             claude_enabled: self.claude_enabled(&raw.agents)?,
             agents: self.agents(raw.agents)?,
+            attribution,
+        })
+    }
+
+    /// `[source]` and `[watch] host_dirs` / `host_user_dirs`: whose rows are
+    /// whose.
+    fn attribution(
+        &self,
+        raw: RawSource,
+        watch: &RawWatch,
+    ) -> Result<crate::ingest::attribution::Policy, ConfigError> {
+        use crate::ingest::attribution::{hostname, Layout, Policy};
+        let named = |field: &str, v: Option<String>| match v {
+            Some(v) if v.trim().is_empty() => {
+                Err(self.invalid(field, "must not be empty (leave it out for the default)"))
+            }
+            other => Ok(other),
+        };
+        let layout = match (watch.host_dirs, watch.host_user_dirs) {
+            (_, Some(true)) => Layout::HostUserDirs,
+            (Some(true), _) => Layout::HostDirs,
+            _ => Layout::Local,
+        };
+        Ok(Policy {
+            host: named("source.host", raw.host)?.unwrap_or_else(hostname),
+            user: named("source.user", raw.user)?,
+            layout,
         })
     }
 

@@ -90,6 +90,8 @@ pub fn context_of(path: &Path) -> SourceContext {
         agent_from_path: Arc::from(""),
         content_id: Arc::from(""),
         primary: true,
+        host: Arc::from(""),
+        user: Arc::from(""),
     }
 }
 
@@ -225,6 +227,8 @@ fn shutdown(
             agent: ctx.agent.label(),
             reasoning_tokens: d.reasoning.min(d.output),
             recorded_cost_usd: None,
+            host: ctx.host.clone(),
+            user: ctx.user.clone(),
         });
     }
     Ok(rows)

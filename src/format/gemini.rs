@@ -90,6 +90,8 @@ pub fn context_of(path: &Path) -> SourceContext {
         agent_from_path: Arc::from(""),
         content_id: Arc::from(""),
         primary: true,
+        host: Arc::from(""),
+        user: Arc::from(""),
     }
 }
 
@@ -291,6 +293,8 @@ fn message(
         agent: ctx.agent.label(),
         reasoning_tokens: thoughts,
         recorded_cost_usd: None,
+        host: ctx.host.clone(),
+        user: ctx.user.clone(),
     }))
 }
 

@@ -58,6 +58,8 @@ pub fn context_of(path: &Path) -> SourceContext {
         agent_from_path: Arc::from(""),
         content_id: Arc::from(""),
         primary: true,
+        host: Arc::from(""),
+        user: Arc::from(""),
     }
 }
 
@@ -219,6 +221,8 @@ fn turn(
             agent: ctx.agent.label(),
             reasoning_tokens: reasoning,
             recorded_cost_usd: recorded,
+            host: ctx.host.clone(),
+            user: ctx.user.clone(),
         });
     }
     Ok(rows)

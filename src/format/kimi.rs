@@ -76,6 +76,8 @@ pub fn context_of(path: &Path) -> SourceContext {
         agent_from_path: agent.into(),
         content_id: Arc::from(""),
         primary: true,
+        host: Arc::from(""),
+        user: Arc::from(""),
     }
 }
 
@@ -232,6 +234,8 @@ fn row(
         agent: ctx.agent.label(),
         reasoning_tokens: 0,
         recorded_cost_usd: None,
+        host: ctx.host.clone(),
+        user: ctx.user.clone(),
     }
 }
 

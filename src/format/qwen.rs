@@ -65,6 +65,8 @@ pub fn context_of(path: &Path) -> SourceContext {
         agent_from_path: Arc::from(""),
         content_id: Arc::from(""),
         primary: true,
+        host: Arc::from(""),
+        user: Arc::from(""),
     }
 }
 
@@ -154,6 +156,8 @@ fn response(
         agent: ctx.agent.label(),
         reasoning_tokens: thoughts,
         recorded_cost_usd: None,
+        host: ctx.host.clone(),
+        user: ctx.user.clone(),
     }))
 }
 

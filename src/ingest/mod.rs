@@ -4,6 +4,7 @@
 //! those positions and hands them to a format, the messages it sends the
 //! sink (msg) and the byte budget that bounds them (budget).
 
+pub mod attribution;
 pub mod budget;
 pub mod checkpoint;
 pub mod discovery;

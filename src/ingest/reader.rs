@@ -76,6 +76,8 @@ pub struct ReaderOptions {
     pub read_chunk_bytes: usize,
     /// When the reader returns.
     pub until: ReadUntil,
+    /// Which host and user each file's rows belong to.
+    pub attribution: Arc<crate::ingest::attribution::Attributor>,
     /// How lines are classified (and, in enhanced mode, estimated).
     pub mode: ParseMode,
     /// Bounds the parsed rows waiting in the channel, in bytes.
@@ -153,6 +155,19 @@ impl Stat {
             mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
         }
     }
+}
+
+/// What a file's path says about its rows, with its host and user.
+fn context_of(
+    attribution: &crate::ingest::attribution::Attributor,
+    origin: &Origin,
+    path: &Path,
+    meta: &std::fs::Metadata,
+) -> Arc<SourceContext> {
+    use std::os::unix::fs::MetadataExt;
+    let mut ctx = origin.agent.context(&origin.root, path);
+    (ctx.host, ctx.user) = attribution.of(&origin.root, path, meta.uid());
+    Arc::new(ctx)
 }
 
 /// A path opened for a look: done in parallel for a scan's files, then
@@ -606,7 +621,7 @@ impl Reader {
                 tracing::info!(event = "file_renamed", from = %t.identity.path, to = %path.display(), "file moved");
                 let p: Arc<str> = Arc::from(path.to_string_lossy().as_ref());
                 t.identity.path = p;
-                t.ctx = Arc::new(origin.agent.context(&origin.root, path));
+                t.ctx = context_of(&self.opts.attribution, origin, path, meta);
             }
         }
         t.gone = false;
@@ -693,7 +708,7 @@ impl Reader {
             key,
             Tracked {
                 identity,
-                ctx: Arc::new(origin.agent.context(&origin.root, path)),
+                ctx: context_of(&self.opts.attribution, origin, path, &meta),
                 offset,
                 long_scan: None,
                 file: None,
@@ -1213,6 +1228,7 @@ mod tests {
             max_line_bytes: 4096,
             read_chunk_bytes: 4096,
             until: ReadUntil::Drained,
+            attribution: Default::default(),
             mode: ParseMode::Full,
             memory: MemoryBudget::new(64 << 20),
         }

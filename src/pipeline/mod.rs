@@ -351,6 +351,9 @@ fn reader_options(
         max_line_bytes: config.watch.max_line_bytes,
         read_chunk_bytes: config.watch.read_chunk_bytes,
         until,
+        attribution: Arc::new(crate::ingest::attribution::Attributor::new(
+            config.attribution.clone(),
+        )),
         memory: crate::ingest::budget::MemoryBudget::reporting(
             config.batch.channel_max_bytes,
             metrics.clone(),

@@ -70,6 +70,8 @@ pub fn build(entries: &[Entry], kind: Kind, filter: &Filter, prices: &PriceTable
             Kind::Monthly => day[..7].to_string(),
             Kind::Session => e.session_id.clone(),
             Kind::Model => e.model.clone(),
+            Kind::Host => e.host.clone(),
+            Kind::User => e.user.clone(),
         };
         let cost = e.cost(filter.cost_mode, prices);
         let g = groups.entry(key).or_default();
@@ -83,6 +85,8 @@ pub fn build(entries: &[Entry], kind: Kind, filter: &Filter, prices: &PriceTable
         Kind::Monthly => ("monthly", "month"),
         Kind::Session => ("sessions", "sessionId"),
         Kind::Model => ("models", "modelName"),
+        Kind::Host => ("hosts", "host"),
+        Kind::User => ("users", "user"),
     };
     let list: Vec<Value> = groups
         .into_iter()
@@ -136,6 +140,7 @@ mod tests {
             reasoning: out / 4,
             fallback_model: model == "gpt-5",
             recorded_cost: None,
+            ..Entry::default()
         }
     }
 

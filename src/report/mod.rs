@@ -37,6 +37,10 @@ pub struct Entry {
     pub fallback_model: bool,
     /// The cost the line recorded (older Claude Code versions' `costUSD`).
     pub recorded_cost: Option<f64>,
+    /// The host it was written on.
+    pub host: String,
+    /// The person it belongs to.
+    pub user: String,
 }
 
 impl Entry {
@@ -73,6 +77,8 @@ impl From<&UsageRow> for Entry {
             reasoning: r.reasoning_tokens,
             fallback_model: Entry::is_fallback(&r.entry_type),
             recorded_cost: r.recorded_cost_usd,
+            host: r.host.to_string(),
+            user: r.user.to_string(),
         }
     }
 }
@@ -88,6 +94,10 @@ pub enum Kind {
     Session,
     /// By model.
     Model,
+    /// By host.
+    Host,
+    /// By user.
+    User,
 }
 
 impl std::str::FromStr for Kind {
@@ -98,8 +108,10 @@ impl std::str::FromStr for Kind {
             "monthly" => Ok(Kind::Monthly),
             "session" => Ok(Kind::Session),
             "model" => Ok(Kind::Model),
+            "host" => Ok(Kind::Host),
+            "user" => Ok(Kind::User),
             other => Err(format!(
-                "unknown report {other:?}: use daily, monthly, session or model"
+                "unknown report {other:?}: use daily, monthly, session, model, host or user"
             )),
         }
     }
@@ -116,6 +128,10 @@ pub struct Filter {
     pub project: Option<String>,
     /// Only this agent's entries (and its ccusage shape where it has one).
     pub agent: Option<Agent>,
+    /// Only this host's entries.
+    pub host: Option<String>,
+    /// Only this user's entries.
+    pub user: Option<String>,
     /// Recorded or calculated cost.
     pub cost_mode: crate::price::CostMode,
     /// Zone offset from UTC in minutes (days and months are cut there).
@@ -237,6 +253,8 @@ pub(crate) fn selected<'a>(entries: &'a [Entry], filter: &Filter) -> Vec<(&'a En
         .into_iter()
         .filter(|e| filter.agent.is_none_or(|a| a == e.agent))
         .filter(|e| filter.project.as_deref().is_none_or(|p| p == e.project))
+        .filter(|e| filter.host.as_deref().is_none_or(|h| h == e.host))
+        .filter(|e| filter.user.as_deref().is_none_or(|u| u == e.user))
         .filter_map(|e| {
             let local_ms = e.ts_ms + i64::from(filter.tz_offset_min) * 60_000;
             let day = utc_date(local_ms);
@@ -257,6 +275,8 @@ fn build_common(entries: &[Entry], kind: Kind, filter: &Filter, prices: &PriceTa
             Kind::Monthly => day[..7].to_string(),
             Kind::Session => e.session_id.clone(),
             Kind::Model => model_name(e),
+            Kind::Host => e.host.clone(),
+            Kind::User => e.user.clone(),
         };
         let cost = e.cost(filter.cost_mode, prices);
         let g = groups.entry(key).or_insert_with(|| Group {
@@ -284,6 +304,8 @@ fn build_common(entries: &[Entry], kind: Kind, filter: &Filter, prices: &PriceTa
         Kind::Monthly => ("monthly", "month"),
         Kind::Session => ("sessions", "sessionId"),
         Kind::Model => ("models", "modelName"),
+        Kind::Host => ("hosts", "host"),
+        Kind::User => ("users", "user"),
     };
     let list: Vec<Value> = groups
         .into_iter()
@@ -359,6 +381,8 @@ pub fn table(report: &Value, kind: Kind) -> String {
         Kind::Monthly => ("monthly", "month", "Month"),
         Kind::Session => ("sessions", "sessionId", "Session"),
         Kind::Model => ("models", "modelName", "Model"),
+        Kind::Host => ("hosts", "host", "Host"),
+        Kind::User => ("users", "user", "User"),
     };
     let mut rows: Vec<[String; 7]> = vec![[
         title.into(),

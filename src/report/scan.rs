@@ -14,6 +14,7 @@ use crate::format::claude::content::ContentTotals;
 use crate::format::estimate::Estimator;
 use crate::format::LineCounts;
 use crate::format::{ParseMode, PADDING};
+use crate::ingest::attribution::Attributor;
 use crate::ingest::discovery::{self, Source};
 use crate::record::{Totals, UsageRow};
 use crate::sink::dedup::{key_hash, KeyHash};
@@ -55,7 +56,12 @@ const FILES_PER_STEP: usize = 64;
 /// Scans `sources` (folders or files, each of one agent); with `analysis`,
 /// also estimates every entry's content tokens (see
 /// [`crate::format::claude::content`]).
-pub fn scan(sources: &[Source], max_line: usize, analysis: Option<Estimator>) -> ScanOutput {
+pub fn scan(
+    sources: &[Source],
+    max_line: usize,
+    analysis: Option<Estimator>,
+    attribution: &Attributor,
+) -> ScanOutput {
     let mode = analysis.map_or(ParseMode::Full, ParseMode::Enhanced);
     let mut out = ScanOutput::default();
     // Each file once (a path under two roots is read as the first one's),
@@ -85,7 +91,11 @@ pub fn scan(sources: &[Source], max_line: usize, analysis: Option<Estimator>) ->
             .map(|(path, root)| {
                 let mut buf = std::fs::read(path).map_err(|e| (path.clone(), e))?;
                 let len = buf.len();
-                let ctx = root.agent.context(&root.dir, path);
+                let mut ctx = root.agent.context(&root.dir, path);
+                let uid = std::os::unix::fs::MetadataExt::uid(
+                    &std::fs::metadata(path).map_err(|e| (path.clone(), e))?,
+                );
+                (ctx.host, ctx.user) = attribution.of(&root.dir, path, uid);
                 if root.agent.framing(path) == Framing::WholeFile {
                     return Ok((len as u64, whole_file(&buf, &ctx)));
                 }
@@ -159,6 +169,7 @@ mod tests {
             &[Source::new(crate::format::agent::Agent::Claude, fixtures)],
             1 << 20,
             None,
+            &Attributor::default(),
         );
         assert_eq!(out.rows.len(), 9);
         let total: u64 = out.rows.iter().map(|r| r.total_tokens()).sum();

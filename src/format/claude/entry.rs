@@ -226,6 +226,8 @@ impl Entry<'_> {
             agent: ctx.agent.label(),
             reasoning_tokens: self.thinking_tokens,
             recorded_cost_usd: self.recorded_cost,
+            host: ctx.host.clone(),
+            user: ctx.user.clone(),
         }
     }
 }

@@ -44,6 +44,8 @@ pub fn context_of(path: &Path) -> SourceContext {
         agent: crate::format::agent::Agent::Claude,
         content_id: Arc::from(""),
         primary: true,
+        host: Arc::from(""),
+        user: Arc::from(""),
         path: path.to_string_lossy().into(),
         session_from_path: session.into(),
         project: project.into(),

@@ -143,6 +143,8 @@ pub fn context_of(root: &Path, path: &Path) -> SourceContext {
         agent_from_path: Arc::from(""),
         content_id: content_id.into(),
         primary: !archived,
+        host: Arc::from(""),
+        user: Arc::from(""),
     }
 }
 
@@ -405,6 +407,8 @@ fn token_count(
         agent: ctx.agent.label(),
         reasoning_tokens: delta.reasoning,
         recorded_cost_usd: None,
+        host: ctx.host.clone(),
+        user: ctx.user.clone(),
     }))
 }
 

@@ -100,6 +100,8 @@ pub fn context_of(agent: Agent, root: &Path, path: &Path) -> SourceContext {
         agent_from_path: Arc::from(""),
         content_id: base.into(),
         primary,
+        host: Arc::from(""),
+        user: Arc::from(""),
     }
 }
 
@@ -238,6 +240,8 @@ fn response(
         agent: ctx.agent.label(),
         reasoning_tokens: 0,
         recorded_cost_usd: recorded,
+        host: ctx.host.clone(),
+        user: ctx.user.clone(),
     }))
 }
 
