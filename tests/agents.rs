@@ -539,3 +539,100 @@ fn mixed_backfill_of_every_agent_survives_kill9_with_per_agent_truth() {
         "a row was inserted twice"
     );
 }
+
+/// Writes `files` under `home` up to `fraction` of each file's lines (a
+/// whole-file Gemini document: a valid document with that share of its
+/// messages, rewritten as Gemini CLI does).
+fn write_share(home: &Path, files: &[tokenbridge::testkit::corpus::GenFile], fraction: f64) {
+    for f in files {
+        let path = home.join(&f.rel_path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let whole_doc = path.extension().is_some_and(|e| e == "json");
+        if whole_doc && f.rel_path.starts_with("tmp") {
+            let mut doc: Value = serde_json::from_str(&f.lines.concat()).unwrap();
+            let messages = doc["messages"].as_array().unwrap().clone();
+            let keep = ((messages.len() as f64 * fraction).ceil() as usize).min(messages.len());
+            doc["messages"] = Value::Array(messages[..keep].to_vec());
+            std::fs::write(&path, serde_json::to_vec_pretty(&doc).unwrap()).unwrap();
+        } else if whole_doc {
+            // Grok's summary.json: written once.
+            std::fs::write(&path, f.lines.concat()).unwrap();
+        } else {
+            let keep = ((f.lines.len() as f64 * fraction).ceil() as usize).min(f.lines.len());
+            std::fs::write(&path, f.lines[..keep].concat()).unwrap();
+        }
+    }
+}
+
+/// Every other agent's generated files grow (Gemini's documents are
+/// rewritten) while the daemon runs, with a kill -9 and more growth while it
+/// is down: each agent's totals in ClickHouse converge to the generator's
+/// truth, no row twice.
+#[test]
+fn every_agent_grows_across_kill9_and_converges_to_the_truth() {
+    use tokenbridge::testkit::agents::{self, Spec, Traps};
+    let ch = TestClickHouse::start();
+    let work = tempfile::tempdir().unwrap();
+    let spec = Spec {
+        seed: 81,
+        traps: Traps::All,
+        target_bytes: 192 << 10,
+        ..Spec::default()
+    };
+    let generated: Vec<(String, Vec<tokenbridge::testkit::corpus::GenFile>, Tokens)> =
+        agents::AGENTS
+            .iter()
+            .map(|a| {
+                let (files, truth) = agents::generate(*a, &spec);
+                (a.name().to_string(), files, truth_tokens(&truth.totals))
+            })
+            .collect();
+    let mut extra = String::new();
+    for (agent, _, _) in &generated {
+        let home = work.path().join("homes").join(agent);
+        std::fs::create_dir_all(&home).unwrap();
+        extra += &format!(
+            "[agents.{agent}]\ndirs = [{:?}]\n",
+            home.display().to_string()
+        );
+    }
+    let cfg = write_config(work.path(), &ch, "tb_grow", &[], &extra);
+    let home = |agent: &str| work.path().join("homes").join(agent);
+    let reported = |agent: &str| report_tokens(&report(&cfg, agent)["totals"]);
+    let scanned =
+        |agent: &str| report_tokens(&scan(agent, &home(agent), "daily", "auto")["totals"]);
+    for (agent, files, _) in &generated {
+        write_share(&home(agent), files, 0.4);
+    }
+    let log = work.path().join("grow.log");
+    let daemon = Daemon::start(&cfg, &log);
+    assert!(
+        wait_until(Duration::from_secs(90), || generated
+            .iter()
+            .all(|(a, _, _)| reported(a) == scanned(a))),
+        "first share not ingested: {}",
+        daemon.log_text()
+    );
+    daemon.kill9();
+    for (agent, files, _) in &generated {
+        write_share(&home(agent), files, 0.7);
+    }
+    let daemon = Daemon::start(&cfg, &log);
+    for (agent, files, _) in &generated {
+        write_share(&home(agent), files, 1.0);
+    }
+    let converged = wait_until(Duration::from_secs(90), || {
+        generated.iter().all(|(a, _, truth)| reported(a) == *truth)
+    });
+    let state: Vec<String> = generated
+        .iter()
+        .map(|(a, _, truth)| format!("{a}: {:?} vs truth {truth:?}", reported(a)))
+        .collect();
+    assert!(
+        converged,
+        "not converged: {state:#?}\n{}",
+        daemon.log_text()
+    );
+    daemon.stop();
+    assert_eq!(ch.duplicate_rows("tb_grow"), 0, "a row was inserted twice");
+}
