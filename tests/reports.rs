@@ -373,3 +373,106 @@ fn advisor_fast_mode_and_recorded_cost_match_ccusage_in_every_cost_mode() {
         assert_eq!(models, want, "{case}");
     }
 }
+
+/// `blocks` (5-hour billing windows and the gaps between them) and `weekly`
+/// (Sunday and Monday weeks) from files and from ClickHouse equal ccusage
+/// 20.0.24's on a generated corpus: every block's times, entry count, token
+/// counts and models; costs within 0.1 %.
+#[test]
+fn blocks_and_weekly_match_ccusage() {
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("claude");
+    corpus::write_corpus(
+        &dir,
+        &Spec {
+            seed: 23,
+            target_bytes: 6 << 20,
+            missing_request_id: 0.0,
+            ..Spec::default()
+        },
+    )
+    .unwrap();
+    // Sparse activity too: windows crossed, gaps, a gap that starts after
+    // the next block's (hour-floored) start.
+    copy_tree(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/claude/blocks"),
+        &dir,
+    );
+    let ch = TestClickHouse::start();
+    let cfg = write_config(work.path(), &ch, "tb_blocks", &[&dir], "");
+    assert_eq!(backfill(&cfg, &[])["complete"], true);
+
+    let theirs = ccusage(&dir, "blocks");
+    let scanned = run_json(bin().arg("scan").arg(&dir).args(["blocks", "--json"]));
+    let reported = run_json(
+        bin()
+            .args(["report", "blocks", "--json", "--config"])
+            .arg(&cfg),
+    );
+    let blocks = |v: &serde_json::Value| v["blocks"].as_array().unwrap().clone();
+    let (t, s, r) = (blocks(&theirs), blocks(&scanned), blocks(&reported));
+    assert!(t.len() >= 3, "{} blocks", t.len());
+    assert!(t.iter().any(|b| b["isGap"] == true), "no gap in the corpus");
+    for ours in [&s, &r] {
+        assert_eq!(ours.len(), t.len());
+        for (a, b) in ours.iter().zip(&t) {
+            for f in [
+                "id",
+                "startTime",
+                "endTime",
+                "actualEndTime",
+                "isGap",
+                "isActive",
+                "entries",
+                "tokenCounts",
+                "totalTokens",
+            ] {
+                assert_eq!(a[f], b[f], "{f} of block {}", b["id"]);
+            }
+            let models = |v: &serde_json::Value| {
+                let mut m: Vec<String> = serde_json::from_value(v["models"].clone()).unwrap();
+                m.sort();
+                m
+            };
+            assert_eq!(models(a), models(b), "models of {}", b["id"]);
+            assert!(
+                close(
+                    a["costUSD"].as_f64().unwrap(),
+                    b["costUSD"].as_f64().unwrap()
+                ),
+                "cost of {}: {} vs {}",
+                b["id"],
+                a["costUSD"],
+                b["costUSD"]
+            );
+        }
+    }
+
+    for start in ["sunday", "monday"] {
+        let theirs = ccusage_with(&dir, "weekly", &["--start-of-week", start]);
+        let ours = run_json(bin().arg("scan").arg(&dir).args([
+            "weekly",
+            "--json",
+            "--start-of-week",
+            start,
+        ]));
+        let weeks = |v: &serde_json::Value| -> Vec<(String, u64)> {
+            v["weekly"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|w| {
+                    (
+                        w["week"].as_str().unwrap().to_string(),
+                        w["totalTokens"].as_u64().unwrap(),
+                    )
+                })
+                .collect()
+        };
+        assert_eq!(weeks(&ours), weeks(&theirs), "weeks starting {start}");
+        assert!(close(
+            ours["totals"]["totalCost"].as_f64().unwrap(),
+            theirs["totals"]["totalCost"].as_f64().unwrap()
+        ));
+    }
+}

@@ -119,6 +119,19 @@ pub struct ReportOpts {
     /// Only this user's usage.
     #[arg(long)]
     pub user: Option<String>,
+    /// `weekly`: the first day of a week (sunday, as ccusage, … saturday).
+    #[arg(long, default_value = "sunday", value_name = "DAY")]
+    pub start_of_week: String,
+    /// `blocks`: window length in hours.
+    #[arg(long, default_value_t = 5.0, value_name = "HOURS")]
+    pub session_length: f64,
+    /// `blocks`: only the active block.
+    #[arg(long)]
+    pub active: bool,
+    /// `blocks`: compare the active block's projection with this many
+    /// tokens, or `max` (the most an earlier block used).
+    #[arg(long, value_name = "TOKENS")]
+    pub token_limit: Option<crate::report::blocks::TokenLimit>,
 }
 
 /// Reports.
@@ -142,6 +155,10 @@ pub enum ReportKind {
     Host(ReportOpts),
     /// By user.
     User(ReportOpts),
+    /// By week.
+    Weekly(ReportOpts),
+    /// Billing blocks (5-hour windows), as ccusage's `blocks`.
+    Blocks(ReportOpts),
 }
 
 /// Parses arguments and runs the command. Returns the process exit code.

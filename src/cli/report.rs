@@ -40,6 +40,8 @@ pub(super) fn run(config_path: &Path, kind: ReportKind) -> anyhow::Result<i32> {
         ReportKind::Model(o) => report_from_clickhouse(&c, crate::report::Kind::Model, &o),
         ReportKind::Host(o) => report_from_clickhouse(&c, crate::report::Kind::Host, &o),
         ReportKind::User(o) => report_from_clickhouse(&c, crate::report::Kind::User, &o),
+        ReportKind::Weekly(o) => report_from_clickhouse(&c, crate::report::Kind::Weekly, &o),
+        ReportKind::Blocks(o) => report_from_clickhouse(&c, crate::report::Kind::Blocks, &o),
     }
 }
 
@@ -125,6 +127,14 @@ fn print_report(
         user: opts.user.clone(),
         cost_mode: opts.mode.unwrap_or(configured),
         tz_offset_min: crate::report::parse_timezone(&opts.timezone).map_err(anyhow::Error::msg)?,
+        start_of_week: crate::report::parse_weekday(&opts.start_of_week)
+            .map_err(anyhow::Error::msg)?,
+        blocks: crate::report::blocks::BlockOptions {
+            session_hours: opts.session_length,
+            active_only: opts.active,
+            token_limit: opts.token_limit,
+            now_ms: crate::ops::logging::unix_ms(),
+        },
     };
     let report = crate::report::build(entries, kind, &filter, prices);
     if opts.json {

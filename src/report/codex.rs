@@ -72,6 +72,8 @@ pub fn build(entries: &[Entry], kind: Kind, filter: &Filter, prices: &PriceTable
             Kind::Model => e.model.clone(),
             Kind::Host => e.host.clone(),
             Kind::User => e.user.clone(),
+            Kind::Weekly => super::week_of(&day, filter.start_of_week),
+            Kind::Blocks => unreachable!("blocks are built by report::blocks"),
         };
         let cost = e.cost(filter.cost_mode, prices);
         let g = groups.entry(key).or_default();
@@ -87,6 +89,8 @@ pub fn build(entries: &[Entry], kind: Kind, filter: &Filter, prices: &PriceTable
         Kind::Model => ("models", "modelName"),
         Kind::Host => ("hosts", "host"),
         Kind::User => ("users", "user"),
+        Kind::Weekly => ("weekly", "week"),
+        Kind::Blocks => ("blocks", "id"),
     };
     let list: Vec<Value> = groups
         .into_iter()

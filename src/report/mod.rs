@@ -4,6 +4,7 @@
 //! text table. The same code serves `report` (rows from ClickHouse) and `scan`
 //! (rows straight from files).
 
+pub mod blocks;
 pub mod codex;
 pub mod scan;
 
@@ -98,6 +99,10 @@ pub enum Kind {
     Host,
     /// By user.
     User,
+    /// By local week (starting on [`Filter::start_of_week`]).
+    Weekly,
+    /// Billing blocks (see [`blocks`]).
+    Blocks,
 }
 
 impl std::str::FromStr for Kind {
@@ -110,8 +115,10 @@ impl std::str::FromStr for Kind {
             "model" => Ok(Kind::Model),
             "host" => Ok(Kind::Host),
             "user" => Ok(Kind::User),
+            "weekly" => Ok(Kind::Weekly),
+            "blocks" => Ok(Kind::Blocks),
             other => Err(format!(
-                "unknown report {other:?}: use daily, monthly, session, model, host or user"
+                "unknown report {other:?}: use daily, weekly, monthly, session, model, host, user or blocks"
             )),
         }
     }
@@ -136,6 +143,38 @@ pub struct Filter {
     pub cost_mode: crate::price::CostMode,
     /// Zone offset from UTC in minutes (days and months are cut there).
     pub tz_offset_min: i32,
+    /// The first day of a week for `weekly`: 0 Sunday (the default, as
+    /// ccusage) … 6 Saturday.
+    pub start_of_week: u8,
+    /// What `blocks` shows.
+    pub blocks: blocks::BlockOptions,
+}
+
+/// The day number (0 Sunday … 6 Saturday) of a `--start-of-week` name.
+pub fn parse_weekday(s: &str) -> Result<u8, String> {
+    const DAYS: [&str; 7] = [
+        "sunday",
+        "monday",
+        "tuesday",
+        "wednesday",
+        "thursday",
+        "friday",
+        "saturday",
+    ];
+    DAYS.iter()
+        .position(|d| d.eq_ignore_ascii_case(s))
+        .map(|i| i as u8)
+        .ok_or_else(|| format!("start of week {s:?}: one of {}", DAYS.join(", ")))
+}
+
+/// The first day (`YYYY-MM-DD`) of the week holding local day `day`.
+fn week_of(day: &str, start_of_week: u8) -> String {
+    let ms = crate::timestamp::parse_rfc3339_ms(&format!("{day}T00:00:00Z")).unwrap_or(0);
+    let days = ms.div_euclid(86_400_000);
+    // 1970-01-01 was a Thursday (4).
+    let weekday = (days + 4).rem_euclid(7);
+    let back = (weekday - i64::from(start_of_week)).rem_euclid(7);
+    utc_date((days - back) * 86_400_000)
 }
 
 /// Parses `UTC`, `Z`, `+HH:MM` or `-HH:MM` into minutes east of UTC.
@@ -217,6 +256,9 @@ struct Group {
 /// `--agent codex`, the common one otherwise (with per-agent rows when the
 /// report spans several agents).
 pub fn build(entries: &[Entry], kind: Kind, filter: &Filter, prices: &PriceTable) -> Value {
+    if kind == Kind::Blocks {
+        return blocks::build(entries, filter, prices, &filter.blocks);
+    }
     if filter.agent == Some(Agent::Codex) {
         return codex::build(entries, kind, filter, prices);
     }
@@ -277,6 +319,8 @@ fn build_common(entries: &[Entry], kind: Kind, filter: &Filter, prices: &PriceTa
             Kind::Model => model_name(e),
             Kind::Host => e.host.clone(),
             Kind::User => e.user.clone(),
+            Kind::Weekly => week_of(&day, filter.start_of_week),
+            Kind::Blocks => unreachable!("blocks are built by report::blocks"),
         };
         let cost = e.cost(filter.cost_mode, prices);
         let g = groups.entry(key).or_insert_with(|| Group {
@@ -306,6 +350,8 @@ fn build_common(entries: &[Entry], kind: Kind, filter: &Filter, prices: &PriceTa
         Kind::Model => ("models", "modelName"),
         Kind::Host => ("hosts", "host"),
         Kind::User => ("users", "user"),
+        Kind::Weekly => ("weekly", "week"),
+        Kind::Blocks => ("blocks", "id"),
     };
     let list: Vec<Value> = groups
         .into_iter()
@@ -383,6 +429,8 @@ pub fn table(report: &Value, kind: Kind) -> String {
         Kind::Model => ("models", "modelName", "Model"),
         Kind::Host => ("hosts", "host", "Host"),
         Kind::User => ("users", "user", "User"),
+        Kind::Weekly => ("weekly", "week", "Week"),
+        Kind::Blocks => ("blocks", "id", "Block"),
     };
     let mut rows: Vec<[String; 7]> = vec![[
         title.into(),
