@@ -321,7 +321,13 @@ fn metrics_health_and_ready_match_what_was_ingested() {
     let watch = work.path().join("claude");
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/edge");
     copy_tree(&fixtures, &watch);
-    let cfg = write_config(work.path(), &ch, "tb_metrics", &[&watch], "");
+    let cfg = write_config(
+        work.path(),
+        &ch,
+        "tb_metrics",
+        &[&watch],
+        "usage_labels = [\"project\"]\n",
+    );
     let d = Daemon::start(&cfg, &work.path().join("daemon.log"));
     assert!(wait_until(Duration::from_secs(30), || ch
         .totals("tb_metrics")
@@ -364,6 +370,29 @@ fn metrics_health_and_ready_match_what_was_ingested() {
         .events()
         .iter()
         .any(|e| e["event"] == "size_bucket_new" && e["bucket_min_bytes"].is_u64()));
+    // Usage counters (by agent, model and type; projects asked for in the
+    // config) add up to what ClickHouse holds.
+    let totals = ch.totals("tb_metrics");
+    let usage = |kind: &str| -> f64 {
+        samples
+            .iter()
+            .filter(|(s, _)| {
+                s.starts_with("tokenbridge_token_usage_tokens_total{")
+                    && s.contains(&format!("type=\"{kind}\""))
+            })
+            .map(|(_, v)| v)
+            .sum()
+    };
+    assert_eq!(usage("input"), totals.input_tokens as f64);
+    assert_eq!(usage("output"), totals.output_tokens as f64);
+    assert_eq!(usage("cacheRead"), totals.cache_read_tokens as f64);
+    assert_eq!(usage("cacheCreation"), totals.cache_creation_tokens as f64);
+    assert!(samples.iter().any(|(s, _)| s.starts_with(
+        "tokenbridge_token_usage_tokens_total{agent=\"claude\",model=\"claude-sonnet-4-20250514\",project="
+    )), "{body}");
+    assert!(samples.iter().any(|(s, v)| s
+        .starts_with("tokenbridge_cost_usage_usd_total{agent=\"claude\"")
+        && *v > 0.0));
 
     let (status, body) = http_get(&addr, "/health");
     assert_eq!((status, body.as_str()), (200, "{\"status\":\"ok\"}"));

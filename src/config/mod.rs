@@ -220,6 +220,8 @@ pub struct HttpConfig {
     pub listen: std::net::SocketAddr,
     /// `/ready` fails when uncommitted work waits longer than this.
     pub ready_max_lag: Duration,
+    /// Extra labels of the usage counters (`host`, `user`, `project`).
+    pub usage_labels: Vec<crate::ops::usage::Label>,
 }
 
 /// `[service]`: process life cycle.

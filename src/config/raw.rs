@@ -88,6 +88,7 @@ pub(super) struct RawHttp {
     pub(super) enabled: Option<bool>,
     pub(super) listen: Option<String>,
     pub(super) ready_max_lag_seconds: Option<u64>,
+    pub(super) usage_labels: Option<Vec<String>>,
 }
 
 #[derive(Deserialize, Default)]

@@ -448,6 +448,20 @@ impl Validator<'_> {
                 1,
                 86_400,
             )?),
+            usage_labels: raw
+                .usage_labels
+                .unwrap_or_default()
+                .iter()
+                .map(|l| match l.as_str() {
+                    "host" => Ok(crate::ops::usage::Label::Host),
+                    "user" => Ok(crate::ops::usage::Label::User),
+                    "project" => Ok(crate::ops::usage::Label::Project),
+                    other => Err(self.invalid(
+                        "http.usage_labels",
+                        format!("{other:?}: use host, user or project"),
+                    )),
+                })
+                .collect::<Result<_, _>>()?,
         };
         Ok(http)
     }

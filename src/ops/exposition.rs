@@ -172,6 +172,7 @@ impl Collector for MetricsCollector {
         scans(&mut enc, m)?;
         analysis(&mut enc, m)?;
         size_buckets(&mut enc, m)?;
+        usage(&mut enc, m)?;
         if let Some(t) = &self.token {
             token(&mut enc, t)?;
         }
@@ -306,6 +307,51 @@ fn size_buckets(enc: &mut DescriptorEncoder, m: &Metrics) -> Result {
     Ok(())
 }
 
+/// Tokens by type and cost acknowledged, by agent and model (and the
+/// optional labels): `token_usage_tokens{type=input|output|cacheRead|
+/// cacheCreation}` and `cost_usage_usd`, after Claude Code's
+/// `claude_code.token.usage` and `claude_code.cost.usage`.
+fn usage(enc: &mut DescriptorEncoder, m: &Metrics) -> Result {
+    let extra: Vec<&str> = m.usage.labels().iter().map(|l| l.as_str()).collect();
+    let series = m.usage.snapshot();
+    let labels_of = |values: &[std::sync::Arc<str>]| -> Vec<(String, String)> {
+        ["agent", "model"]
+            .iter()
+            .chain(extra.iter())
+            .zip(values)
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    let mut fam = enc.encode_descriptor(
+        "token_usage_tokens",
+        "Tokens ClickHouse acknowledged, by type (input, output, cacheRead, cacheCreation), agent and model",
+        None,
+        MetricType::Counter,
+    )?;
+    for (values, sums) in &series {
+        for (kind, n) in [
+            ("input", sums.input),
+            ("output", sums.output),
+            ("cacheRead", sums.cache_read),
+            ("cacheCreation", sums.cache_creation),
+        ] {
+            let mut labels = labels_of(values);
+            labels.push(("type".to_string(), kind.to_string()));
+            ConstCounter::new(n).encode(fam.encode_family(&labels)?)?;
+        }
+    }
+    let mut fam = enc.encode_descriptor(
+        "cost_usage_usd",
+        "Calculated cost in USD of the usage ClickHouse acknowledged, by agent and model",
+        None,
+        MetricType::Counter,
+    )?;
+    for (values, sums) in &series {
+        ConstCounter::new(sums.cost_usd).encode(fam.encode_family(&labels_of(values))?)?;
+    }
+    Ok(())
+}
+
 /// The upstream token's refreshes and remaining life.
 fn token(enc: &mut DescriptorEncoder, t: &TokenManager) -> Result {
     ConstCounter::new(t.metrics.refreshes.load(Relaxed)).encode(enc.encode_descriptor(
@@ -355,7 +401,7 @@ mod tests {
             .filter_map(|l| l.strip_prefix("# TYPE "))
             .map(|l| l.split(' ').next().unwrap())
             .collect();
-        assert_eq!(names.len(), COUNTERS.len() + GAUGES.len() + 7, "{text}");
+        assert_eq!(names.len(), COUNTERS.len() + GAUGES.len() + 9, "{text}");
         for name in names {
             let total = format!("{name}_total");
             assert!(

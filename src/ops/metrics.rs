@@ -94,11 +94,15 @@ pub struct Metrics {
     pub sizes: SizeBuckets,
     /// Latency of acknowledged inserts, seconds.
     pub batch_latency: prometheus_client::metrics::histogram::Histogram,
+    /// Tokens and cost acknowledged, by agent and model (see
+    /// [`crate::ops::usage`]).
+    pub usage: crate::ops::usage::UsageCounters,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
         Metrics {
+            usage: crate::ops::usage::UsageCounters::default(),
             bytes_read: AtomicU64::default(),
             parse_ns_base: AtomicU64::default(),
             parse_ns_enhanced: AtomicU64::default(),

@@ -13,3 +13,4 @@ pub mod notify;
 pub mod shutdown;
 pub mod sizes;
 pub mod state;
+pub mod usage;

@@ -143,6 +143,7 @@ pub fn run(config: &Config, mode: Mode, controls: Controls) -> anyhow::Result<Su
         reload,
     } = controls;
     let started = Instant::now();
+    metrics.usage.set_labels(&config.http.usage_labels);
     let notifier = Arc::new(Notifier::from_env());
     notifier.status("opening the state dir");
     let state = StateDir::open_wait(&config.state.dir, Duration::from_secs(10))?;

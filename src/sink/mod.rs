@@ -557,6 +557,7 @@ impl Sink {
             .record(crate::ops::sizes::SizeKind::Batch, bytes as u64);
         m.rows_inserted.fetch_add(inserted as u64, Relaxed);
         m.rows_superseding.fetch_add(superseding, Relaxed);
+        m.usage.add(rows);
         m.batches_committed.fetch_add(1, Relaxed);
         m.last_commit_unix_ms
             .store(crate::ops::logging::unix_ms(), Relaxed);
