@@ -28,6 +28,7 @@
 //!   [`testkit`] holds the deterministic generators.
 
 pub mod auth;
+pub mod budget;
 pub mod ch;
 pub mod cli;
 pub mod config;

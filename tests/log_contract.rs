@@ -34,6 +34,13 @@ const CHECKED_ELSEWHERE: &[&str] = &[
     "token_cache_miss",
     // tests/agents.rs (a Gemini session document rewritten whole):
     "file_rewritten",
+    // tests/budgets.rs (budgets crossed, a refusing webhook, an unwritable
+    // state file, ClickHouse gone):
+    "budget_warning",
+    "budget_exceeded",
+    "webhook_failed",
+    "budget_state_save_failed",
+    "budget_check_failed",
 ];
 
 /// `event -> documented fields`, from docs/reference/events.md.

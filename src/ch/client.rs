@@ -481,6 +481,18 @@ impl ChClient {
         Ok(rows.into_iter().map(ReportRow::into_entry).collect())
     }
 
+    /// One `Int64` column of `sql` (`{db}` stands for the database).
+    pub async fn column_i64(&self, sql: &str) -> Result<Vec<i64>, ChError> {
+        let sql = sql.replace("{db}", &self.database);
+        with_timeout(self.timeout, self.select(&sql)?.fetch_all::<i64>()).await
+    }
+
+    /// The single `Float64` value of `sql` (`{db}` stands for the database).
+    pub async fn scalar_f64(&self, sql: &str) -> Result<f64, ChError> {
+        let sql = sql.replace("{db}", &self.database);
+        with_timeout(self.timeout, self.select(&sql)?.fetch_one::<f64>()).await
+    }
+
     /// A cheap round trip.
     pub async fn ping(&self) -> Result<(), ChError> {
         with_timeout(self.timeout, self.select("SELECT 1")?.fetch_one::<u8>())

@@ -158,6 +158,8 @@ pub struct Config {
     /// `[source]` and `[watch] host_dirs` / `host_user_dirs`: which host and
     /// user each file's rows belong to.
     pub attribution: crate::ingest::attribution::Policy,
+    /// `[[budgets]]`.
+    pub budgets: Vec<crate::budget::Budget>,
 }
 
 impl Config {

@@ -35,6 +35,26 @@ pub(super) struct RawConfig {
     pub(super) agents: std::collections::BTreeMap<String, RawAgent>,
     #[serde(default)]
     pub(super) source: RawSource,
+    #[serde(default)]
+    pub(super) budgets: Vec<RawBudget>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawBudget {
+    pub(super) name: Option<String>,
+    pub(super) period: Option<crate::budget::Period>,
+    pub(super) limit_usd: Option<f64>,
+    pub(super) limit_tokens: Option<u64>,
+    pub(super) warn_at: Option<f64>,
+    pub(super) project: Option<String>,
+    pub(super) host: Option<String>,
+    pub(super) user: Option<String>,
+    pub(super) agent: Option<String>,
+    pub(super) timezone: Option<String>,
+    pub(super) webhook_url: Option<String>,
+    pub(super) webhook_header: Option<String>,
+    pub(super) webhook_secret_file: Option<String>,
 }
 
 #[derive(Deserialize, Default)]

@@ -54,6 +54,7 @@ impl Validator<'_> {
     /// The whole config: one builder per section.
     pub(super) fn build(&self, raw: RawConfig) -> Result<Config, ConfigError> {
         let attribution = self.attribution(raw.source, &raw.watch)?;
+        let budgets = self.budgets(raw.budgets)?;
         Ok(Config {
             source: self.file.to_path_buf(),
             watch: self.watch(raw.watch)?,
@@ -71,7 +72,109 @@ impl Validator<'_> {
             claude_enabled: self.claude_enabled(&raw.agents)?,
             agents: self.agents(raw.agents)?,
             attribution,
+            budgets,
         })
+    }
+
+    /// `[[budgets]]`: each named once, one limit, at most one scope.
+    fn budgets(&self, raw: Vec<RawBudget>) -> Result<Vec<crate::budget::Budget>, ConfigError> {
+        use crate::budget::{Budget, Limit, Period, Scope, Webhook};
+        let mut out: Vec<Budget> = Vec::new();
+        for (i, b) in raw.into_iter().enumerate() {
+            let field = |f: &str| format!("budgets[{i}].{f}");
+            let name = b
+                .name
+                .filter(|n| !n.trim().is_empty())
+                .ok_or_else(|| self.invalid(&field("name"), "every budget needs a name"))?;
+            if out.iter().any(|o| o.name == name) {
+                return Err(self.invalid(&field("name"), format!("{name:?} is used twice")));
+            }
+            let limit = match (b.limit_usd, b.limit_tokens) {
+                (Some(u), None) if u.is_finite() && u > 0.0 => Limit::Usd(u),
+                (None, Some(t)) if t > 0 => Limit::Tokens(t),
+                (Some(_), None) | (None, Some(_)) => {
+                    return Err(self.invalid(&field("limit_usd"), "the limit must be above 0"))
+                }
+                _ => {
+                    return Err(self.invalid(
+                        &field("limit_usd"),
+                        "set exactly one of limit_usd and limit_tokens",
+                    ))
+                }
+            };
+            let warn_at = b.warn_at.unwrap_or(0.8);
+            if !(warn_at > 0.0 && warn_at <= 1.0) {
+                return Err(self.invalid(&field("warn_at"), "a fraction in (0, 1]"));
+            }
+            let scopes = [
+                b.project.map(Scope::Project),
+                b.host.map(Scope::Host),
+                b.user.map(Scope::User),
+                b.agent
+                    .map(|a| {
+                        a.parse()
+                            .map(Scope::Agent)
+                            .map_err(|e: String| self.invalid(&field("agent"), e))
+                    })
+                    .transpose()?,
+            ];
+            let mut scopes = scopes.into_iter().flatten();
+            let scope = scopes.next().unwrap_or(Scope::All);
+            if scopes.next().is_some() {
+                return Err(self.invalid(
+                    &field("project"),
+                    "at most one of project, host, user and agent",
+                ));
+            }
+            let tz_offset_min = match b.timezone.as_deref() {
+                None => 0,
+                Some(t) => crate::report::parse_timezone(t)
+                    .map_err(|e| self.invalid(&field("timezone"), e))?,
+            };
+            let header = match (b.webhook_header, b.webhook_secret_file) {
+                (Some(h), Some(f)) => {
+                    let p = self.path(&field("webhook_secret_file"), &f)?;
+                    let text = std::fs::read_to_string(&p).map_err(|e| {
+                        self.invalid(
+                            &field("webhook_secret_file"),
+                            format!("cannot read {}: {e}", p.display()),
+                        )
+                    })?;
+                    Some((h, Secret::new(text.trim_end_matches(['\n', '\r']))))
+                }
+                (None, None) => None,
+                _ => {
+                    return Err(self.invalid(
+                        &field("webhook_header"),
+                        "webhook_header and webhook_secret_file go together",
+                    ))
+                }
+            };
+            let webhook = match b.webhook_url {
+                Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
+                    Some(Webhook { url, header })
+                }
+                Some(_) => {
+                    return Err(
+                        self.invalid(&field("webhook_url"), "must start with http:// or https://")
+                    )
+                }
+                None if header.is_some() => {
+                    return Err(self.invalid(&field("webhook_url"), "a webhook header needs a URL"))
+                }
+                None => None,
+            };
+            out.push(Budget {
+                name,
+                period: b.period.unwrap_or(Period::Day),
+                limit,
+                warn_at,
+                scope,
+                tz_offset_min,
+                webhook,
+            });
+        }
+        Ok(out)
     }
 
     /// `[source]` and `[watch] host_dirs` / `host_user_dirs`: whose rows are

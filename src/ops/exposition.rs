@@ -173,6 +173,7 @@ impl Collector for MetricsCollector {
         analysis(&mut enc, m)?;
         size_buckets(&mut enc, m)?;
         usage(&mut enc, m)?;
+        budgets(&mut enc, m)?;
         if let Some(t) = &self.token {
             token(&mut enc, t)?;
         }
@@ -352,6 +353,21 @@ fn usage(enc: &mut DescriptorEncoder, m: &Metrics) -> Result {
     Ok(())
 }
 
+/// Each budget's use in its current period, as a fraction of its limit.
+fn budgets(enc: &mut DescriptorEncoder, m: &Metrics) -> Result {
+    let budgets = m.budgets.lock().expect("budgets").clone();
+    let mut fam = enc.encode_descriptor(
+        "budget_used_ratio",
+        "Use of each budget in its current period, as a fraction of its limit",
+        None,
+        MetricType::Gauge,
+    )?;
+    for (name, ratio) in &budgets {
+        ConstGauge::new(*ratio).encode(fam.encode_family(&[("budget", name.as_str())])?)?;
+    }
+    Ok(())
+}
+
 /// The upstream token's refreshes and remaining life.
 fn token(enc: &mut DescriptorEncoder, t: &TokenManager) -> Result {
     ConstCounter::new(t.metrics.refreshes.load(Relaxed)).encode(enc.encode_descriptor(
@@ -401,7 +417,7 @@ mod tests {
             .filter_map(|l| l.strip_prefix("# TYPE "))
             .map(|l| l.split(' ').next().unwrap())
             .collect();
-        assert_eq!(names.len(), COUNTERS.len() + GAUGES.len() + 9, "{text}");
+        assert_eq!(names.len(), COUNTERS.len() + GAUGES.len() + 10, "{text}");
         for name in names {
             let total = format!("{name}_total");
             assert!(

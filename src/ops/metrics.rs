@@ -97,12 +97,15 @@ pub struct Metrics {
     /// Tokens and cost acknowledged, by agent and model (see
     /// [`crate::ops::usage`]).
     pub usage: crate::ops::usage::UsageCounters,
+    /// Each budget's use in its current period, as a fraction of its limit.
+    pub budgets: std::sync::Mutex<std::collections::BTreeMap<String, f64>>,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
         Metrics {
             usage: crate::ops::usage::UsageCounters::default(),
+            budgets: Default::default(),
             bytes_read: AtomicU64::default(),
             parse_ns_base: AtomicU64::default(),
             parse_ns_enhanced: AtomicU64::default(),

@@ -226,6 +226,19 @@ pub fn run(config: &Config, mode: Mode, controls: Controls) -> anyhow::Result<Su
     notifier.ready();
     notifier.status("ingesting");
     let supervisor = spawn_supervisor(config, &notifier, &health, &metrics, &shutdown)?;
+    let budgets = (!config.budgets.is_empty())
+        .then(|| {
+            crate::budget::spawn(
+                config.budgets.clone(),
+                conn.client.clone(),
+                conn.runtime.handle().clone(),
+                state.path(),
+                metrics.clone(),
+                shutdown.clone(),
+            )
+        })
+        .transpose()
+        .context("starting the budget thread")?;
     let reloader = reload.map(|rx| {
         let token = conn.client.token_manager().cloned();
         spawn_reloader(
@@ -244,6 +257,9 @@ pub fn run(config: &Config, mode: Mode, controls: Controls) -> anyhow::Result<Su
     let stop_requested = shutdown.is_triggered();
     shutdown.trigger();
     let _ = supervisor.join();
+    if let Some(b) = budgets {
+        let _ = b.join();
+    }
     if let Some(r) = reloader {
         let _ = r.join();
     }
