@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what tokenbridge and its tests need on a fresh Debian machine:
-# ClickHouse (Debian's clickhouse-server); for the comparison tests and the
+# ClickHouse (Debian's clickhouse-server), systemd's tools and Chromium (the
+# dashboard tests); for the comparison tests and the
 # benchmark, ccusage pinned to 20.0.24 from the npm registry; for the modern
 # ClickHouse compatibility suite (tests/compat.rs), the ClickHouse engines
 # that chdb embeds, one virtualenv each under .tools/chdb.
@@ -10,6 +11,8 @@ cd "$(dirname "$0")/.."
 need_apt=()
 [ -x /usr/sbin/clickhouse-server ] || need_apt+=(clickhouse-server)
 command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
+# The dashboard tests load the page in a real browser.
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive

@@ -32,6 +32,7 @@ pub mod budget;
 pub mod ch;
 pub mod cli;
 pub mod config;
+pub mod dashboard;
 pub mod format;
 pub mod ingest;
 pub mod ops;

@@ -4,6 +4,7 @@
 
 mod backfill;
 mod daemon;
+mod dashboard;
 mod report;
 mod signals;
 mod token;
@@ -69,6 +70,19 @@ pub enum Command {
         /// What to show.
         #[command(subcommand)]
         action: TokenAction,
+    },
+    /// Serve the dashboard alone: from the configured ClickHouse, or with
+    /// `--files` straight from transcripts (no database).
+    Dashboard {
+        /// Address to serve on (loopback unless `[dashboard] token_file` is set).
+        #[arg(long, default_value = "127.0.0.1:9465")]
+        listen: std::net::SocketAddr,
+        /// Transcript files or folders to read instead of ClickHouse.
+        #[arg(long = "files", value_name = "PATH")]
+        files: Vec<PathBuf>,
+        /// Whose files `--files` holds (default: claude).
+        #[arg(long, default_value = "claude")]
+        agent: crate::format::agent::Agent,
     },
     /// Recount the watched files offline and compare with ClickHouse per session.
     Verify {
@@ -196,6 +210,11 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             backfill::run(&cli.config, sources, json)
         }
         Command::Report { kind } => report::run(&cli.config, kind),
+        Command::Dashboard {
+            listen,
+            files,
+            agent,
+        } => dashboard::run(&cli.config, listen, files, agent),
         Command::Scan {
             items,
             opts,

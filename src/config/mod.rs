@@ -160,6 +160,18 @@ pub struct Config {
     pub attribution: crate::ingest::attribution::Policy,
     /// `[[budgets]]`.
     pub budgets: Vec<crate::budget::Budget>,
+    /// `[dashboard]`.
+    pub dashboard: DashboardConfig,
+}
+
+/// `[dashboard]`: the page served next to `/metrics`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DashboardConfig {
+    /// Serve it (default true).
+    pub enabled: bool,
+    /// The token requests need when the endpoint is bound beyond loopback
+    /// (from `token_file`; never printed).
+    pub token: Option<crate::secret::Secret>,
 }
 
 impl Config {

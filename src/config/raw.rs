@@ -37,6 +37,15 @@ pub(super) struct RawConfig {
     pub(super) source: RawSource,
     #[serde(default)]
     pub(super) budgets: Vec<RawBudget>,
+    #[serde(default)]
+    pub(super) dashboard: RawDashboard,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDashboard {
+    pub(super) enabled: Option<bool>,
+    pub(super) token_file: Option<String>,
 }
 
 #[derive(Deserialize, Default)]

@@ -55,6 +55,7 @@ impl Validator<'_> {
     pub(super) fn build(&self, raw: RawConfig) -> Result<Config, ConfigError> {
         let attribution = self.attribution(raw.source, &raw.watch)?;
         let budgets = self.budgets(raw.budgets)?;
+        let dashboard = self.dashboard(raw.dashboard)?;
         Ok(Config {
             source: self.file.to_path_buf(),
             watch: self.watch(raw.watch)?,
@@ -73,6 +74,32 @@ impl Validator<'_> {
             agents: self.agents(raw.agents)?,
             attribution,
             budgets,
+            dashboard,
+        })
+    }
+
+    /// `[dashboard]`.
+    fn dashboard(&self, raw: RawDashboard) -> Result<DashboardConfig, ConfigError> {
+        let token = match raw.token_file {
+            None => None,
+            Some(f) => {
+                let p = self.path("dashboard.token_file", &f)?;
+                let text = std::fs::read_to_string(&p).map_err(|e| {
+                    self.invalid(
+                        "dashboard.token_file",
+                        format!("cannot read {}: {e}", p.display()),
+                    )
+                })?;
+                let t = text.trim();
+                if t.is_empty() {
+                    return Err(self.invalid("dashboard.token_file", "the file is empty"));
+                }
+                Some(Secret::new(t))
+            }
+        };
+        Ok(DashboardConfig {
+            enabled: raw.enabled.unwrap_or(true),
+            token,
         })
     }
 

@@ -136,20 +136,24 @@ async fn ready(State(s): State<Arc<HttpState>>) -> Response {
         .into_response()
 }
 
-/// Binds `addr` and serves until `shutdown` resolves. Returns the bound
-/// address (useful with port 0).
+/// Binds `addr` and serves (with the dashboard's routes, when given) until
+/// `shutdown` resolves. Returns the bound address (useful with port 0).
 pub async fn serve(
     addr: SocketAddr,
     state: Arc<HttpState>,
+    dashboard: Option<Router>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
-    let app = Router::new()
+    let mut app = Router::new()
         .route("/metrics", get(metrics))
         .route("/health", get(health))
         .route("/ready", get(ready))
         .with_state(state);
+    if let Some(d) = dashboard {
+        app = app.merge(d);
+    }
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)

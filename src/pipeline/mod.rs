@@ -421,12 +421,26 @@ fn serve_http(
         config.http.ready_max_lag,
         conn.client.token_manager().cloned(),
     ));
+    let dashboard = config.dashboard.enabled.then(|| {
+        crate::dashboard::router(Arc::new(crate::dashboard::Dashboard::new(
+            crate::dashboard::DataSource::ClickHouse(Box::new(conn.client.clone())),
+            match &config.price_file {
+                Some(f) => crate::price::PriceTable::with_overrides(f)
+                    .unwrap_or_else(|_| crate::price::PriceTable::embedded()),
+                None => crate::price::PriceTable::embedded(),
+            },
+            config.cost_mode,
+            crate::dashboard::access_for(&config.http.listen, config.dashboard.token.clone()),
+            Some(metrics.clone()),
+        )))
+    });
     let stop = shutdown.clone();
     let bound = conn
         .runtime
         .block_on(crate::ops::http::serve(
             config.http.listen,
             http_state,
+            dashboard,
             async move {
                 let rx = stop.receiver().clone();
                 let _ = tokio::task::spawn_blocking(move || rx.recv()).await;
