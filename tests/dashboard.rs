@@ -103,7 +103,13 @@ fn the_page_shows_what_report_prints() {
     );
     let truth = run_scan(&corpus);
     let messages = truth["totals"]["messages"].as_u64().unwrap();
-    let cfg = write_config(work.path(), &ch, "tb_dash", &[&corpus], "");
+    let cfg = write_config(
+        work.path(),
+        &ch,
+        "tb_dash",
+        &[&corpus],
+        "\n[[budgets]]\nname = \"all-time-ish\"\nperiod = \"month\"\nlimit_tokens = 1000\n",
+    );
     let d = Daemon::start(&cfg, &work.path().join("daemon.log"));
     assert!(wait_until(Duration::from_secs(60), || ch
         .totals("tb_dash")
@@ -133,6 +139,25 @@ fn the_page_shows_what_report_prints() {
     assert!((cost - want["totals"]["totalCost"].as_f64().unwrap()).abs() < 1e-9);
     assert_eq!(value_of(&dom, "status-mode"), "daemon");
     assert_eq!(value_of(&dom, "status-clickhouse"), "up");
+    // The budget's use, as the gauge has it.
+    let shown: f64 = value_of(&dom, "budget-all-time-ish").parse().unwrap();
+    let (_, metrics) = http_get(&addr, "/metrics");
+    assert!(
+        metrics.contains(&format!(
+            "tokenbridge_budget_used_ratio{{budget=\"all-time-ish\"}} {shown}"
+        )),
+        "{shown}\n{metrics}"
+    );
+    // Sessions carry how far a naive sum of their lines overcounts.
+    let (_, s) = api(&addr, "/api/sessions");
+    assert!(
+        s["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["overcountPct"].as_f64().is_some_and(|o| o > 0.0)),
+        "{s}"
+    );
 
     // Stacked by project: the legend's numbers are the per-project totals.
     let dom = browse(&format!("{url}&group=project"), "by-project", (1280, 1100));

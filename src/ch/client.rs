@@ -493,6 +493,21 @@ impl ChClient {
         with_timeout(self.timeout, self.select(&sql)?.fetch_one::<f64>()).await
     }
 
+    /// Each summarized session's naive token total (summing every usage
+    /// line, as a log shipper would), from the `sessions` table.
+    pub async fn naive_totals(&self) -> Result<Vec<(String, u64)>, ChError> {
+        let sql = format!(
+            "SELECT session_id, naive_total_tokens FROM {}.{} FINAL",
+            self.database,
+            schema::SESSIONS
+        );
+        with_timeout(
+            self.timeout,
+            self.select(&sql)?.fetch_all::<(String, u64)>(),
+        )
+        .await
+    }
+
     /// A cheap round trip.
     pub async fn ping(&self) -> Result<(), ChError> {
         with_timeout(self.timeout, self.select("SELECT 1")?.fetch_one::<u8>())

@@ -173,9 +173,11 @@ pub fn windows(
 }
 
 /// `/api/sessions`: the range's sessions, most tokens first (`report
-/// session`'s numbers), with each one's cache share.
+/// session`'s numbers), with each one's cache share and, where known, the
+/// naive total (every usage line summed) and how far it overcounts.
 pub fn sessions(
     entries: &[Entry],
+    naive: &std::collections::HashMap<String, u64>,
     q: &Params,
     prices: &PriceTable,
     mode: CostMode,
@@ -211,6 +213,14 @@ pub fn sessions(
             } else {
                 0.0
             });
+            let n = s["sessionId"]
+                .as_str()
+                .and_then(|id| naive.get(id))
+                .copied();
+            s["naiveTotalTokens"] = json!(n);
+            s["overcountPct"] = json!(n
+                .filter(|_| total > 0.0)
+                .map(|n| (n as f64 - total) * 100.0 / total));
             s
         })
         .collect();
@@ -251,7 +261,7 @@ pub fn session(
 
 /// `/api/status`: the pipeline's own state (the daemon's counters), or
 /// `standalone`.
-pub fn status(m: Option<&Metrics>) -> Value {
+pub fn status(m: Option<&Metrics>, rows_per_second: Option<f64>) -> Value {
     use std::sync::atomic::Ordering::Relaxed;
     let Some(m) = m else {
         return json!({"mode": "standalone"});
@@ -263,6 +273,8 @@ pub fn status(m: Option<&Metrics>) -> Value {
         "rowsInserted": m.rows_inserted.load(Relaxed),
         "filesWatched": m.files_tracked.load(Relaxed),
         "secondsSinceLastCommit": m.seconds_since_last_commit(),
+        "rowsPerSecond": rows_per_second.unwrap_or(0.0),
+        "budgets": m.budgets.lock().expect("budgets").clone(),
     })
 }
 
@@ -327,14 +339,17 @@ mod tests {
             e("2026-11-21T11:00:00Z", "m", "b", 1),
         ];
         let t = PriceTable::embedded();
-        let s = sessions(&entries, &Params::default(), &t, CostMode::Auto).unwrap();
+        let naive = std::collections::HashMap::from([("a".to_string(), 60u64)]);
+        let s = sessions(&entries, &naive, &Params::default(), &t, CostMode::Auto).unwrap();
         assert_eq!(s["sessions"][0]["sessionId"], "a");
+        assert_eq!(s["sessions"][0]["overcountPct"], 100.0);
+        assert!(s["sessions"][1]["overcountPct"].is_null());
         let q = Params {
             id: Some("a".into()),
             ..Params::default()
         };
         let one = session(&entries, &q, &t, CostMode::Auto).unwrap();
         assert_eq!(one["entries"].as_array().unwrap().len(), 2);
-        assert_eq!(status(None)["mode"], "standalone");
+        assert_eq!(status(None, None)["mode"], "standalone");
     }
 }

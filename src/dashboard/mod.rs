@@ -63,7 +63,17 @@ pub struct Dashboard {
     access: Access,
     /// The daemon's counters, for the pipeline panel (none standalone).
     metrics: Option<Arc<Metrics>>,
-    cache: Mutex<Option<(Instant, Arc<Vec<Entry>>)>>,
+    cache: Mutex<Option<(Instant, Arc<Data>)>>,
+    /// The last rows-inserted sample, for the insert rate.
+    rate: Mutex<Option<(Instant, u64, f64)>>,
+}
+
+/// What the endpoints compute from.
+pub struct Data {
+    /// The deduplicated entries.
+    pub entries: Vec<Entry>,
+    /// Per session, what summing every usage line gives (no dedup).
+    pub naive: std::collections::HashMap<String, u64>,
 }
 
 /// Entries are read again at most this often.
@@ -85,21 +95,30 @@ impl Dashboard {
             access,
             metrics,
             cache: Mutex::new(None),
+            rate: Mutex::new(None),
         }
     }
 
-    /// The deduplicated entries (cached for [`CACHE_FOR`]).
-    async fn entries(&self) -> Result<Arc<Vec<Entry>>, String> {
+    /// The deduplicated entries and naive sums (cached for [`CACHE_FOR`]).
+    async fn entries(&self) -> Result<Arc<Data>, String> {
         if let Some((at, e)) = self.cache.lock().expect("cache").as_ref() {
             if at.elapsed() < CACHE_FOR {
                 return Ok(e.clone());
             }
         }
-        let entries = match &self.source {
-            DataSource::ClickHouse(client) => client
-                .report_entries()
-                .await
-                .map_err(|e| format!("ClickHouse: {e}"))?,
+        let data = match &self.source {
+            DataSource::ClickHouse(client) => Data {
+                entries: client
+                    .report_entries()
+                    .await
+                    .map_err(|e| format!("ClickHouse: {e}"))?,
+                naive: client
+                    .naive_totals()
+                    .await
+                    .map_err(|e| format!("ClickHouse: {e}"))?
+                    .into_iter()
+                    .collect(),
+            },
             DataSource::Files {
                 sources,
                 max_line,
@@ -113,15 +132,22 @@ impl Dashboard {
                         None,
                         &crate::ingest::attribution::Attributor::new(policy),
                     );
-                    out.rows.iter().map(Entry::from).collect::<Vec<_>>()
+                    Data {
+                        entries: out.rows.iter().map(Entry::from).collect(),
+                        naive: out
+                            .naive
+                            .iter()
+                            .map(|(s, t)| (s.clone(), t.total_tokens))
+                            .collect(),
+                    }
                 })
                 .await
                 .map_err(|e| format!("scan: {e}"))?
             }
         };
-        let entries = Arc::new(entries);
-        *self.cache.lock().expect("cache") = Some((Instant::now(), entries.clone()));
-        Ok(entries)
+        let data = Arc::new(data);
+        *self.cache.lock().expect("cache") = Some((Instant::now(), data.clone()));
+        Ok(data)
     }
 
     /// The answer that refuses a request, if it is refused.
@@ -189,7 +215,7 @@ async fn with_entries(
     d: &Dashboard,
     headers: &HeaderMap,
     q: &api::Params,
-    f: impl FnOnce(&[Entry], &api::Params, &PriceTable, CostMode) -> Result<serde_json::Value, String>,
+    f: impl FnOnce(&Data, &api::Params, &PriceTable, CostMode) -> Result<serde_json::Value, String>,
 ) -> Response {
     if let Some(r) = d.refusal(headers, q) {
         return r;
@@ -219,7 +245,10 @@ async fn usage(
     headers: HeaderMap,
     Query(q): Query<api::Params>,
 ) -> Response {
-    with_entries(&d, &headers, &q, api::usage).await
+    with_entries(&d, &headers, &q, |data, q, p, m| {
+        api::usage(&data.entries, q, p, m)
+    })
+    .await
 }
 
 async fn windows(
@@ -227,8 +256,8 @@ async fn windows(
     headers: HeaderMap,
     Query(q): Query<api::Params>,
 ) -> Response {
-    with_entries(&d, &headers, &q, |e, q, p, m| {
-        api::windows(e, q, p, m, crate::ops::logging::unix_ms())
+    with_entries(&d, &headers, &q, |data, q, p, m| {
+        api::windows(&data.entries, q, p, m, crate::ops::logging::unix_ms())
     })
     .await
 }
@@ -238,7 +267,10 @@ async fn sessions(
     headers: HeaderMap,
     Query(q): Query<api::Params>,
 ) -> Response {
-    with_entries(&d, &headers, &q, api::sessions).await
+    with_entries(&d, &headers, &q, |data, q, p, m| {
+        api::sessions(&data.entries, &data.naive, q, p, m)
+    })
+    .await
 }
 
 async fn session(
@@ -246,7 +278,10 @@ async fn session(
     headers: HeaderMap,
     Query(q): Query<api::Params>,
 ) -> Response {
-    with_entries(&d, &headers, &q, api::session).await
+    with_entries(&d, &headers, &q, |data, q, p, m| {
+        api::session(&data.entries, q, p, m)
+    })
+    .await
 }
 
 async fn status(
@@ -257,7 +292,23 @@ async fn status(
     if let Some(r) = d.refusal(&headers, &q) {
         return r;
     }
-    Json(api::status(d.metrics.as_deref())).into_response()
+    let rate = d.metrics.as_deref().map(|m| {
+        let rows = m.rows_inserted.load(std::sync::atomic::Ordering::Relaxed);
+        let mut last = d.rate.lock().expect("rate");
+        let now = Instant::now();
+        let rate = match *last {
+            Some((at, _, r)) if now.duration_since(at) < Duration::from_secs(1) => {
+                return r;
+            }
+            Some((at, before, _)) => {
+                (rows - before.min(rows)) as f64 / now.duration_since(at).as_secs_f64()
+            }
+            None => 0.0,
+        };
+        *last = Some((now, rows, rate));
+        rate
+    });
+    Json(api::status(d.metrics.as_deref(), rate)).into_response()
 }
 
 /// Serves the dashboard alone on `addr` until `shutdown` resolves; returns
