@@ -171,12 +171,13 @@ fn every_documented_event_is_emitted_with_its_fields() {
     // Confirmed gone before the next file is created: a new file can reuse
     // the freed inode, and a known inode under a new name is a rename.
     assert!(wait_event(&log, "file_gone"));
-    append(&dir.join("locked.jsonl"), usage_line("lc", 10, 10, 1));
-    std::fs::set_permissions(
-        dir.join("locked.jsonl"),
-        std::fs::Permissions::from_mode(0o000),
-    )
-    .unwrap();
+    // Unreadable from the moment it appears: written and locked outside the
+    // watched folder, then moved in (locking it in place would race with
+    // the daemon reading it first).
+    let outside = work.path().join("locked.jsonl");
+    append(&outside, usage_line("lc", 10, 10, 1));
+    std::fs::set_permissions(&outside, std::fs::Permissions::from_mode(0o000)).unwrap();
+    std::fs::rename(&outside, dir.join("locked.jsonl")).unwrap();
     assert!(wait_event(&log, "file_unreadable"));
     std::fs::set_permissions(
         dir.join("locked.jsonl"),
