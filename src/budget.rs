@@ -265,9 +265,12 @@ impl Watcher {
     }
 }
 
-/// Starts the thread that checks `budgets` whenever ClickHouse acknowledged
-/// new rows (at most once a second, and once a minute regardless, so a new
-/// period shows), and once more at shutdown.
+/// The shortest time between two checks while rows keep arriving.
+const CHECK_EVERY: Duration = Duration::from_secs(5);
+
+/// Starts the thread that checks `budgets` when ClickHouse acknowledged new
+/// rows (at most every [`CHECK_EVERY`], and once a minute regardless, so a
+/// new period shows), and once more at shutdown.
 pub fn spawn(
     budgets: Vec<Budget>,
     client: ChClient,
@@ -289,11 +292,14 @@ pub fn spawn(
         .spawn(move || {
             use std::sync::atomic::Ordering::Relaxed;
             let mut seen = u64::MAX;
-            let mut last = std::time::Instant::now();
+            let mut last = std::time::Instant::now() - CHECK_EVERY;
             loop {
                 let stopping = shutdown.is_triggered();
                 let inserted = metrics.rows_inserted.load(Relaxed);
-                if inserted != seen || last.elapsed() >= Duration::from_secs(60) || stopping {
+                // Each check scans the period's rows with FINAL: at most every
+                // CHECK_EVERY while rows keep arriving.
+                let due = inserted != seen && last.elapsed() >= CHECK_EVERY;
+                if due || last.elapsed() >= Duration::from_secs(60) || stopping {
                     seen = inserted;
                     last = std::time::Instant::now();
                     watcher.check(crate::ops::logging::unix_ms());

@@ -110,12 +110,17 @@ fn a_budget_fires_once_per_period_also_across_a_restart() {
     ) == 1));
     append(&session, line_now(3, 500));
     assert!(wait_until(Duration::from_secs(30), || totals(12_500)));
-    std::thread::sleep(Duration::from_millis(1_500));
     let addr = http_addr(&d).unwrap();
-    let (_, metrics) = http_get(&addr, "/metrics");
+    // The gauge follows at the next check (at most every 5 s while rows
+    // arrive).
     assert!(
-        metrics.contains("tokenbridge_budget_used_ratio{budget=\"monthly-tokens\"} 1.25"),
-        "{metrics}"
+        wait_until(Duration::from_secs(30), || http_get(&addr, "/metrics")
+            .1
+            .contains(
+                "tokenbridge_budget_used_ratio{budget=\"monthly-tokens\"} 1.25"
+            )),
+        "{}",
+        http_get(&addr, "/metrics").1
     );
     assert!(d.stop().success());
 
@@ -123,7 +128,21 @@ fn a_budget_fires_once_per_period_also_across_a_restart() {
     let d = Daemon::start(&cfg, &log);
     append(&session, line_now(4, 500));
     assert!(wait_until(Duration::from_secs(30), || totals(13_000)));
-    std::thread::sleep(Duration::from_millis(1_500));
+    // This run's endpoint (the log holds both runs').
+    assert!(wait_until(Duration::from_secs(30), || d
+        .events()
+        .iter()
+        .filter(|e| e["event"] == "http_listening")
+        .count()
+        == 2));
+    let addr = http_addr(&d).unwrap();
+    assert!(wait_until(Duration::from_secs(30), || http_get(
+        &addr, "/metrics"
+    )
+    .1
+    .contains(
+        "tokenbridge_budget_used_ratio{budget=\"monthly-tokens\"} 1.3"
+    )));
     assert!(d.stop().success());
     let events = events_of(&log);
     assert_eq!(fired(&events, "budget_warning", "monthly-tokens"), 1);

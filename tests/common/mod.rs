@@ -149,8 +149,10 @@ impl TestClickHouse {
 
 /// The address the daemon's HTTP endpoint bound (from its `http_listening` event).
 pub fn http_addr(d: &Daemon) -> Option<String> {
+    // The latest: a log shared by restarts names every run's address.
     d.events()
         .iter()
+        .rev()
         .find(|e| e["event"] == "http_listening")
         .and_then(|e| e["addr"].as_str().map(String::from))
 }
