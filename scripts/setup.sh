@@ -11,8 +11,10 @@ cd "$(dirname "$0")/.."
 need_apt=()
 [ -x /usr/sbin/clickhouse-server ] || need_apt+=(clickhouse-server)
 command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
-# The dashboard tests load the page in a real browser.
-command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+# The dashboard tests load the page in a real browser (not needed to run).
+if [ "${TOKENBRIDGE_SKIP_BROWSER:-0}" != 1 ]; then
+  command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
