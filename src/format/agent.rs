@@ -1,7 +1,9 @@
 //! The coding agents tokenbridge reads, and what each one's files look like
 //! from the outside: where they live by default, which files under a folder
-//! are its own, how a path maps to session and project, whether lines stand
-//! alone or carry state from line to line.
+//! are its own, how a path maps to session and project, and whether files
+//! are appended or rewritten whole. Whether lines carry state from line to
+//! line is the format's own: its reader's state rides in the checkpoint
+//! ([`crate::format::FileState`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock};
@@ -55,17 +57,6 @@ pub enum Framing {
     AppendedLines,
     /// The whole file is rewritten in place (re-read whole, diffed by id).
     WholeFile,
-}
-
-/// Whether a format's lines can be read in any order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Lines {
-    /// Each line stands alone: a file's lines are parsed in parallel.
-    Independent,
-    /// A line's meaning depends on earlier lines of its file (a running
-    /// total, the current model): parsed in order, with a per-file state
-    /// saved in the checkpoint next to the offset.
-    Stateful,
 }
 
 impl Agent {
@@ -220,22 +211,6 @@ impl Agent {
         match self {
             Agent::Gemini if crate::format::gemini::is_whole_file(path) => Framing::WholeFile,
             _ => Framing::AppendedLines,
-        }
-    }
-
-    /// Whether the agent's lines stand alone.
-    pub fn lines(self) -> Lines {
-        match self {
-            Agent::Claude => Lines::Independent,
-            Agent::Codex
-            | Agent::Pi
-            | Agent::OpenClaw
-            | Agent::Kimi
-            | Agent::Copilot
-            | Agent::Gemini => Lines::Stateful,
-            // Independent, but read in order by serde_json (the parallel
-            // path is Claude Code's tape walk).
-            Agent::Qwen | Agent::Grok => Lines::Independent,
         }
     }
 
