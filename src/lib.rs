@@ -1,6 +1,8 @@
-//! tokenbridge tails coding agents' JSONL transcripts (Claude Code, Codex
-//! CLI), counts tokens exactly (deduplicating what the agents write more than
-//! once), and batch-inserts one row per message or model call into ClickHouse.
+//! tokenbridge tails coding agents' transcripts (Claude Code, Codex CLI,
+//! Gemini CLI, Copilot CLI, Qwen Code, Kimi, Grok Build, pi, OpenClaw), counts
+//! tokens exactly (deduplicating what the agents write more than once), and
+//! batch-inserts one row per model call, with its agent, host and user, into
+//! ClickHouse.
 //!
 //! The map, along the data path:
 //!
@@ -8,8 +10,9 @@
 //!   notifications ([`ingest::watcher`]), file identity
 //!   ([`ingest::fingerprint`]), the reader that hands complete lines past each
 //!   file's position to the formats ([`ingest::reader`]), the byte budget of
-//!   the channel to the sink ([`ingest::budget`]) and the checkpoints
-//!   ([`ingest::checkpoint`]).
+//!   the channel to the sink ([`ingest::budget`]), the checkpoints
+//!   ([`ingest::checkpoint`]) and whose rows a file holds
+//!   ([`ingest::attribution`]).
 //! - [`format`](mod@format): the seam ([`format::agent`]) and each agent's format
 //!   ([`format::claude`], parsed in parallel; [`format::codex`] and
 //!   [`format::pi`] (pi and OpenClaw), parsed in order with a per-file state,
@@ -21,9 +24,11 @@
 //!   cannot be ingested go to [`sink::deadletter`].
 //! - [`ch`]: the ClickHouse client, schema and managed server; [`auth`]: the
 //!   upstream token.
-//! - [`report`]: reports from ClickHouse or straight from files, priced with
-//!   [`price`].
-//! - [`ops`]: metrics (exposed by [`ops::exposition`]), health, logs, systemd notify, shutdown, the memory
+//! - [`report`]: reports from ClickHouse or straight from files (weeks and
+//!   billing blocks in [`report::blocks`]), priced with [`price`]; the
+//!   [`dashboard`] shows them; [`budget`] watches spend limits.
+//! - [`ops`]: metrics (exposed by [`ops::exposition`], usage counters in
+//!   [`ops::usage`]), health, logs, systemd notify, shutdown, the memory
 //!   bound; [`pipeline`] wires it all; [`config`] and [`cli`] are the edges;
 //!   [`testkit`] holds the deterministic generators.
 

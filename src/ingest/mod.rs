@@ -2,7 +2,8 @@
 //! look again (watcher), which file is which (fingerprint), where each one
 //! was committed (checkpoint), the reader that reads complete lines past
 //! those positions and hands them to a format, the messages it sends the
-//! sink (msg) and the byte budget that bounds them (budget).
+//! sink (msg) and the byte budget that bounds them (budget), and which host
+//! and user a file's rows belong to (attribution).
 
 pub mod attribution;
 pub mod budget;
