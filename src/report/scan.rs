@@ -66,7 +66,8 @@ pub fn scan(
     let mut out = ScanOutput::default();
     // Each file once (a path under two roots is read as the first one's),
     // in path order so that ties resolve the same way every run.
-    let mut files: Vec<(PathBuf, std::sync::Arc<discovery::Root>)> = Vec::new();
+    // With the owner's uid from the listing (attribution needs no second stat).
+    let mut files: Vec<(PathBuf, u32, std::sync::Arc<discovery::Root>)> = Vec::new();
     let mut seen: HashSet<PathBuf> = HashSet::new();
     for root in discovery::roots(sources) {
         let found = discovery::scan_root(&root);
@@ -74,7 +75,8 @@ pub fn scan(
         let root = std::sync::Arc::new(root);
         for f in found.files {
             if seen.insert(f.path.clone()) {
-                files.push((f.path, root.clone()));
+                let uid = std::os::unix::fs::MetadataExt::uid(&f.meta);
+                files.push((f.path, uid, root.clone()));
             }
         }
     }
@@ -88,14 +90,11 @@ pub fn scan(
     for group in files.chunks(FILES_PER_STEP) {
         let parsed: Vec<Result<(u64, ParsedLines), (PathBuf, std::io::Error)>> = group
             .par_iter()
-            .map(|(path, root)| {
+            .map(|(path, uid, root)| {
                 let mut buf = std::fs::read(path).map_err(|e| (path.clone(), e))?;
                 let len = buf.len();
                 let mut ctx = root.agent.context(&root.dir, path);
-                let uid = std::os::unix::fs::MetadataExt::uid(
-                    &std::fs::metadata(path).map_err(|e| (path.clone(), e))?,
-                );
-                (ctx.host, ctx.user) = attribution.of(&root.dir, path, uid);
+                (ctx.host, ctx.user) = attribution.of(&root.dir, path, *uid);
                 if root.agent.framing(path) == Framing::WholeFile {
                     return Ok((len as u64, whole_file(&buf, &ctx)));
                 }
