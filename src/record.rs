@@ -159,6 +159,50 @@ impl Totals {
     }
 }
 
+impl UsageRow {
+    /// A row of `ctx`'s file at `offset` with every count zero and every
+    /// descriptive field empty or taken from the file (session and project
+    /// from its path, agent, host, user, source): a format's reader sets
+    /// what its record says and takes the rest from here.
+    pub fn of_source(ctx: &SourceContext, offset: u64, shared: &mut Interner) -> UsageRow {
+        let empty = shared.get(Shared::ServiceTier, "");
+        UsageRow {
+            key: String::new(),
+            version: 0,
+            ts: 0,
+            ts_ms: 0,
+            session_id: ctx.session_from_path.clone(),
+            project: ctx.project.clone(),
+            is_sidechain: 0,
+            agent_id: ctx.agent_from_path.clone(),
+            model: empty.clone(),
+            message_id: String::new(),
+            request_id: String::new(),
+            entry_type: empty.clone(),
+            input_tokens: 0,
+            output_tokens: 0,
+            cache_creation_input_tokens: 0,
+            cache_creation_5m_tokens: 0,
+            cache_creation_1h_tokens: 0,
+            cache_read_input_tokens: 0,
+            web_search_requests: 0,
+            web_fetch_requests: 0,
+            service_tier: empty.clone(),
+            cwd: shared.get(Shared::Cwd, ""),
+            git_branch: shared.get(Shared::GitBranch, ""),
+            cc_version: shared.get(Shared::Version, ""),
+            source_file: ctx.path.clone(),
+            source_offset: offset,
+            cost_usd: 0.0,
+            agent: ctx.agent.label(),
+            reasoning_tokens: 0,
+            recorded_cost_usd: None,
+            host: ctx.host.clone(),
+            user: ctx.user.clone(),
+        }
+    }
+}
+
 /// What a source file's path says about the rows in it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SourceContext {

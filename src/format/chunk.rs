@@ -12,7 +12,9 @@ use crate::format::agent::Agent;
 use crate::format::claude::content::ContentRow;
 use crate::format::claude::{may_carry_usage, LineParser};
 use crate::format::{codex, copilot, gemini, grok, json_scan, kimi, pi, qwen};
-use crate::format::{BadLine, FileState, LineCounts, MalformedKind, ParseMode, Parsed, PADDING};
+use crate::format::{
+    BadLine, FileState, LineCounts, LineState, MalformedKind, ParseMode, Parsed, PADDING,
+};
 use crate::record::{Interner, SourceContext};
 
 /// How much of a malformed line is kept for logs and the dead-letter file.
@@ -289,6 +291,28 @@ fn parse_in_order(
     out
 }
 
+/// A reader of one line with a per-file state: the state, the line, where
+/// it came from, its offset, the shared strings.
+type StatefulLine<S> = fn(&mut S, &[u8], &SourceContext, u64, &mut Interner) -> Parsed;
+
+/// [`parse_in_order`] for a format whose lines carry a state `S`, resumed
+/// from `saved` and returned in the result. `(buf, end, base, max_line,
+/// mode)` as [`parse_chunk`]'s.
+fn parse_stateful<S: LineState>(
+    (buf, end, base, max_line, mode): (&mut [u8], usize, u64, usize, ParseMode),
+    ctx: &SourceContext,
+    saved: Option<FileState>,
+    may_matter: fn(&[u8]) -> bool,
+    read: StatefulLine<S>,
+) -> ParsedLines {
+    let mut st = S::resume(saved);
+    let mut out = parse_in_order(buf, end, base, max_line, mode, may_matter, |l, o, sh| {
+        read(&mut st, l, ctx, o, sh)
+    });
+    out.state = Some(st.save());
+    out
+}
+
 /// Parses the complete lines in `buf[..end]` of a file of `ctx.agent`,
 /// continuing from `state` (what the lines before `base` left, for formats
 /// whose lines depend on earlier ones). The result carries the state after
@@ -305,91 +329,41 @@ pub fn parse_chunk(
 ) -> ParsedLines {
     match ctx.agent {
         Agent::Claude => parse_lines(buf, end, base, ctx, max_line, mode),
-        Agent::Codex => {
-            let mut st = match state {
-                Some(FileState::Codex(s)) => *s,
-                _ => codex::State::default(),
-            };
-            let mut out = parse_in_order(
-                buf,
-                end,
-                base,
-                max_line,
-                mode,
-                codex::may_matter,
-                |l, o, sh| codex::line(&mut st, l, ctx, o, sh),
-            );
-            out.state = Some(FileState::Codex(Box::new(st)));
-            out
-        }
-        Agent::Pi | Agent::OpenClaw => {
-            let mut st = match state {
-                Some(FileState::Pi(s)) => *s,
-                _ => pi::State::default(),
-            };
-            let mut out = parse_in_order(
-                buf,
-                end,
-                base,
-                max_line,
-                mode,
-                pi::may_matter,
-                |l, o, sh| pi::line(&mut st, l, ctx, o, sh),
-            );
-            out.state = Some(FileState::Pi(Box::new(st)));
-            out
-        }
-        Agent::Kimi => {
-            let mut st = match state {
-                Some(FileState::Kimi(s)) => *s,
-                _ => kimi::State::default(),
-            };
-            let mut out = parse_in_order(
-                buf,
-                end,
-                base,
-                max_line,
-                mode,
-                kimi::may_matter,
-                |l, o, sh| kimi::line(&mut st, l, ctx, o, sh),
-            );
-            out.state = Some(FileState::Kimi(Box::new(st)));
-            out
-        }
-        Agent::Copilot => {
-            let mut st = match state {
-                Some(FileState::Copilot(s)) => *s,
-                _ => copilot::State::default(),
-            };
-            let mut out = parse_in_order(
-                buf,
-                end,
-                base,
-                max_line,
-                mode,
-                copilot::may_matter,
-                |l, o, sh| copilot::line(&mut st, l, ctx, o, sh),
-            );
-            out.state = Some(FileState::Copilot(Box::new(st)));
-            out
-        }
-        Agent::Gemini => {
-            let mut st = match state {
-                Some(FileState::Gemini(s)) => *s,
-                _ => gemini::State::default(),
-            };
-            let mut out = parse_in_order(
-                buf,
-                end,
-                base,
-                max_line,
-                mode,
-                gemini::may_matter,
-                |l, o, sh| gemini::line(&mut st, l, ctx, o, sh),
-            );
-            out.state = Some(FileState::Gemini(Box::new(st)));
-            out
-        }
+        Agent::Codex => parse_stateful::<codex::State>(
+            (buf, end, base, max_line, mode),
+            ctx,
+            state,
+            codex::may_matter,
+            codex::line,
+        ),
+        Agent::Pi | Agent::OpenClaw => parse_stateful::<pi::State>(
+            (buf, end, base, max_line, mode),
+            ctx,
+            state,
+            pi::may_matter,
+            pi::line,
+        ),
+        Agent::Kimi => parse_stateful::<kimi::State>(
+            (buf, end, base, max_line, mode),
+            ctx,
+            state,
+            kimi::may_matter,
+            kimi::line,
+        ),
+        Agent::Copilot => parse_stateful::<copilot::State>(
+            (buf, end, base, max_line, mode),
+            ctx,
+            state,
+            copilot::may_matter,
+            copilot::line,
+        ),
+        Agent::Gemini => parse_stateful::<gemini::State>(
+            (buf, end, base, max_line, mode),
+            ctx,
+            state,
+            gemini::may_matter,
+            gemini::line,
+        ),
         Agent::Grok => parse_in_order(
             buf,
             end,

@@ -196,9 +196,6 @@ fn turn(
             ts: (ts_ms / 1000) as u32,
             ts_ms,
             session_id: session.clone(),
-            project: ctx.project.clone(),
-            is_sidechain: 0,
-            agent_id: ctx.agent_from_path.clone(),
             model: shared.get(Shared::Model, &u.model),
             message_id: event.unwrap_or("").to_string(),
             request_id: prompt.unwrap_or("").to_string(),
@@ -207,22 +204,11 @@ fn turn(
             output_tokens: output,
             cache_creation_input_tokens: cache_write,
             cache_creation_5m_tokens: cache_write,
-            cache_creation_1h_tokens: 0,
             cache_read_input_tokens: cache_read,
-            web_search_requests: 0,
-            web_fetch_requests: 0,
-            service_tier: shared.get(Shared::ServiceTier, ""),
             cwd: ctx.project.clone(),
-            git_branch: shared.get(Shared::GitBranch, ""),
-            cc_version: shared.get(Shared::Version, ""),
-            source_file: ctx.path.clone(),
-            source_offset: offset,
-            cost_usd: 0.0,
-            agent: ctx.agent.label(),
             reasoning_tokens: reasoning,
             recorded_cost_usd: recorded,
-            host: ctx.host.clone(),
-            user: ctx.user.clone(),
+            ..UsageRow::of_source(ctx, offset, shared)
         });
     }
     Ok(rows)

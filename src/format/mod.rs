@@ -185,3 +185,36 @@ pub enum FileState {
         mtime_ns: i64,
     },
 }
+
+/// A reader's per-file state, as it rides in [`FileState`].
+pub(crate) trait LineState: Default {
+    /// The state a chunk starts from: the file's, or a fresh one.
+    fn resume(saved: Option<FileState>) -> Self;
+    /// The state to save after the chunk.
+    fn save(self) -> FileState;
+}
+
+/// [`LineState`] for the state of the `FileState` variant `$variant`.
+macro_rules! line_state {
+    ($($variant:ident => $state:ty),* $(,)?) => {$(
+        impl LineState for $state {
+            fn resume(saved: Option<FileState>) -> Self {
+                match saved {
+                    Some(FileState::$variant(s)) => *s,
+                    _ => <$state>::default(),
+                }
+            }
+            fn save(self) -> FileState {
+                FileState::$variant(Box::new(self))
+            }
+        }
+    )*};
+}
+
+line_state! {
+    Codex => codex::State,
+    Pi => pi::State,
+    Kimi => kimi::State,
+    Copilot => copilot::State,
+    Gemini => gemini::State,
+}
