@@ -77,15 +77,24 @@ fn the_package_installs_verifies_and_leaves_data_on_removal() {
     // The installed config is valid as shipped.
     let c = tokenbridge::config::Config::load(Path::new("/etc/tokenbridge/config.toml")).unwrap();
     assert_eq!(c.watch.dirs, [Path::new("/var/spool/tokenbridge")]);
-    // Installing started nothing.
-    let running = Command::new("pgrep")
-        .args(["-u", "tokenbridge"])
-        .output()
+    // Installing started nothing: no process runs as the service user.
+    let uid: u32 = run(Command::new("getent").args(["passwd", "tokenbridge"]))
+        .split(':')
+        .nth(2)
+        .unwrap()
+        .parse()
         .unwrap();
-    assert!(
-        !running.status.success(),
-        "a process of the service user runs"
-    );
+    let running = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("status")).ok())
+        .any(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u32>().ok())
+                == Some(uid)
+        });
+    assert!(!running, "a process of the service user runs");
 
     // Removal, then purge, keep the data.
     std::fs::write("/var/lib/tokenbridge/checkpoints.keep", b"x").unwrap();
