@@ -16,12 +16,17 @@
 //!   ClickHouse: time to its first insert, RSS;
 //! - `mixed`: every agent at once (Claude Code, Codex and the seven others,
 //!   generated with the traps ccusage reads right): backfill and scan beside
-//!   ccusage's all-agents `daily`, each checked against the truth.
+//!   ccusage's all-agents `daily`, each checked against the truth;
+//! - `cluster`: a real 2 × 2 cluster (ZooKeeper + four servers): aggregate
+//!   rows/s of 1, 2 and 4 daemons at once, and a new host's start-up when
+//!   the cluster holds 5M rows of other hosts.
 //!
 //! Environment: `TB_BENCH_MB` (small corpus size, default 200),
 //! `TB_BENCH_BIG_MB` (default 1000), `TB_BENCH_ROUNDS` (default 5),
 //! `TB_BENCH_LIVE_SECONDS` (default 60), `TB_BENCH_MIXED_MB` (Claude Code and
-//! Codex each; the seven others get a fifth of it each, default 50). Results
+//! Codex each; the seven others get a fifth of it each, default 50),
+//! `TB_BENCH_CLUSTER_ROWS_PER_DAEMON` (default 200,000),
+//! `TB_BENCH_CLUSTER_ROWS` (other hosts' rows, default 5,000,000). Results
 //! are printed and written to
 //! `target/bench/results.md`.
 
@@ -252,6 +257,9 @@ fn main() {
     }
     if wanted("mixed") {
         report += &mixed_section(repo, &out_dir, &ch);
+    }
+    if wanted("cluster") {
+        report += &cluster_section(&out_dir, &ch);
     }
     println!("\n{report}");
     std::fs::write(out_dir.join("results.md"), &report).unwrap();
@@ -820,45 +828,7 @@ fn startup_section(out_dir: &Path, ch: &TestClickHouse) -> String {
                 &format!("[dedup]\nload_days = {days}\n"),
                 "info",
             );
-            let started = tokenbridge::ops::logging::unix_ms();
-            let mut cmd = Command::new(env!("CARGO_BIN_EXE_tokenbridge"));
-            cmd.arg("backfill").arg("--config").arg(&cfg);
-            let log = work.path().join("log");
-            // Peak RSS from the child's own VmHWM: wait4's ru_maxrss would
-            // count this (by now large) process's pages, which a spawned
-            // child shares until its exec.
-            let mut child = cmd
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(&log).unwrap())
-                .spawn()
-                .unwrap();
-            let mut peak_kb = 0u64;
-            let wall_started = Instant::now();
-            while child.try_wait().unwrap().is_none() {
-                if let Ok(status) = std::fs::read_to_string(format!("/proc/{}/status", child.id()))
-                {
-                    if let Some(kb) = status
-                        .lines()
-                        .find_map(|l| l.strip_prefix("VmHWM:"))
-                        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
-                    {
-                        peak_kb = peak_kb.max(kb);
-                    }
-                }
-                std::thread::sleep(Duration::from_millis(2));
-            }
-            let wall = wall_started.elapsed();
-            let events: Vec<serde_json::Value> = std::fs::read_to_string(&log)
-                .unwrap()
-                .lines()
-                .filter_map(|l| serde_json::from_str(l).ok())
-                .collect();
-            let ev = |name: &str| events.iter().find(|e| e["event"] == name).cloned();
-            let loaded = ev("dedup_index_loaded").expect("dedup_index_loaded");
-            let first = ev("batch_committed").expect("batch_committed");
-            let first_ms =
-                tokenbridge::timestamp::parse_rfc3339_ms(first["timestamp"].as_str().unwrap())
-                    .unwrap();
+            let r = measure_startup(&cfg, &work.path().join("log"));
             out += &format!(
                 "| {rows} | {} | {} | {} ms | {:.2} s | {:.1} MB |\n",
                 if days == 0 {
@@ -866,16 +836,272 @@ fn startup_section(out_dir: &Path, ch: &TestClickHouse) -> String {
                 } else {
                     days.to_string()
                 },
-                loaded["keys"],
-                loaded["latency_ms"],
-                (first_ms - started) as f64 / 1000.0,
-                peak_kb as f64 * 1024.0 / 1e6,
+                r.keys,
+                r.load_ms,
+                r.first_insert_s,
+                r.peak_mb,
             );
+            let (loaded, wall) = (&r.keys, r.wall);
             println!(
                 "startup {rows} rows, load_days {days}: {loaded}, wall {:.2}s",
                 wall.as_secs_f64()
             );
         }
+    }
+    out + "\n"
+}
+
+/// What one measured start-up showed.
+struct StartupRun {
+    /// Keys the dedup index loaded.
+    keys: u64,
+    /// The index load, ms.
+    load_ms: u64,
+    /// Process start → first insert acknowledged, s.
+    first_insert_s: f64,
+    /// Peak RSS, MB.
+    peak_mb: f64,
+    /// The whole backfill.
+    wall: Duration,
+}
+
+/// Runs `backfill` with `cfg` (its log to `log`) and reads its start-up
+/// figures from the log's `dedup_index_loaded` and first `batch_committed`.
+fn measure_startup(cfg: &Path, log: &Path) -> StartupRun {
+    let started = tokenbridge::ops::logging::unix_ms();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tokenbridge"));
+    cmd.arg("backfill").arg("--config").arg(cfg);
+    // Peak RSS from the child's own VmHWM: wait4's ru_maxrss would count
+    // this (by now large) process's pages, which a spawned child shares
+    // until its exec.
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut peak_kb = 0u64;
+    let wall_started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if let Ok(status) = std::fs::read_to_string(format!("/proc/{}/status", child.id())) {
+            if let Some(kb) = status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
+            {
+                peak_kb = peak_kb.max(kb);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let wall = wall_started.elapsed();
+    let events: Vec<serde_json::Value> = std::fs::read_to_string(log)
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let ev = |name: &str| events.iter().find(|e| e["event"] == name).cloned();
+    let loaded = ev("dedup_index_loaded").expect("dedup_index_loaded");
+    let first = ev("batch_committed").expect("batch_committed");
+    let first_ms =
+        tokenbridge::timestamp::parse_rfc3339_ms(first["timestamp"].as_str().unwrap()).unwrap();
+    StartupRun {
+        keys: loaded["keys"].as_u64().unwrap(),
+        load_ms: loaded["latency_ms"].as_u64().unwrap(),
+        first_insert_s: (first_ms - started) as f64 / 1000.0,
+        peak_mb: peak_kb as f64 * 1024.0 / 1e6,
+        wall,
+    }
+}
+
+/// A cluster-mode daemon config: watches `watch`, talks to `url`.
+fn cluster_config(dir: &Path, url: &str, db: &str, watch: &Path, extra: &str) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let path = dir.join("config.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[watch]\ndirs = [{:?}]\n[state]\ndir = {:?}\n[clickhouse]\nmode = \"external\"\nurl = \"{url}\"\n\
+             database = \"{db}\"\ncluster = \"{}\"\nrequest_timeout_ms = 120000\n[log]\nlevel = \"info\"\nformat = \"json\"\n\
+             [http]\nenabled = false\n{extra}",
+            watch.display().to_string(),
+            dir.join("state").display().to_string(),
+            common::cluster::CLUSTER,
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// Cluster mode on a real 2 shards × 2 replicas cluster (ZooKeeper and four
+/// ClickHouse 18.16 servers on this machine): aggregate rows/s of 1, 2 and 4
+/// daemons backfilling their own corpora at once (each through another
+/// node), and a new host's start-up when the cluster holds 5M rows of 50
+/// other hosts.
+fn cluster_section(out_dir: &Path, ch: &TestClickHouse) -> String {
+    let cluster = common::cluster::TestCluster::start();
+    // Insert rate, not parsing: small usage lines (~330 bytes), 100
+    // sessions per daemon.
+    let per_daemon = env_num("TB_BENCH_CLUSTER_ROWS_PER_DAEMON", 200_000);
+    let corpora: Vec<(PathBuf, u64)> = (0..4u64)
+        .map(|i| {
+            let dir = out_dir.join(format!("cluster-corpus-{per_daemon}-{i}"));
+            let mut bytes = 0u64;
+            let _ = std::fs::remove_dir_all(&dir);
+            for s in 0..100 {
+                let session = format!("bench-{i}-{s}");
+                let mut text = String::new();
+                for n in 0..per_daemon / 100 {
+                    text += &usage_line(&session, n);
+                }
+                bytes += text.len() as u64;
+                let p = dir.join(format!("projects/p{i}/{session}.jsonl"));
+                std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+                std::fs::write(p, text).unwrap();
+            }
+            (dir, bytes)
+        })
+        .collect();
+    let mut out = format!(
+        "### Cluster: concurrent daemons into 2 shards × 2 replicas\n\n\
+         Each daemon backfills its own {per_daemon} usage lines (100 sessions, its own `host`) through another node, \
+         all at once; ZooKeeper, the four servers and the daemons share this machine's 2 cores.\n\n\
+         | daemons | `dedup.load_scope` | rows inserted | wall (all done) | rows/s, all daemons | MB/s, all daemons |\n|---|---|---|---|---|---|\n"
+    );
+    // The same lines into one server, for scale.
+    {
+        let db = "bench_cluster_single";
+        let work = tempfile::tempdir().unwrap();
+        let cfg = write_config_at(work.path(), &ch.url(), db, &corpora[0].0, "", "", "info");
+        let started = Instant::now();
+        let st = Command::new(env!("CARGO_BIN_EXE_tokenbridge"))
+            .args(["backfill", "--config"])
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let wall = started.elapsed().as_secs_f64();
+        let rows = (per_daemon / 100) * 100;
+        assert_eq!(ch.totals(db).messages, rows);
+        out += &format!(
+            "| 1, one server (no cluster) | all | {rows} | {wall:.2} s | {:.0} | {:.1} |\n",
+            rows as f64 / wall,
+            corpora[0].1 as f64 / 1e6 / wall
+        );
+    }
+    for (n, scope) in [(1usize, "host"), (1, "all"), (2, "host"), (4, "host")] {
+        let db = format!("bench_cluster_{n}_{scope}");
+        let work = tempfile::tempdir().unwrap();
+        let configs: Vec<PathBuf> = (0..n)
+            .map(|i| {
+                cluster_config(
+                    &work.path().join(format!("d{i}")),
+                    &cluster.url(i % 4),
+                    &db,
+                    &corpora[i].0,
+                    &format!(
+                        "[source]\nhost = \"bench-host-{i}\"\n[dedup]\nload_scope = \"{scope}\"\n"
+                    ),
+                )
+            })
+            .collect();
+        // The schema first, so that the daemons' ON CLUSTER DDL is not timed.
+        drop(cluster.client(0, &db));
+        let started = Instant::now();
+        let children: Vec<_> = configs
+            .iter()
+            .map(|cfg| {
+                Command::new(env!("CARGO_BIN_EXE_tokenbridge"))
+                    .args(["backfill", "--config"])
+                    .arg(cfg)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for mut c in children {
+            assert!(c.wait().unwrap().success(), "a cluster backfill failed");
+        }
+        let wall = started.elapsed().as_secs_f64();
+        let rows = n as u64 * (per_daemon / 100) * 100;
+        // Every line: 3 input and 7 output tokens.
+        let tokens = rows * 10;
+        let got = cluster.totals(3, &db);
+        assert_eq!(
+            (got.messages, got.total_tokens),
+            (rows, tokens),
+            "cluster totals differ from the corpora's truth"
+        );
+        out += &format!(
+            "| {n} | {scope} | {rows} | {wall:.2} s | {:.0} | {:.1} |\n",
+            rows as f64 / wall,
+            corpora[..n].iter().map(|c| c.1).sum::<u64>() as f64 / 1e6 / wall
+        );
+        println!("cluster: {n} daemons ({scope}), {rows} rows in {wall:.2}s");
+    }
+
+    // A new host joins a cluster that holds 5M rows of 50 other hosts.
+    let db = "bench_cluster_start";
+    let (rt, c) = cluster.client(0, db);
+    let rows = env_num("TB_BENCH_CLUSTER_ROWS", 5_000_000);
+    let now_ms = tokenbridge::ops::logging::unix_ms() as u64;
+    let fill_started = Instant::now();
+    for from in (0..rows).step_by(1_000_000) {
+        let sql = format!(
+            "INSERT INTO {db}.messages (key, version, ts, ts_ms, session_id, project, model, message_id, request_id, \
+             input_tokens, output_tokens, host, user) \
+             SELECT concat('msg_01', hex(sipHash64(number)), '|req_011C', hex(sipHash64(number + 1))), \
+             bitOr(toUInt64(9223372036854775808), number * 2), \
+             toDateTime(intDiv({now_ms} - number * 6307, 1000)), toInt64({now_ms} - number * 6307), \
+             concat('s', toString(intDiv(number, 40))), 'p', 'claude-sonnet-4-20250514', '', '', 1, 1, \
+             concat('other-', toString(number % 50)), 'u' FROM numbers({from}, {})",
+            (rows - from).min(1_000_000)
+        );
+        rt.block_on(c.execute(&sql)).unwrap();
+    }
+    println!(
+        "cluster: {rows} rows of other hosts in {:.1}s",
+        fill_started.elapsed().as_secs_f64()
+    );
+    out += &format!(
+        "\nA new host's daemon starts while the cluster holds {rows} rows of 50 other hosts (history over a year):\n\n\
+         | `dedup.load_scope` | `dedup.load_days` | keys loaded | index load | process start → first insert acknowledged | peak RSS |\n|---|---|---|---|---|---|\n"
+    );
+    for (scope, days) in [("host", 7u64), ("host", 0), ("all", 7), ("all", 0)] {
+        let work = tempfile::tempdir().unwrap();
+        let root = work.path().join("claude/projects/p");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(
+            root.join("new.jsonl"),
+            usage_line(&format!("new-{scope}-{days}"), 1),
+        )
+        .unwrap();
+        let cfg = cluster_config(
+            &work.path().join("d"),
+            &cluster.url(1),
+            db,
+            &work.path().join("claude"),
+            &format!("[source]\nhost = \"new-host\"\n[dedup]\nload_scope = \"{scope}\"\nload_days = {days}\n"),
+        );
+        let r = measure_startup(&cfg, &work.path().join("log"));
+        out += &format!(
+            "| {scope} | {} | {} | {} ms | {:.2} s | {:.1} MB |\n",
+            if days == 0 {
+                "0 (all)".to_string()
+            } else {
+                days.to_string()
+            },
+            r.keys,
+            r.load_ms,
+            r.first_insert_s,
+            r.peak_mb
+        );
+        println!(
+            "cluster start-up, scope {scope}, days {days}: {} keys, first insert {:.2}s",
+            r.keys, r.first_insert_s
+        );
     }
     out + "\n"
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what tokenbridge and its tests need on a fresh Debian machine:
-# ClickHouse (Debian's clickhouse-server), systemd's tools and Chromium (the
-# dashboard tests); for the comparison tests and the
+# ClickHouse (Debian's clickhouse-server), systemd's tools, Chromium (the
+# dashboard tests) and ZooKeeper (the cluster tests); for the comparison tests and the
 # benchmark, ccusage pinned to 20.0.24 from the npm registry; for the modern
 # ClickHouse compatibility suite (tests/compat.rs), the ClickHouse engines
 # that chdb embeds, one virtualenv each under .tools/chdb.
@@ -14,6 +14,10 @@ command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
 # The dashboard tests load the page in a real browser (not needed to run).
 if [ "${TOKENBRIDGE_SKIP_BROWSER:-0}" != 1 ]; then
   command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+fi
+# The cluster tests run ZooKeeper 3.8 (and Java, which it pulls in).
+if [ "${TOKENBRIDGE_SKIP_CLUSTER:-0}" != 1 ]; then
+  [ -f /usr/share/java/zookeeper.jar ] || need_apt+=(zookeeper)
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]}" >&2

@@ -244,9 +244,15 @@ impl Watcher {
         let start = match b.period {
             Period::Block => {
                 let since = now_ms - 10 * HOUR_MS;
-                let times: Vec<i64> = self.runtime.block_on(self.client.column_i64(&format!(
-                    "SELECT ts_ms FROM {{db}}.messages FINAL WHERE ts_ms >= {since}{scope} ORDER BY ts_ms"
-                )))?;
+                let rows = crate::ch::schema::final_rows(
+                    "{db}",
+                    crate::ch::schema::table(crate::ch::schema::MESSAGES),
+                    "ts_ms",
+                    Some(&format!("ts_ms >= {since}{scope}")),
+                );
+                let times: Vec<i64> = self
+                    .runtime
+                    .block_on(self.client.column_i64(&format!("{rows} ORDER BY ts_ms")))?;
                 match active_block_start(&times, now_ms) {
                     Some(s) => s,
                     None => return Ok((now_ms.div_euclid(HOUR_MS) * HOUR_MS, 0.0)),

@@ -232,14 +232,15 @@ fn the_programs_statements_give_the_same_results_on_modern_engines() {
 
     // An older tokenbridge's schema: `messages` with the columns of its first
     // version, nothing else. The program migrates it.
+    use tokenbridge::ch::schema::Topology;
     let (rt, c) = ch.client("default");
     let old = tokenbridge::ch::schema::Table {
         columns: &tokenbridge::ch::schema::MESSAGE_COLUMNS[..12],
         ..tokenbridge::ch::schema::TABLES[0]
     };
     let setup = [
-        tokenbridge::ch::schema::create_database(db),
-        tokenbridge::ch::schema::create_table(db, &old, tokenbridge::ch::schema::Engine::Single),
+        tokenbridge::ch::schema::create_database(db, &Topology::Single),
+        tokenbridge::ch::schema::create_table(db, &old, &Topology::Single).remove(0),
     ];
     let mut text = String::new();
     for sql in &setup {

@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 use crate::ch::error::ChError;
-use crate::ch::schema::{self, Engine};
+use crate::ch::schema::{self, Topology};
 use crate::ch::statement_log;
 use crate::secret::Secret;
 use crate::sink::dedup::DedupIndex;
@@ -51,6 +51,8 @@ pub struct ConnectOptions {
     pub send_basic: bool,
     /// Bearer tokens for every request (OAuth2 mode).
     pub token: Option<std::sync::Arc<crate::auth::token::TokenManager>>,
+    /// One server, or a cluster (see [`Topology`]).
+    pub topology: Topology,
 }
 
 /// Whether the `clickhouse` crate's row validation (a `DESCRIBE … SETTINGS
@@ -76,6 +78,7 @@ pub struct ChClient {
     database: String,
     timeout: Duration,
     token: Option<std::sync::Arc<crate::auth::token::TokenManager>>,
+    topology: Topology,
     /// Version facts detected at connect time.
     pub info: ServerInfo,
 }
@@ -126,6 +129,7 @@ impl ChClient {
             database: opts.database.clone(),
             timeout: opts.request_timeout,
             token: opts.token.clone(),
+            topology: opts.topology.clone(),
             info: ServerInfo {
                 version: String::new(),
                 major: 0,
@@ -158,12 +162,27 @@ impl ChClient {
             // must mean the rows are written, or checkpoints would run ahead.
             base = base.with_setting("async_insert", "0");
         }
+        if let Topology::Cluster(_) = opts.topology {
+            // An insert into a Distributed table is only queued on the
+            // receiving node by default; synchronous, its acknowledgement
+            // means every shard has written its rows, which is what a
+            // checkpoint may advance on. Every version has the setting
+            // (23.x+ keep it as an alias of `distributed_foreground_insert`).
+            base = base.with_setting("insert_distributed_sync", "1");
+            // Replicas copy each other's parts asynchronously: a read through
+            // the Distributed table from a random replica may miss rows just
+            // acknowledged by the other, and a session summary computed from
+            // it would stay short. In order, inserts and reads use each
+            // shard's first healthy replica: read-your-writes while it is up.
+            base = base.with_setting("load_balancing", "in_order");
+        }
         Ok(ChClient {
             db_client: base.clone().with_database(opts.database.clone()),
             client: base,
             database: opts.database.clone(),
             timeout: opts.request_timeout,
             token: opts.token.clone(),
+            topology: opts.topology.clone(),
             info: ServerInfo {
                 version,
                 major,
@@ -239,8 +258,30 @@ impl ChClient {
         with_timeout(self.timeout, self.statement(sql)?.execute()).await
     }
 
+    /// One server or a cluster.
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    /// How long a schema statement may take: on a cluster, `ON CLUSTER`
+    /// DDL waits for every node (the servers' `distributed_ddl_task_timeout`
+    /// is 180 s by default).
+    fn ddl_timeout(&self) -> Duration {
+        match self.topology {
+            Topology::Single => self.timeout,
+            Topology::Cluster(_) => self.timeout.max(Duration::from_secs(200)),
+        }
+    }
+
+    /// Runs a schema statement.
+    async fn execute_ddl(&self, sql: &str) -> Result<(), ChError> {
+        with_timeout(self.ddl_timeout(), self.statement(sql)?.execute()).await
+    }
+
     /// Creates the database and tables if missing and adds missing columns.
-    /// Idempotent; never drops or changes existing columns.
+    /// Idempotent; never drops or changes existing columns (on a cluster,
+    /// a `Distributed` table that lacks columns is created again: it holds
+    /// no data, see [`schema::cluster_migration`]).
     pub async fn ensure_schema(&self) -> Result<(), ChError> {
         let db = &self.database;
         // One look at what exists, then only the statements needed: every
@@ -255,21 +296,38 @@ impl ChClient {
         )
         .await?;
         if columns.is_empty() {
-            self.execute(&schema::create_database(db)).await?;
+            self.execute_ddl(&schema::create_database(db, &self.topology))
+                .await?;
         }
+        let of = |name: &str| -> Vec<String> {
+            columns
+                .iter()
+                .filter(|(t, _)| t == name)
+                .map(|(_, c)| c.clone())
+                .collect()
+        };
         // Per table: its CREATE, or the ALTERs it lacks, in column order.
         let per_table: Vec<Vec<String>> = schema::TABLES
             .iter()
             .map(|table| {
-                let existing: Vec<String> = columns
-                    .iter()
-                    .filter(|(t, _)| t == table.name)
-                    .map(|(_, c)| c.clone())
-                    .collect();
-                if existing.is_empty() {
-                    vec![schema::create_table(db, table, Engine::Single)]
-                } else {
-                    schema::missing_columns(db, table, &existing)
+                let existing = of(table.name);
+                match &self.topology {
+                    Topology::Single if existing.is_empty() => {
+                        schema::create_table(db, table, &self.topology)
+                    }
+                    Topology::Single => schema::missing_columns(db, table, &existing),
+                    Topology::Cluster(_) => {
+                        let local = of(&format!("{}{}", table.name, schema::LOCAL_SUFFIX));
+                        schema::cluster_migration(
+                            db,
+                            table,
+                            &self.topology,
+                            schema::ClusterColumns {
+                                local: &local,
+                                distributed: &existing,
+                            },
+                        )
+                    }
                 }
             })
             .collect();
@@ -278,7 +336,7 @@ impl ChClient {
         // another.
         futures_util::future::try_join_all(per_table.iter().map(|statements| async move {
             for sql in statements {
-                self.execute(sql).await?;
+                self.execute_ddl(sql).await?;
             }
             Ok::<_, ChError>(())
         }))
@@ -424,14 +482,16 @@ impl ChClient {
     }
 
     /// Loads the best version of the `limit` most recent keys ClickHouse
-    /// holds (of entries from `since_ms` on, when given) into `index`.
+    /// holds (of entries from `since_ms` on, and of `host`'s rows, when
+    /// given) into `index`.
     pub async fn load_known_versions(
         &self,
         index: &mut DedupIndex,
         limit: usize,
         since_ms: Option<i64>,
+        host: Option<&str>,
     ) -> Result<usize, ChError> {
-        let sql = schema::known_versions_query(&self.database, limit, since_ms);
+        let sql = schema::known_versions_query(&self.database, limit, since_ms, host);
         let fut = async {
             let mut cursor = self
                 .select(&sql)
@@ -465,13 +525,13 @@ impl ChClient {
 
     /// The winning row of every key, as reports need it.
     pub async fn report_entries(&self) -> Result<Vec<crate::report::Entry>, ChError> {
-        let sql = format!(
-            "SELECT ts_ms, session_id, project, model, input_tokens, output_tokens, \
+        let sql = schema::final_rows(
+            &self.database,
+            schema::table(schema::MESSAGES),
+            "ts_ms, session_id, project, model, input_tokens, output_tokens, \
              cache_creation_input_tokens, cache_creation_1h_tokens, cache_read_input_tokens, \
-             agent, reasoning_tokens, entry_type, recorded_cost_usd, host, user \
-             FROM {}.{} FINAL",
-            self.database,
-            schema::MESSAGES
+             agent, reasoning_tokens, entry_type, recorded_cost_usd, host, user",
+            None,
         );
         let rows: Vec<ReportRow> = with_timeout(
             self.timeout * 20,
@@ -496,10 +556,11 @@ impl ChClient {
     /// Each summarized session's naive token total (summing every usage
     /// line, as a log shipper would), from the `sessions` table.
     pub async fn naive_totals(&self) -> Result<Vec<(String, u64)>, ChError> {
-        let sql = format!(
-            "SELECT session_id, naive_total_tokens FROM {}.{} FINAL",
-            self.database,
-            schema::SESSIONS
+        let sql = schema::final_rows(
+            &self.database,
+            schema::table(schema::SESSIONS),
+            "session_id, naive_total_tokens",
+            None,
         );
         with_timeout(
             self.timeout,

@@ -71,7 +71,17 @@ pub struct ManagedServer {
 impl ManagedServer {
     /// Writes the config, reaps an orphan from an earlier run, spawns the
     /// server and waits until `/ping` answers.
-    pub fn start(mut opts: ManagedOptions) -> Result<ManagedServer, ManagedError> {
+    pub fn start(opts: ManagedOptions) -> Result<ManagedServer, ManagedError> {
+        let mut server = ManagedServer::spawn(opts)?;
+        server.wait_ready()?;
+        Ok(server)
+    }
+
+    /// [`ManagedServer::start`] without the wait: several servers (a test's
+    /// cluster) start side by side, then each is waited for. The server dies
+    /// with the thread that spawned it (`PDEATHSIG`), so spawn from the
+    /// thread that keeps it.
+    pub fn spawn(mut opts: ManagedOptions) -> Result<ManagedServer, ManagedError> {
         // The server runs in its own folder: every path it is given is absolute.
         if let Ok(abs) = std::path::absolute(&opts.dir) {
             opts.dir = abs;
@@ -114,15 +124,14 @@ impl ManagedServer {
         }
         let child = cmd.spawn().map_err(io)?;
         std::fs::write(opts.dir.join("server.pid"), child.id().to_string()).map_err(io)?;
-        let mut server = ManagedServer {
+        Ok(ManagedServer {
             child: Some(child),
             opts,
-        };
-        server.wait_ready()?;
-        Ok(server)
+        })
     }
 
-    fn wait_ready(&mut self) -> Result<(), ManagedError> {
+    /// Waits until the server answers `/ping` (up to the start-up timeout).
+    pub fn wait_ready(&mut self) -> Result<(), ManagedError> {
         let deadline = Instant::now() + self.opts.startup_timeout;
         loop {
             if ping(self.opts.http_port) {

@@ -1,5 +1,6 @@
-//! All DDL in one place: the database, the tables, their engines, and the
-//! additive migration that brings an older table up to date.
+//! All DDL in one place: the database, the tables, their engines (one server,
+//! or replicated local tables behind `Distributed` ones on a cluster), and
+//! the additive migration that brings an older table up to date.
 //!
 //! The SQL stays inside what ClickHouse 18.16 and 23.x–26.x all accept: no
 //! `DateTime64`, no `LowCardinality`, no `ADD COLUMN IF NOT EXISTS` (missing
@@ -14,13 +15,33 @@ pub const FILE_NAIVE: &str = "file_naive";
 /// One logical row per session: totals, cost, accuracy figures.
 pub const SESSIONS: &str = "sessions";
 
-/// Table engine family. A later cluster mode swaps this for the replicated
-/// variant without touching the column lists.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Engine {
-    /// Single server: `ReplacingMergeTree(version)`.
+/// Where the tables live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Topology {
+    /// One server: each table is a `ReplacingMergeTree(version)`.
     Single,
+    /// A cluster: each table is a `ReplicatedReplacingMergeTree` on every
+    /// node (`<name>_local`) with a `Distributed` table of the plain name
+    /// over them, created and altered `ON CLUSTER`. Reads and inserts use
+    /// the plain name, so every other statement is the same in both.
+    Cluster(ClusterSpec),
 }
+
+/// `[clickhouse] cluster`: a cluster of the servers' `remote_servers`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterSpec {
+    /// The cluster's name in `remote_servers`.
+    pub name: String,
+    /// ZooKeeper path prefix of the replicated tables, with the `{shard}`
+    /// macro; a table's path is `<prefix>/<database>/<table>`.
+    pub zookeeper_path: String,
+}
+
+/// Default [`ClusterSpec::zookeeper_path`]: ClickHouse's documented layout.
+pub const DEFAULT_ZOOKEEPER_PATH: &str = "/clickhouse/tables/{shard}";
+
+/// Suffix of a table's per-node part on a cluster.
+pub const LOCAL_SUFFIX: &str = "_local";
 
 /// Columns of `messages` in insert order (matches [`crate::record::UsageRow`]),
 /// then columns filled by defaults.
@@ -137,6 +158,10 @@ pub struct Table {
     pub version: Option<&'static str>,
     /// `ORDER BY`, which is also the replacing key.
     pub order_by: &'static str,
+    /// Sharding expression on a cluster: every row that can replace another
+    /// (same replacing key) must land on the same shard, because
+    /// ReplacingMergeTree and `FINAL` collapse only within a shard.
+    pub shard_by: &'static str,
 }
 
 /// Every table, in creation order.
@@ -146,24 +171,28 @@ pub const TABLES: &[Table] = &[
         columns: MESSAGE_COLUMNS,
         version: Some("version"),
         order_by: "key",
+        shard_by: "cityHash64(key)",
     },
     Table {
         name: CONTENT,
         columns: CONTENT_COLUMNS,
         version: None,
         order_by: "(session_id, key)",
+        shard_by: "cityHash64(session_id)",
     },
     Table {
         name: FILE_NAIVE,
         columns: FILE_NAIVE_COLUMNS,
         version: Some("version"),
         order_by: "(session_id, file_key)",
+        shard_by: "cityHash64(session_id)",
     },
     Table {
         name: SESSIONS,
         columns: SESSION_COLUMNS,
         version: Some("updated_ms"),
         order_by: "session_id",
+        shard_by: "cityHash64(session_id)",
     },
 ];
 
@@ -173,40 +202,146 @@ pub const TABLES: &[Table] = &[
 pub const VERSION_PROBE: &str =
     "SELECT version(), count() FROM system.settings WHERE name = 'async_insert'";
 
-/// `CREATE DATABASE IF NOT EXISTS`.
-pub fn create_database(db: &str) -> String {
-    format!("CREATE DATABASE IF NOT EXISTS {db}")
+/// `CREATE DATABASE IF NOT EXISTS` (on every node of a cluster).
+pub fn create_database(db: &str, topology: &Topology) -> String {
+    format!("CREATE DATABASE IF NOT EXISTS {db}{}", on_cluster(topology))
 }
 
-/// `CREATE TABLE IF NOT EXISTS` for one of [`TABLES`].
-///
-/// No `PARTITION BY`: ReplacingMergeTree only collapses rows within one
-/// partition, and the winner of a key must replace its loser wherever they
-/// landed. `ORDER BY` is the replacing key.
-pub fn create_table(db: &str, table: &Table, engine: Engine) -> String {
-    let cols = table
+/// ` ON CLUSTER name` on a cluster, nothing on one server.
+fn on_cluster(topology: &Topology) -> String {
+    match topology {
+        Topology::Single => String::new(),
+        Topology::Cluster(c) => format!(" ON CLUSTER {}", c.name),
+    }
+}
+
+/// The column list of a `CREATE TABLE`.
+fn column_list(table: &Table) -> String {
+    table
         .columns
         .iter()
         .map(|(n, t)| format!("    {n} {t}"))
         .collect::<Vec<_>>()
-        .join(",\n");
-    let engine = match engine {
-        Engine::Single => format!("ReplacingMergeTree({})", table.version.unwrap_or("")),
+        .join(",\n")
+}
+
+/// The `CREATE TABLE IF NOT EXISTS` statements for one of [`TABLES`]: the
+/// table itself on one server; on a cluster, the replicated local table
+/// first, then the `Distributed` table over it.
+///
+/// No `PARTITION BY`: ReplacingMergeTree only collapses rows within one
+/// partition, and the winner of a key must replace its loser wherever they
+/// landed. `ORDER BY` is the replacing key.
+pub fn create_table(db: &str, table: &Table, topology: &Topology) -> Vec<String> {
+    match topology {
+        Topology::Single => vec![format!(
+            "CREATE TABLE IF NOT EXISTS {db}.{} (\n{}\n) ENGINE = ReplacingMergeTree({}) ORDER BY {}",
+            table.name,
+            column_list(table),
+            table.version.unwrap_or(""),
+            table.order_by
+        )],
+        Topology::Cluster(_) => vec![
+            create_local_table(db, table, topology),
+            create_distributed_table(db, table, topology),
+        ],
+    }
+}
+
+/// A cluster's per-node replicated table, `<name>_local`.
+fn create_local_table(db: &str, table: &Table, topology: &Topology) -> String {
+    let Topology::Cluster(c) = topology else {
+        unreachable!("local tables exist only on a cluster")
     };
+    let version = table.version.map_or(String::new(), |v| format!(", {v}"));
     format!(
-        "CREATE TABLE IF NOT EXISTS {db}.{} (\n{cols}\n) ENGINE = {engine} ORDER BY {}",
-        table.name, table.order_by
+        "CREATE TABLE IF NOT EXISTS {db}.{name}{LOCAL_SUFFIX}{on} (\n{cols}\n) \
+         ENGINE = ReplicatedReplacingMergeTree('{zk}/{db}/{name}', '{{replica}}'{version}) ORDER BY {order}",
+        name = table.name,
+        on = on_cluster(topology),
+        cols = column_list(table),
+        zk = c.zookeeper_path,
+        order = table.order_by,
     )
 }
 
-/// `ALTER TABLE … ADD COLUMN` statements for columns `existing` lacks.
-pub fn missing_columns(db: &str, table: &Table, existing: &[String]) -> Vec<String> {
+/// A cluster's `Distributed` table of the plain name over the local ones.
+fn create_distributed_table(db: &str, table: &Table, topology: &Topology) -> String {
+    let Topology::Cluster(c) = topology else {
+        unreachable!("distributed tables exist only on a cluster")
+    };
+    format!(
+        "CREATE TABLE IF NOT EXISTS {db}.{name}{on} (\n{cols}\n) \
+         ENGINE = Distributed({cluster}, {db}, {name}{LOCAL_SUFFIX}, {shard})",
+        name = table.name,
+        on = on_cluster(topology),
+        cols = column_list(table),
+        cluster = c.name,
+        shard = table.shard_by,
+    )
+}
+
+/// The columns of `table` that `existing` lacks, in schema order.
+fn missing<'a>(table: &'a Table, existing: &[String]) -> Vec<&'a (&'static str, &'static str)> {
     table
         .columns
         .iter()
         .filter(|(n, _)| !existing.iter().any(|e| e == n))
+        .collect()
+}
+
+/// `ALTER TABLE … ADD COLUMN` statements for columns `existing` lacks (on
+/// one server, or of a cluster's local tables).
+pub fn missing_columns(db: &str, table: &Table, existing: &[String]) -> Vec<String> {
+    missing(table, existing)
+        .into_iter()
         .map(|(n, t)| format!("ALTER TABLE {db}.{} ADD COLUMN {n} {t}", table.name))
         .collect()
+}
+
+/// What a table lacks on a cluster, given the columns each part has now
+/// (empty: the part does not exist).
+#[derive(Debug, Clone, Copy)]
+pub struct ClusterColumns<'a> {
+    /// Columns of `<name>_local` on the node asked.
+    pub local: &'a [String],
+    /// Columns of the `Distributed` table on the node asked.
+    pub distributed: &'a [String],
+}
+
+/// The statements that bring one table up to date on a cluster, in order:
+/// the local table created or its missing columns added `ON CLUSTER`
+/// (replicated ALTERs), then the `Distributed` table created, or dropped
+/// and created again when it lacks columns. 18.16 refuses `ALTER … ON
+/// CLUSTER` on a `Distributed` table over replicated shards ("Table isn't
+/// replicated"), and the table holds no data of its own (inserts are
+/// synchronous), so creating it again is the migration every version
+/// accepts; a concurrent insert fails once and is retried.
+pub fn cluster_migration(
+    db: &str,
+    table: &Table,
+    topology: &Topology,
+    have: ClusterColumns<'_>,
+) -> Vec<String> {
+    let on = on_cluster(topology);
+    let mut out = Vec::new();
+    if have.local.is_empty() {
+        out.push(create_local_table(db, table, topology));
+    } else {
+        out.extend(missing(table, have.local).into_iter().map(|(n, t)| {
+            format!(
+                "ALTER TABLE {db}.{}{LOCAL_SUFFIX}{on} ADD COLUMN {n} {t}",
+                table.name
+            )
+        }));
+    }
+    if have.distributed.is_empty() {
+        out.push(create_distributed_table(db, table, topology));
+    } else if !missing(table, have.distributed).is_empty() {
+        out.push(format!("DROP TABLE IF EXISTS {db}.{}{on}", table.name));
+        out.push(create_distributed_table(db, table, topology));
+    }
+    out
 }
 
 /// Which sessions a summary recomputation covers.
@@ -336,6 +471,28 @@ pub fn quote(s: &str) -> String {
     out
 }
 
+/// The winning rows of `table` (columns `cols`, optional `WHERE filter`):
+/// `FINAL` in a subquery that also reads the version column. Through a
+/// `Distributed` table, 18.16 fails a plain row `SELECT … FINAL` that
+/// leaves the version out ("Cannot find column version in source stream");
+/// aggregates are not affected. The same text works on one server.
+pub fn final_rows(db: &str, table: &Table, cols: &str, filter: Option<&str>) -> String {
+    let version = table.version.map_or(String::new(), |v| format!(", {v}"));
+    let filter = filter.map_or(String::new(), |f| format!(" WHERE {f}"));
+    format!(
+        "SELECT {cols} FROM (SELECT {cols}{version} FROM {db}.{} FINAL{filter})",
+        table.name
+    )
+}
+
+/// The table named `name`.
+pub fn table(name: &str) -> &'static Table {
+    TABLES
+        .iter()
+        .find(|t| t.name == name)
+        .expect("a table of TABLES")
+}
+
 /// Exact totals over the deduplicated rows.
 pub fn totals_query(db: &str) -> String {
     format!(
@@ -346,8 +503,23 @@ pub fn totals_query(db: &str) -> String {
 
 /// Best version per key, the `limit` most recently active keys (of entries
 /// from `since_ms` on, when given), for the start-up dedup index load.
-pub fn known_versions_query(db: &str, limit: usize, since_ms: Option<i64>) -> String {
-    let filter = since_ms.map_or(String::new(), |t| format!(" WHERE ts_ms >= {t}"));
+/// With `host`, only that host's keys (see [`crate::config::LoadScope`]).
+pub fn known_versions_query(
+    db: &str,
+    limit: usize,
+    since_ms: Option<i64>,
+    host: Option<&str>,
+) -> String {
+    let conditions: Vec<String> = since_ms
+        .map(|t| format!("ts_ms >= {t}"))
+        .into_iter()
+        .chain(host.map(|h| format!("host = {}", quote(h))))
+        .collect();
+    let filter = if conditions.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", conditions.join(" AND "))
+    };
     format!(
         "SELECT key, max(version) FROM {db}.{MESSAGES}{filter} GROUP BY key ORDER BY max(ts_ms) DESC LIMIT {limit}"
     )
@@ -398,16 +570,121 @@ mod tests {
     #[test]
     fn ddl_mentions_every_column_once() {
         for t in TABLES {
-            let sql = create_table("tb", t, Engine::Single);
-            for (n, _) in t.columns {
-                assert_eq!(sql.matches(&format!("    {n} ")).count(), 1, "{n}");
+            for sql in create_table("tb", t, &Topology::Single)
+                .into_iter()
+                .chain(create_table("tb", t, &cluster()))
+            {
+                for (n, _) in t.columns {
+                    assert_eq!(sql.matches(&format!("    {n} ")).count(), 1, "{n}");
+                }
+                assert!(!sql.contains("PARTITION"));
             }
-            assert!(!sql.contains("PARTITION"));
         }
-        let sql = create_table("tb", &TABLES[0], Engine::Single);
-        assert!(sql.contains("ReplacingMergeTree(version) ORDER BY key"));
-        let sql = create_table("tb", &TABLES[1], Engine::Single);
+        let sql = create_table("tb", &TABLES[0], &Topology::Single).remove(0);
+        assert!(sql.contains("ENGINE = ReplacingMergeTree(version) ORDER BY key"));
+        let sql = create_table("tb", &TABLES[1], &Topology::Single).remove(0);
         assert!(sql.contains("ReplacingMergeTree() ORDER BY (session_id, key)"));
+    }
+
+    fn cluster() -> Topology {
+        Topology::Cluster(ClusterSpec {
+            name: "fleet".into(),
+            zookeeper_path: "/ch/{shard}".into(),
+        })
+    }
+
+    #[test]
+    fn cluster_tables_are_replicated_locally_and_distributed_by_their_replacing_key() {
+        let sql = create_table("tb", &TABLES[0], &cluster());
+        assert_eq!(sql.len(), 2);
+        assert!(
+            sql[0].starts_with("CREATE TABLE IF NOT EXISTS tb.messages_local ON CLUSTER fleet (")
+        );
+        assert!(sql[0].ends_with(
+            "ENGINE = ReplicatedReplacingMergeTree('/ch/{shard}/tb/messages', '{replica}', version) ORDER BY key"
+        ));
+        assert!(sql[1].starts_with("CREATE TABLE IF NOT EXISTS tb.messages ON CLUSTER fleet ("));
+        assert!(
+            sql[1].ends_with("ENGINE = Distributed(fleet, tb, messages_local, cityHash64(key))")
+        );
+        // Every table shards by (a prefix of) its replacing key.
+        for t in TABLES {
+            let inner = t
+                .shard_by
+                .trim_start_matches("cityHash64(")
+                .trim_end_matches(')');
+            assert!(
+                t.order_by.trim_start_matches('(').starts_with(inner),
+                "{}",
+                t.name
+            );
+        }
+        let content = create_table("tb", &TABLES[1], &cluster());
+        assert!(content[0].contains("'{replica}') ORDER BY (session_id, key)"));
+        assert_eq!(
+            create_database("tb", &cluster()),
+            "CREATE DATABASE IF NOT EXISTS tb ON CLUSTER fleet"
+        );
+        assert_eq!(
+            create_database("tb", &Topology::Single),
+            "CREATE DATABASE IF NOT EXISTS tb"
+        );
+    }
+
+    #[test]
+    fn cluster_migration_alters_local_tables_and_recreates_distributed_ones() {
+        let t = &TABLES[0];
+        let all: Vec<String> = t.columns.iter().map(|(n, _)| n.to_string()).collect();
+        let old: Vec<String> = all[..all.len() - 3].to_vec();
+        let none: Vec<String> = Vec::new();
+        let up_to_date = cluster_migration(
+            "tb",
+            t,
+            &cluster(),
+            ClusterColumns {
+                local: &all,
+                distributed: &all,
+            },
+        );
+        assert!(up_to_date.is_empty());
+        let fresh = cluster_migration(
+            "tb",
+            t,
+            &cluster(),
+            ClusterColumns {
+                local: &none,
+                distributed: &none,
+            },
+        );
+        assert_eq!(fresh, create_table("tb", t, &cluster()));
+        let older = cluster_migration(
+            "tb",
+            t,
+            &cluster(),
+            ClusterColumns {
+                local: &old,
+                distributed: &old,
+            },
+        );
+        assert_eq!(older.len(), 3 + 2, "{older:#?}");
+        assert!(older[0]
+            .starts_with("ALTER TABLE tb.messages_local ON CLUSTER fleet ADD COLUMN host String"));
+        assert_eq!(
+            older[3],
+            "DROP TABLE IF EXISTS tb.messages ON CLUSTER fleet"
+        );
+        assert!(older[4].contains("ENGINE = Distributed("));
+    }
+
+    #[test]
+    fn row_reads_through_final_carry_the_version() {
+        let sql = final_rows("tb", table(MESSAGES), "ts_ms, key", Some("ts_ms >= 5"));
+        assert_eq!(
+            sql,
+            "SELECT ts_ms, key FROM (SELECT ts_ms, key, version FROM tb.messages FINAL WHERE ts_ms >= 5)"
+        );
+        let sql = final_rows("tb", table(SESSIONS), "session_id", None);
+        assert!(sql.contains("SELECT session_id, updated_ms FROM tb.sessions FINAL)"));
     }
 
     #[test]
@@ -463,8 +740,13 @@ mod tests {
         let joined: usize = lists.iter().map(|l| l.matches("msg_").count()).sum();
         assert_eq!(joined, long.len());
         assert!(in_lists(std::iter::empty()).is_empty());
-        let sql = known_versions_query("tb", 10, Some(5));
+        let sql = known_versions_query("tb", 10, Some(5), None);
         assert!(sql.contains("WHERE ts_ms >= 5 GROUP BY key"));
-        assert!(!known_versions_query("tb", 10, None).contains("WHERE"));
+        assert!(!known_versions_query("tb", 10, None, None).contains("WHERE"));
+        let sql = known_versions_query("tb", 10, Some(5), Some("it's"));
+        assert!(
+            sql.contains("WHERE ts_ms >= 5 AND host = 'it\\'s' GROUP BY key"),
+            "{sql}"
+        );
     }
 }

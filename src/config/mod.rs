@@ -283,6 +283,21 @@ pub struct DedupConfig {
     /// (`None`: every key, the behaviour before this setting). Rows older
     /// than the window are checked against ClickHouse per batch instead.
     pub load_window: Option<Duration>,
+    /// Whose keys start-up loads (`all` by default on one server, `host` on
+    /// a cluster).
+    pub load_scope: LoadScope,
+}
+
+/// `[dedup] load_scope`: whose keys the start-up index load reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LoadScope {
+    /// Every host's: a key another host inserted is known without asking.
+    All,
+    /// This daemon's `[source] host` only, so that start-up does not grow
+    /// with the fleet; every key the index does not know is then asked of
+    /// ClickHouse per batch before it is inserted.
+    Host,
 }
 
 /// `[analysis]`: enhanced content analysis (docs/guide/reports.md, "Enhanced analysis").
@@ -322,6 +337,9 @@ pub struct ClickHouseConfig {
     pub request_timeout: Duration,
     /// `auto` (default), `lz4` or `none`.
     pub compression: Compression,
+    /// `cluster = "NAME"`: the tables live on this ClickHouse cluster
+    /// (replicated local tables behind `Distributed` ones); `None`: one server.
+    pub cluster: Option<crate::ch::schema::ClusterSpec>,
 }
 
 /// HTTP body compression towards ClickHouse.

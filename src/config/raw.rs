@@ -133,6 +133,7 @@ pub(super) struct RawAnalysis {
 pub(super) struct RawDedup {
     pub(super) max_keys: Option<u64>,
     pub(super) load_days: Option<u64>,
+    pub(super) load_scope: Option<super::LoadScope>,
 }
 
 #[derive(Deserialize, Default)]
@@ -177,6 +178,8 @@ pub(super) struct RawClickHouse {
     pub(super) startup_timeout_ms: Option<u64>,
     pub(super) request_timeout_ms: Option<u64>,
     pub(super) compression: Option<Compression>,
+    pub(super) cluster: Option<String>,
+    pub(super) zookeeper_path: Option<String>,
 }
 
 #[derive(Deserialize, Default)]

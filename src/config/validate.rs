@@ -56,15 +56,17 @@ impl Validator<'_> {
         let attribution = self.attribution(raw.source, &raw.watch)?;
         let budgets = self.budgets(raw.budgets)?;
         let dashboard = self.dashboard(raw.dashboard)?;
+        let clickhouse = self.clickhouse(raw.clickhouse)?;
+        let dedup = self.dedup(raw.dedup, clickhouse.cluster.is_some())?;
         Ok(Config {
             source: self.file.to_path_buf(),
             watch: self.watch(raw.watch)?,
             state: self.state(raw.state)?,
-            clickhouse: self.clickhouse(raw.clickhouse)?,
+            clickhouse,
             batch: self.batch(raw.batch)?,
             log: self.log(raw.log)?,
             service: self.service(raw.service)?,
-            dedup: self.dedup(raw.dedup)?,
+            dedup,
             analysis: self.analysis(raw.analysis)?,
             http: self.http(raw.http)?,
             cost_mode: self.cost_mode(raw.pricing.mode.as_deref())?,
@@ -339,7 +341,9 @@ impl Validator<'_> {
     }
 
     /// `[dedup]`.
-    fn dedup(&self, raw: RawDedup) -> Result<DedupConfig, ConfigError> {
+    /// `[dedup]`; `clustered`: the tables live on a cluster, where start-up
+    /// loads only this host's keys unless told otherwise.
+    fn dedup(&self, raw: RawDedup, clustered: bool) -> Result<DedupConfig, ConfigError> {
         let dedup = DedupConfig {
             max_keys: self.range(
                 "dedup.max_keys",
@@ -356,6 +360,11 @@ impl Validator<'_> {
                 0 => None,
                 days => Some(Duration::from_secs(days * 86_400)),
             },
+            load_scope: raw.load_scope.unwrap_or(if clustered {
+                LoadScope::Host
+            } else {
+                LoadScope::All
+            }),
         };
         Ok(dedup)
     }
@@ -460,8 +469,53 @@ impl Validator<'_> {
                 600_000,
             )?),
             compression: c.compression.unwrap_or(Compression::Auto),
+            cluster: self.cluster(c.cluster, c.zookeeper_path)?,
         };
         Ok(clickhouse)
+    }
+
+    /// `[clickhouse] cluster` and `zookeeper_path`: names go into DDL
+    /// unquoted, so they are checked here.
+    fn cluster(
+        &self,
+        name: Option<String>,
+        zookeeper_path: Option<String>,
+    ) -> Result<Option<crate::ch::schema::ClusterSpec>, ConfigError> {
+        let Some(name) = name else {
+            if zookeeper_path.is_some() {
+                return Err(self.invalid(
+                    "clickhouse.zookeeper_path",
+                    "only used with clickhouse.cluster",
+                ));
+            }
+            return Ok(None);
+        };
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-')
+        {
+            return Err(self.invalid(
+                "clickhouse.cluster",
+                "use letters, digits, - and _ only (the name in the servers' remote_servers)",
+            ));
+        }
+        let zookeeper_path =
+            zookeeper_path.unwrap_or_else(|| crate::ch::schema::DEFAULT_ZOOKEEPER_PATH.to_string());
+        if !zookeeper_path.starts_with('/')
+            || !zookeeper_path.contains("{shard}")
+            || zookeeper_path.contains('\'')
+            || zookeeper_path.contains('\\')
+        {
+            return Err(self.invalid(
+                "clickhouse.zookeeper_path",
+                "must start with / and contain the {shard} macro (each shard's replicas share one path)",
+            ));
+        }
+        Ok(Some(crate::ch::schema::ClusterSpec {
+            name,
+            zookeeper_path: zookeeper_path.trim_end_matches('/').to_string(),
+        }))
     }
 
     /// `[batch]`.

@@ -57,6 +57,10 @@ pub fn connect(config: &Config, state: Option<&StateDir>) -> anyhow::Result<Conn
         user: ch.user.clone(),
         password: ch.password.clone(),
         request_timeout: ch.request_timeout,
+        topology: match &ch.cluster {
+            Some(c) => crate::ch::schema::Topology::Cluster(c.clone()),
+            None => crate::ch::schema::Topology::Single,
+        },
     };
     // An external server may come up after us: retry until the start-up timeout.
     let deadline = Instant::now() + ch.startup_timeout;
@@ -76,6 +80,7 @@ pub fn connect(config: &Config, state: Option<&StateDir>) -> anyhow::Result<Conn
     tracing::info!(
         event = "clickhouse_connected",
         version = %client.info.version,
+        cluster = ch.cluster.as_ref().map_or("", |c| c.name.as_str()),
         async_insert_disabled = client.info.knows_async_insert,
         database = %client.database(),
         "connected to clickhouse"

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use crate::config::Config;
+use crate::config::{Config, LoadScope};
 use crate::format::ParseMode;
 use crate::ingest::checkpoint::CheckpointStore;
 use crate::ingest::reader::{ReadUntil, Reader, ReaderExit, ReaderOptions};
@@ -29,7 +29,7 @@ use crate::ops::shutdown::Shutdown;
 use crate::ops::state::StateDir;
 use crate::sink::deadletter::DeadLetter;
 use crate::sink::dedup::DedupIndex;
-use crate::sink::{Sink, SinkExit, SinkOptions, SummaryPolicy};
+use crate::sink::{Lookup, Sink, SinkExit, SinkOptions, SummaryPolicy};
 
 /// Run until stopped, or read what is there and stop.
 #[derive(Debug, Clone)]
@@ -80,6 +80,10 @@ fn start_sink_side(
         .load_window
         .map(|w| crate::ops::logging::unix_ms() - w.as_millis() as i64);
     let client = &conn.client;
+    let own_host = match config.dedup.load_scope {
+        LoadScope::All => None,
+        LoadScope::Host => Some(config.attribution.host.as_str()),
+    };
     // Known keys are loaded once the inserts of an earlier run have landed;
     // whether content estimates exist is asked meanwhile.
     let load = async {
@@ -95,7 +99,12 @@ fn start_sink_side(
             );
         }
         client
-            .load_known_versions(&mut index, config.dedup.max_keys / 2, window_start_ms)
+            .load_known_versions(
+                &mut index,
+                config.dedup.max_keys / 2,
+                window_start_ms,
+                own_host,
+            )
             .await
             .context("loading known dedup keys from clickhouse")
     };
@@ -403,7 +412,12 @@ fn summary_options(
         with_content,
         started_empty,
         // An empty database holds no key the index could miss.
-        lookup_before_ms: window_start_ms.filter(|_| !started_empty),
+        lookup: match window_start_ms {
+            // An empty database holds no key the index could miss.
+            _ if started_empty => Lookup::Never,
+            Some(t) => Lookup::Before(t),
+            None => Lookup::Never,
+        },
     })
 }
 

@@ -123,10 +123,38 @@ pub struct SummaryOptions {
     /// this run's, so the first recomputation covers all of them without
     /// listing them.
     pub started_empty: bool,
-    /// The dedup index was loaded with the keys of entries from this time
-    /// on (Unix ms); a new key of an older entry is looked up in ClickHouse
-    /// before it is inserted. `None`: the index knows every key there is.
-    pub lookup_before_ms: Option<i64>,
+    /// Which keys the index does not know are asked of ClickHouse before
+    /// they are inserted.
+    pub lookup: Lookup,
+}
+
+/// Which new keys (not in the dedup index) the sink looks up in ClickHouse
+/// per batch, because the start-up load may have left them out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    /// None: the index was loaded with every key there is (or the database
+    /// was empty).
+    Never,
+    /// Keys of entries before this time (Unix ms): the index was loaded
+    /// with the keys of entries from then on (`dedup.load_days`).
+    ///
+    /// Not every key when the index holds only this host's
+    /// (`dedup.load_scope = "host"`): a lookup of thousands of keys scattered
+    /// over the table reads most of its key column, so per-batch lookups of
+    /// every key cost a backfill 2.5x on a 200k-row cluster and grow with
+    /// the fleet. A recent key another host inserted (a session synced while
+    /// it is written) is inserted again instead, and `FINAL` keeps one row.
+    Before(i64),
+}
+
+impl Lookup {
+    /// Whether a new key of an entry at `ts_ms` must be looked up.
+    fn applies_to(self, ts_ms: i64) -> bool {
+        match self {
+            Lookup::Never => false,
+            Lookup::Before(t) => ts_ms < t,
+        }
+    }
 }
 
 /// How the sink ended.
@@ -175,7 +203,7 @@ struct Batch {
     content: Vec<ContentRow>,
     /// Rows of keys the index did not know whose entries are older than
     /// the index's start-up window: ClickHouse may hold them, so it is asked
-    /// before the insert (see [`SummaryOptions::lookup_before_ms`]).
+    /// before the insert (see [`SummaryOptions::lookup`]).
     unchecked: Vec<usize>,
 }
 
@@ -415,9 +443,7 @@ impl Sink {
                     if offer == Offer::Supersedes {
                         self.batch.superseding += 1;
                     }
-                    let before_window =
-                        self.summary.lookup_before_ms.is_some_and(|t| row.ts_ms < t);
-                    if offer == Offer::New && before_window {
+                    if offer == Offer::New && self.summary.lookup.applies_to(row.ts_ms) {
                         self.batch.unchecked.push(self.batch.rows.len());
                     }
                     self.batch.bytes += row.mem_bytes();

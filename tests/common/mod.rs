@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -89,6 +91,7 @@ impl TestClickHouse {
                 compress: false,
                 send_basic: true,
                 token: None,
+                topology: tokenbridge::ch::schema::Topology::Single,
             }))
             .unwrap();
         rt.block_on(c.ensure_schema()).unwrap();
