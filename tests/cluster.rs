@@ -2,7 +2,7 @@
 //! servers forming 2 shards × 2 replicas (see `common::cluster`).
 //!
 //! - Three daemons with their own `[source] host`, each talking to a
-//!   different node, backfill and then tail three generated corpora; one pair
+//!   different node, migrate an older schema and backfill and then tail three generated corpora; one pair
 //!   shares a copied session (backfilled) and a synced session (appended on
 //!   both while they run). Per host, per user and overall the totals equal the
 //!   generators' truth, the synced sessions count once, every shard's
@@ -133,6 +133,26 @@ fn three_hosts_into_a_cluster_exact_per_host_and_user() {
     std::fs::create_dir_all(b.join(rel).parent().unwrap()).unwrap();
     std::fs::copy(&shared, b.join(rel)).unwrap();
 
+    // An older tokenbridge made the cluster's `messages` with the columns of
+    // its first version: the daemons migrate it ON CLUSTER.
+    {
+        use tokenbridge::ch::schema::{self, ClusterSpec, Topology};
+        let old = schema::Table {
+            columns: &schema::MESSAGE_COLUMNS[..12],
+            ..schema::TABLES[0]
+        };
+        let topology = Topology::Cluster(ClusterSpec {
+            name: common::cluster::CLUSTER.into(),
+            zookeeper_path: schema::DEFAULT_ZOOKEEPER_PATH.into(),
+        });
+        let (rt, c) = cluster.connect(0, db);
+        rt.block_on(c.execute(&schema::create_database(db, &topology)))
+            .unwrap();
+        for sql in schema::create_table(db, &old, &topology) {
+            rt.block_on(c.execute(&sql)).unwrap();
+        }
+    }
+
     // Hosts a and b are one person's two machines; c is someone else's.
     let hosts = [
         ("laptop-a", "ana", &a, 0),
@@ -156,6 +176,21 @@ fn three_hosts_into_a_cluster_exact_per_host_and_user() {
     for cfg in &configs {
         let done = backfill(cfg, &[]);
         assert_eq!(done["complete"], true, "{done}");
+    }
+    // Every node's tables have every column now.
+    for node in 0..4 {
+        for table in ["messages", "messages_local"] {
+            let n = cluster.count(
+                node,
+                db,
+                &format!("SELECT count() FROM system.columns WHERE database = '{db}' AND table = '{table}'"),
+            );
+            assert_eq!(
+                n as usize,
+                tokenbridge::ch::schema::MESSAGE_COLUMNS.len(),
+                "node {node} {table}"
+            );
+        }
     }
     let by_host = totals_by(&cluster, 3, db, "host");
     assert_eq!(by_host["laptop-a"], truth_a.totals);

@@ -211,7 +211,8 @@ pub fn create_database(db: &str, topology: &Topology) -> String {
 fn on_cluster(topology: &Topology) -> String {
     match topology {
         Topology::Single => String::new(),
-        Topology::Cluster(c) => format!(" ON CLUSTER {}", c.name),
+        // Quoted: a cluster name may hold `-`, which an identifier may not.
+        Topology::Cluster(c) => format!(" ON CLUSTER {}", quote(&c.name)),
     }
 }
 
@@ -276,7 +277,7 @@ fn create_distributed_table(db: &str, table: &Table, topology: &Topology) -> Str
         name = table.name,
         on = on_cluster(topology),
         cols = column_list(table),
-        cluster = c.name,
+        cluster = quote(&c.name),
         shard = table.shard_by,
     )
 }
@@ -598,14 +599,14 @@ mod tests {
         let sql = create_table("tb", &TABLES[0], &cluster());
         assert_eq!(sql.len(), 2);
         assert!(
-            sql[0].starts_with("CREATE TABLE IF NOT EXISTS tb.messages_local ON CLUSTER fleet (")
+            sql[0].starts_with("CREATE TABLE IF NOT EXISTS tb.messages_local ON CLUSTER 'fleet' (")
         );
         assert!(sql[0].ends_with(
             "ENGINE = ReplicatedReplacingMergeTree('/ch/{shard}/tb/messages', '{replica}', version) ORDER BY key"
         ));
-        assert!(sql[1].starts_with("CREATE TABLE IF NOT EXISTS tb.messages ON CLUSTER fleet ("));
+        assert!(sql[1].starts_with("CREATE TABLE IF NOT EXISTS tb.messages ON CLUSTER 'fleet' ("));
         assert!(
-            sql[1].ends_with("ENGINE = Distributed(fleet, tb, messages_local, cityHash64(key))")
+            sql[1].ends_with("ENGINE = Distributed('fleet', tb, messages_local, cityHash64(key))")
         );
         // Every table shards by (a prefix of) its replacing key.
         for t in TABLES {
@@ -623,7 +624,7 @@ mod tests {
         assert!(content[0].contains("'{replica}') ORDER BY (session_id, key)"));
         assert_eq!(
             create_database("tb", &cluster()),
-            "CREATE DATABASE IF NOT EXISTS tb ON CLUSTER fleet"
+            "CREATE DATABASE IF NOT EXISTS tb ON CLUSTER 'fleet'"
         );
         assert_eq!(
             create_database("tb", &Topology::Single),
@@ -667,11 +668,12 @@ mod tests {
             },
         );
         assert_eq!(older.len(), 3 + 2, "{older:#?}");
-        assert!(older[0]
-            .starts_with("ALTER TABLE tb.messages_local ON CLUSTER fleet ADD COLUMN host String"));
+        assert!(older[0].starts_with(
+            "ALTER TABLE tb.messages_local ON CLUSTER 'fleet' ADD COLUMN host String"
+        ));
         assert_eq!(
             older[3],
-            "DROP TABLE IF EXISTS tb.messages ON CLUSTER fleet"
+            "DROP TABLE IF EXISTS tb.messages ON CLUSTER 'fleet'"
         );
         assert!(older[4].contains("ENGINE = Distributed("));
     }

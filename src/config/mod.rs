@@ -499,6 +499,52 @@ mod tests {
     }
 
     #[test]
+    fn cluster_mode_is_validated_and_changes_the_index_default() {
+        let c = load("").unwrap();
+        assert_eq!(c.clickhouse.cluster, None);
+        assert_eq!(c.dedup.load_scope, LoadScope::All);
+        let c = load("[clickhouse]\ncluster = \"team-ch\"\n").unwrap();
+        assert_eq!(
+            c.clickhouse.cluster,
+            Some(crate::ch::schema::ClusterSpec {
+                name: "team-ch".into(),
+                zookeeper_path: "/clickhouse/tables/{shard}".into(),
+            })
+        );
+        assert_eq!(c.dedup.load_scope, LoadScope::Host);
+        let c = load("[clickhouse]\ncluster = \"c\"\nzookeeper_path = \"/ch/{shard}/tb/\"\n[dedup]\nload_scope = \"all\"\n")
+            .unwrap();
+        assert_eq!(
+            c.clickhouse.cluster.unwrap().zookeeper_path,
+            "/ch/{shard}/tb"
+        );
+        assert_eq!(c.dedup.load_scope, LoadScope::All);
+        for (text, field) in [
+            ("[clickhouse]\ncluster = \"a b\"\n", "clickhouse.cluster"),
+            ("[clickhouse]\ncluster = \"\"\n", "clickhouse.cluster"),
+            (
+                "[clickhouse]\ncluster = \"c\"\nzookeeper_path = \"/ch/tb\"\n",
+                "clickhouse.zookeeper_path",
+            ),
+            (
+                "[clickhouse]\ncluster = \"c\"\nzookeeper_path = \"ch/{shard}\"\n",
+                "clickhouse.zookeeper_path",
+            ),
+            (
+                "[clickhouse]\nzookeeper_path = \"/ch/{shard}\"\n",
+                "clickhouse.zookeeper_path",
+            ),
+            ("[dedup]\nload_scope = \"fleet\"\n", "load_scope"),
+        ] {
+            let e = load(text).unwrap_err().to_string();
+            assert!(
+                e.contains(field) && e.contains("/etc/tb/config.toml"),
+                "{text}: {e}"
+            );
+        }
+    }
+
+    #[test]
     fn http_listen_is_validated() {
         let c = load("").unwrap();
         assert!(c.http.enabled);

@@ -21,7 +21,7 @@ use tokenbridge::secret::Secret;
 use super::free_port;
 
 /// The cluster's name in every node's `remote_servers`.
-pub const CLUSTER: &str = "tb_fleet";
+pub const CLUSTER: &str = "tb-fleet";
 
 /// A ZooKeeper server on its own port and data folder.
 pub struct TestZooKeeper {
@@ -238,6 +238,13 @@ impl TestCluster {
 
     /// A cluster-mode client through node `i` (schema ensured).
     pub fn client(&self, i: usize, db: &str) -> (tokio::runtime::Runtime, ChClient) {
+        let (rt, c) = self.connect(i, db);
+        rt.block_on(c.ensure_schema()).unwrap();
+        (rt, c)
+    }
+
+    /// A cluster-mode client through node `i`, schema untouched.
+    pub fn connect(&self, i: usize, db: &str) -> (tokio::runtime::Runtime, ChClient) {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -258,7 +265,6 @@ impl TestCluster {
                 }),
             }))
             .unwrap();
-        rt.block_on(c.ensure_schema()).unwrap();
         (rt, c)
     }
 
