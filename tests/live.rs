@@ -195,6 +195,21 @@ fn steady_appends_from_many_sessions_are_batched_and_never_held_back() {
         batches * 5 < written,
         "{batches} batches for {written} lines"
     );
+    // Caught-up inserts keep `batch.min_insert_gap_ms` (200 ms) between
+    // them: lines arriving one by one share inserts and ClickHouse parts.
+    let committed: Vec<i64> = daemon
+        .events()
+        .iter()
+        .filter(|e| e["event"] == "batch_committed")
+        .map(|e| {
+            tokenbridge::timestamp::parse_rfc3339_ms(e["timestamp"].as_str().unwrap()).unwrap()
+        })
+        .collect();
+    let too_close = committed.windows(2).filter(|w| w[1] - w[0] < 150).count();
+    assert_eq!(
+        too_close, 0,
+        "inserts closer than the minimum gap: {committed:?}"
+    );
     // Lines half a second old are in ClickHouse within 2 s more at worst.
     assert!(worst < Duration::from_secs(2), "fell behind by {worst:?}");
     assert_eq!(ch.duplicate_rows("tb_steady"), 0);

@@ -388,6 +388,9 @@ pub struct BatchConfig {
     pub max_bytes: usize,
     /// Flush a non-empty batch at least this often.
     pub flush_interval: Duration,
+    /// A caught-up batch waits until this long after the previous insert
+    /// (see [`crate::sink::SinkOptions::min_insert_gap`]).
+    pub min_insert_gap: Duration,
     /// Parsed chunks waiting for the sink; when full, reading stops.
     pub channel_capacity: usize,
     /// Bytes of parsed rows waiting for the sink; when spent, reading

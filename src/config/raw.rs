@@ -188,6 +188,7 @@ pub(super) struct RawBatch {
     pub(super) max_rows: Option<u64>,
     pub(super) max_bytes: Option<u64>,
     pub(super) flush_interval_ms: Option<u64>,
+    pub(super) min_insert_gap_ms: Option<u64>,
     pub(super) channel_capacity: Option<u64>,
     pub(super) retry_initial_ms: Option<u64>,
     pub(super) retry_max_ms: Option<u64>,

@@ -557,6 +557,12 @@ impl Validator<'_> {
                 1,
                 600_000,
             )?),
+            min_insert_gap: Duration::from_millis(self.range(
+                "batch.min_insert_gap_ms",
+                b.min_insert_gap_ms.unwrap_or(200),
+                0,
+                60_000,
+            )?),
             channel_capacity: self.range(
                 "batch.channel_capacity",
                 b.channel_capacity.unwrap_or(1024),

@@ -511,6 +511,7 @@ fn sink_options(config: &Config, until: ReadUntil) -> SinkOptions {
         max_rows: config.batch.max_rows,
         max_bytes: config.batch.max_bytes,
         flush_interval: config.batch.flush_interval,
+        min_insert_gap: config.batch.min_insert_gap,
         retry_initial: config.batch.retry_initial,
         retry_max: config.batch.retry_max,
         shutdown_timeout: config.service.shutdown_timeout,

@@ -48,6 +48,10 @@ pub struct SinkOptions {
     pub max_bytes: usize,
     /// Flush a non-empty batch at least this often.
     pub flush_interval: Duration,
+    /// A batch flushed because the reader caught up waits until this long
+    /// after the previous insert: lines appended one by one to many files
+    /// then share inserts (and ClickHouse parts) instead of each making one.
+    pub min_insert_gap: Duration,
     /// First retry delay.
     pub retry_initial: Duration,
     /// Longest retry delay.
@@ -106,8 +110,9 @@ const CHECKPOINT_SAVE_INTERVAL: Duration = Duration::from_secs(1);
 /// ... and rarer when a save takes long (the file holds every tracked file):
 /// saves may use at most this share of a core. With 10,000 files a save
 /// takes ~15 ms; saving after every catch-up used 40 % of the daemon's CPU
-/// while 50 sessions appended.
-const CHECKPOINT_CPU_SHARE: f64 = 0.02;
+/// while 50 sessions appended, and at 2 % saves were still half of it
+/// (perf of the live benchmark): at 0.5 %, a save every ~3 s there.
+const CHECKPOINT_CPU_SHARE: f64 = 0.005;
 
 /// Cost and session-summary settings (fixed for the sink's life).
 #[derive(Debug, Clone)]
@@ -236,6 +241,11 @@ pub struct Sink {
     /// Sessions whose summary is out of date.
     stale_sessions: HashSet<String>,
     last_summary: Instant,
+    /// When the last insert of usage rows was acknowledged.
+    last_insert: Option<Instant>,
+    /// The reader caught up while the previous insert was younger than
+    /// [`SinkOptions::min_insert_gap`]: the batch goes out at this moment.
+    caught_up_due: Option<Instant>,
     /// After a failed recomputation: no new try before this.
     summary_retry_at: Option<Instant>,
     /// When checkpoints were last written.
@@ -281,6 +291,8 @@ impl Sink {
             price_cache: HashMap::new(),
             stale_sessions: HashSet::new(),
             last_summary: Instant::now(),
+            last_insert: None,
+            caught_up_due: None,
             summary_retry_at: None,
             last_save: Instant::now(),
             last_save_took: Duration::ZERO,
@@ -323,12 +335,21 @@ impl Sink {
             self.metrics
                 .dedup_evicted
                 .store(self.index.evicted(), Relaxed);
+            if self.caught_up_due.is_some_and(|d| Instant::now() >= d) {
+                self.caught_up_due = None;
+                if !self.flush(FlushReason::CaughtUp) {
+                    return SinkExit::Abandoned;
+                }
+            }
             // At most a second between heartbeats, even when idle.
             let timeout = match self.batch.opened {
                 Some(t) => self.opts.flush_interval.saturating_sub(t.elapsed()),
                 None => Duration::from_secs(1),
             }
-            .min(Duration::from_secs(1));
+            .min(Duration::from_secs(1))
+            .min(self.caught_up_due.map_or(Duration::MAX, |d| {
+                d.saturating_duration_since(Instant::now())
+            }));
             // A batch that waited `flush_interval` goes out even while
             // messages keep arriving (they would otherwise hold it back).
             let aged = self
@@ -398,11 +419,17 @@ impl Sink {
                 // Flushing now would send one insert per appended line
                 // while lines arrive faster than inserts return.
                 Ok(SinkMsg::CaughtUp) if !self.rx.is_empty() => {}
-                Ok(SinkMsg::CaughtUp) => {
-                    if !self.flush(FlushReason::CaughtUp) {
-                        return SinkExit::Abandoned;
+                Ok(SinkMsg::CaughtUp) => match self.next_insert_allowed() {
+                    Some(at) if !self.batch.rows.is_empty() => {
+                        self.caught_up_due.get_or_insert(at);
                     }
-                }
+                    _ => {
+                        self.caught_up_due = None;
+                        if !self.flush(FlushReason::CaughtUp) {
+                            return SinkExit::Abandoned;
+                        }
+                    }
+                },
                 Ok(SinkMsg::Drain) => {
                     return if self.flush(FlushReason::Last) {
                         SinkExit::Drained
@@ -827,13 +854,23 @@ impl Sink {
         }
     }
 
+    /// When the next caught-up insert may go out, if that is later than now
+    /// (see [`SinkOptions::min_insert_gap`]).
+    fn next_insert_allowed(&self) -> Option<Instant> {
+        let at = self.last_insert? + self.opts.min_insert_gap;
+        (at > Instant::now()).then_some(at)
+    }
+
     /// Inserts `rows`, retrying what can be retried. When ClickHouse rejects
     /// the data, the batch is halved until the rejected rows are isolated; they
     /// go to the dead-letter file, the rest is inserted. Returns how many rows
     /// were inserted, or `None` when the shutdown deadline passed first.
     fn deliver(&mut self, rows: &[UsageRow]) -> Option<usize> {
         match self.insert_with_retry(schema::MESSAGES, rows) {
-            Ok(()) => Some(rows.len()),
+            Ok(()) => {
+                self.last_insert = Some(Instant::now());
+                Some(rows.len())
+            }
             Err(InsertError::Abandoned) => None,
             Err(InsertError::Rejected(e)) if rows.len() == 1 => {
                 let row = &rows[0];
