@@ -44,21 +44,27 @@ fn kill9_during_backfill_at_random_points_then_exact() {
     let work = tempfile::tempdir().unwrap();
     let watch = work.path().join("claude");
     let exp = generated_corpus(&watch, 31, 40 << 20);
+    // One row per insert: the whole corpus takes hundreds of inserts, so
+    // the kills below (about 5 s of progress in all, bounded by time)
+    // leave work for the last run on a fast machine too.
     let cfg = write_config(
         work.path(),
         &ch,
         "tb_kill",
         &[&watch],
-        "[batch]\nmax_rows = 7\nchannel_capacity = 1\n",
+        "[batch]\nmax_rows = 1\nchannel_capacity = 1\n",
     );
     let mut kills = 0;
     // Deterministic crash points: right after ClickHouse acknowledged a batch
     // (before the checkpoint moved), and with the new state file half-done.
+    // A run's inserts count only rows not yet in ClickHouse, so `after_insert`
+    // always moves on by that many batches; checkpoints are saved about once
+    // a second, so the n-th save comes after about n seconds of inserting.
     for (fp, n) in [
         ("after_insert", "2"),
-        ("checkpoint_temp_written", "2"),
+        ("checkpoint_temp_written", "1"),
         ("after_insert", "5"),
-        ("checkpoint_temp_written", "4"),
+        ("checkpoint_temp_written", "2"),
     ] {
         let spec = format!("{fp}:{n}");
         let st = bin()
@@ -83,10 +89,17 @@ fn kill9_during_backfill_at_random_points_then_exact() {
     println!("{kills} kill points landed mid-run");
     assert!(kills >= 10, "only {kills} kill points landed mid-run");
     let mid = ch.totals("tb_kill");
+    println!(
+        "{} of {} messages in before the last run",
+        mid.messages, exp.totals.messages
+    );
     assert!(
         mid.messages < exp.totals.messages,
         "corpus finished before the kills"
     );
+    // The last run may batch as usual: a changed batch size between runs
+    // must not matter either.
+    write_config(work.path(), &ch, "tb_kill", &[&watch], "");
     let done = backfill(&cfg, &[]);
     assert_eq!(done["complete"], true);
     assert_eq!(ch.totals("tb_kill"), exp.totals);
