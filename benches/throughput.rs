@@ -11,7 +11,9 @@
 //! - `idle`: CPU of a daemon with 10,000 and 100,000 ingested files and
 //!   nothing written (20 s windows), RSS;
 //! - `live`: 10,000 watched files, 50 sessions appending one line per second
-//!   each: append → queryable latency, CPU per MB appended;
+//!   each: append → queryable latency, CPU per MB appended; then the same
+//!   sessions appending blocks of lines at volume, and a `backfill` of the
+//!   same lines: CPU per MB of each;
 //! - `startup`: a daemon's start-up with 1M and 5M rows already in
 //!   ClickHouse: time to its first insert, RSS;
 //! - `mixed`: every agent at once (Claude Code, Codex and the seven others,
@@ -23,11 +25,12 @@
 //!
 //! Environment: `TB_BENCH_MB` (small corpus size, default 200),
 //! `TB_BENCH_BIG_MB` (default 1000), `TB_BENCH_ROUNDS` (default 5),
-//! `TB_BENCH_LIVE_SECONDS` (default 60), `TB_BENCH_MIXED_MB` (Claude Code and
-//! Codex each; the seven others get a fifth of it each, default 50),
-//! `TB_BENCH_CLUSTER_ROWS_PER_DAEMON` (default 200,000),
-//! `TB_BENCH_CLUSTER_ROWS` (other hosts' rows, default 5,000,000). Results
-//! are printed and written to
+//! `TB_BENCH_LIVE_SECONDS` (default 60), `TB_BENCH_LIVE_SUSTAINED_SECONDS`
+//! (default 20), `TB_BENCH_LIVE_SUSTAINED_LINES` (lines per write, default
+//! 20), `TB_BENCH_MIXED_MB` (Claude Code and Codex each; the seven others
+//! get a fifth of it each, default 50), `TB_BENCH_CLUSTER_ROWS_PER_DAEMON`
+//! (default 200,000), `TB_BENCH_CLUSTER_ROWS` (other hosts' rows, default
+//! 5,000,000). Results are printed and written to
 //! `target/bench/results.md`.
 
 use std::io::Write;
@@ -769,18 +772,24 @@ fn live_section(ch: &TestClickHouse) -> String {
     }
     let wall = started.elapsed().as_secs_f64();
     let (cpu1, rss) = proc_cpu_rss(d.id());
+    let sustained = sustained_appends(ch, db, &d, &sessions, n + total as u64);
     stop(d);
+    let backfilled = backfill_of_the_same_lines(work.path(), ch, &sessions);
     lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let pct = |p: f64| lat[((lat.len() as f64 - 1.0) * p).round() as usize];
     let cpu = cpu1 - cpu0;
     let mb = appended as f64 / 1e6;
     format!(
-        "### Live: 10,000 watched files, 50 sessions appending one line per second each\n\n\
+        "### Live: 10,000 watched files, 50 sessions appending\n\n\
          | measure | value |\n|---|---|\n\
-         | lines appended, over | {total} lines, {wall:.0} s |\n\
+         | one line per second each: lines appended, over | {total} lines, {wall:.0} s |\n\
          | append → queryable latency p50 / p99 / max | {:.0} / {:.0} / {:.0} ms |\n\
          | daemon CPU while appending | {:.2} s = {:.1} % of a core; RSS {:.1} MB |\n\
-         | CPU per MB appended (lines of ~270 bytes, each its own read, insert and commit) | {:.0} ms/MB |\n\n",
+         | CPU per MB appended (lines of ~270 bytes, each its own read, insert and commit) | {:.0} ms/MB |\n\
+         | sustained: {} lines per session every 100 ms ({:.1} MB/s), appended → all queryable | {:.1} MB in {:.1} s |\n\
+         | sustained: daemon CPU, CPU per MB appended | {:.1} % of a core, {:.1} ms/MB |\n\
+         | `backfill` of copies of the 50 appended files ({:.1} MB), CPU per MB | {:.1} ms/MB |\n\
+         | sustained appends ÷ backfill, CPU per MB | {:.2}x |\n\n",
         pct(0.5),
         pct(0.99),
         lat[lat.len() - 1],
@@ -788,7 +797,115 @@ fn live_section(ch: &TestClickHouse) -> String {
         cpu / wall * 100.0,
         rss as f64 / 1e6,
         cpu * 1000.0 / mb,
+        sustained.lines_per_write,
+        sustained.mb / sustained.writing_s,
+        sustained.mb,
+        sustained.landed_s,
+        sustained.cpu_s / sustained.landed_s * 100.0,
+        sustained.cpu_s * 1000.0 / sustained.mb,
+        backfilled.mb,
+        backfilled.cpu_s * 1000.0 / backfilled.mb,
+        (sustained.cpu_s / sustained.mb) / (backfilled.cpu_s / backfilled.mb),
     )
+}
+
+/// What a phase of appends or a backfill cost.
+struct AppendCost {
+    /// Lines per write of each session.
+    lines_per_write: usize,
+    /// Megabytes appended (or read).
+    mb: f64,
+    /// Seconds spent writing.
+    writing_s: f64,
+    /// Seconds from the first write until every line was queryable.
+    landed_s: f64,
+    /// Daemon CPU seconds over `landed_s`.
+    cpu_s: f64,
+}
+
+/// Steady appends at volume on the running daemon `d`: every 100 ms each
+/// session appends a block of lines in one write, for
+/// `TB_BENCH_LIVE_SUSTAINED_SECONDS` (default 20). Fixed costs per wake-up
+/// and per insert are shared by many lines here, unlike one line a second.
+fn sustained_appends(
+    ch: &TestClickHouse,
+    db: &str,
+    d: &std::process::Child,
+    sessions: &[(PathBuf, String)],
+    before: u64,
+) -> AppendCost {
+    let seconds = env_num("TB_BENCH_LIVE_SUSTAINED_SECONDS", 20);
+    let per_write = env_num("TB_BENCH_LIVE_SUSTAINED_LINES", 20) as usize;
+    let ticks = seconds * 10;
+    let (cpu0, _) = proc_cpu_rss(d.id());
+    let started = Instant::now();
+    let mut bytes = 0u64;
+    let mut block = String::new();
+    for tick in 0..ticks {
+        for (path, session) in sessions {
+            block.clear();
+            for j in 0..per_write as u64 {
+                // Keys apart from the one-line-a-second phase's.
+                block.push_str(&usage_line(session, 1_000_000 + tick * 1_000 + j));
+            }
+            let mut f = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+            f.write_all(block.as_bytes()).unwrap();
+            bytes += block.len() as u64;
+        }
+        let next = Duration::from_millis(100 * (tick + 1));
+        if let Some(wait) = next.checked_sub(started.elapsed()) {
+            std::thread::sleep(wait);
+        }
+    }
+    let writing_s = started.elapsed().as_secs_f64();
+    let lines = ticks * sessions.len() as u64 * per_write as u64;
+    let landed = Instant::now();
+    while ch.totals(db).messages < before + lines {
+        assert!(
+            landed.elapsed() < Duration::from_secs(300),
+            "sustained appends never landed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let landed_s = started.elapsed().as_secs_f64();
+    let (cpu1, _) = proc_cpu_rss(d.id());
+    AppendCost {
+        lines_per_write: per_write,
+        mb: bytes as f64 / 1e6,
+        writing_s,
+        landed_s,
+        cpu_s: cpu1 - cpu0,
+    }
+}
+
+/// `tokenbridge backfill` of copies of the appending sessions' files into a
+/// new database: a backfill's CPU per MB for the very same lines.
+fn backfill_of_the_same_lines(
+    work: &Path,
+    ch: &TestClickHouse,
+    sessions: &[(PathBuf, String)],
+) -> AppendCost {
+    let root = work.join("copies");
+    let mut bytes = 0u64;
+    for (path, session) in sessions {
+        let dir = root.join("projects").join(session);
+        std::fs::create_dir_all(&dir).unwrap();
+        bytes += std::fs::copy(path, dir.join(format!("{session}.jsonl"))).unwrap();
+    }
+    let cfg = write_config(work, &ch.url(), "bench_live_backfill", &root, "", "");
+    let r = run_measured(
+        Command::new(env!("CARGO_BIN_EXE_tokenbridge"))
+            .arg("backfill")
+            .arg("--config")
+            .arg(&cfg),
+    );
+    AppendCost {
+        lines_per_write: 0,
+        mb: bytes as f64 / 1e6,
+        writing_s: 0.0,
+        landed_s: r.wall.as_secs_f64(),
+        cpu_s: r.cpu,
+    }
 }
 
 fn startup_section(out_dir: &Path, ch: &TestClickHouse) -> String {

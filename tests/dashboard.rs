@@ -101,6 +101,15 @@ fn the_page_shows_what_report_prints() {
         &Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/claude/blocks"),
         &corpus,
     );
+    // And a line written now, so that the month budget below has use in
+    // whatever month the test runs.
+    let ts = tokenbridge::timestamp::format_rfc3339_ms(tokenbridge::ops::logging::unix_ms());
+    append(
+        &corpus.join("projects/-work-today/s-today.jsonl"),
+        &format!(
+            "{{\"type\":\"assistant\",\"sessionId\":\"s-today\",\"timestamp\":\"{ts}\",\"requestId\":\"r-today\",\"message\":{{\"id\":\"m-today\",\"model\":\"claude-sonnet-4-20250514\",\"usage\":{{\"input_tokens\":120,\"output_tokens\":30}}}}}}\n"
+        ),
+    );
     let truth = run_scan(&corpus);
     let messages = truth["totals"]["messages"].as_u64().unwrap();
     let cfg = write_config(
@@ -123,7 +132,7 @@ fn the_page_shows_what_report_prints() {
         .map(|d| d["date"].as_str().unwrap().to_string())
         .collect();
     assert!(days.len() >= 3, "{days:?}");
-    // From the first day to one of the second project's days.
+    // From the first day to the second project's last day (today's is last).
     let (since, until) = (days[0].as_str(), days[days.len() - 2].as_str());
 
     // The range's totals.
@@ -140,7 +149,7 @@ fn the_page_shows_what_report_prints() {
     assert_eq!(value_of(&dom, "status-mode"), "daemon");
     assert_eq!(value_of(&dom, "status-clickhouse"), "up");
     // The budget's use, as the gauge has it (read once the check after the
-    // ingest ran: this month's rows are the second project's).
+    // ingest ran: this month's row is the one written now).
     let gauge = || -> Option<f64> {
         http_get(&addr, "/metrics")
             .1
