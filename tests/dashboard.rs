@@ -106,7 +106,7 @@ fn the_page_shows_what_report_prints() {
     let ts = tokenbridge::timestamp::format_rfc3339_ms(tokenbridge::ops::logging::unix_ms());
     append(
         &corpus.join("projects/-work-today/s-today.jsonl"),
-        &format!(
+        format!(
             "{{\"type\":\"assistant\",\"sessionId\":\"s-today\",\"timestamp\":\"{ts}\",\"requestId\":\"r-today\",\"message\":{{\"id\":\"m-today\",\"model\":\"claude-sonnet-4-20250514\",\"usage\":{{\"input_tokens\":120,\"output_tokens\":30}}}}}}\n"
         ),
     );
