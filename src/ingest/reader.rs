@@ -51,6 +51,11 @@ const RESCAN_CPU_SHARE: f64 = 0.01;
 /// A read of at most this many bytes (an append or two) is done on the
 /// reader's own thread: waking a pool thread for it costs more (a daemon
 /// with 50 sessions appending spent a third of its CPU switching threads).
+/// Not when more files wait in the same pass than the pool reads at once
+/// (a backfill or catch-up of small sessions): the pool's threads then read
+/// them side by side. A backfill of 4,600 small files of nine agents went
+/// from 1.0 to 1.2 cores and from 0.54 to 0.39 s; passes of live appends
+/// name a few files each and stay on the reader's thread.
 const INLINE_BYTES: u64 = 64 << 10;
 
 /// When the reader returns.
@@ -750,7 +755,10 @@ impl Reader {
                 let Some(task) = self.plan(key)? else {
                     continue;
                 };
-                if task.size - task.start <= INLINE_BYTES && task.long_scan.is_none() {
+                if task.size - task.start <= INLINE_BYTES
+                    && task.long_scan.is_none()
+                    && queue.len() < limit
+                {
                     // A few appended lines: handing them to another thread
                     // costs more than reading them here.
                     let r = run_task(task, chunk_bytes, max_line, mode);
