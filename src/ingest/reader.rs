@@ -54,8 +54,8 @@ const RESCAN_CPU_SHARE: f64 = 0.01;
 /// Not when more files wait in the same pass than the pool reads at once
 /// (a backfill or catch-up of small sessions): the pool's threads then read
 /// them side by side. A backfill of 4,600 small files of nine agents went
-/// from 1.0 to 1.2 cores and from 0.54 to 0.39 s; passes of live appends
-/// name a few files each and stay on the reader's thread.
+/// from 1.0 to 1.1-1.2 cores and from 0.54 to 0.39-0.41 s; passes of live
+/// appends name a few files each and stay on the reader's thread.
 const INLINE_BYTES: u64 = 64 << 10;
 
 /// When the reader returns.
