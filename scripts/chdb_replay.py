@@ -2,6 +2,7 @@
 """Replays a tokenbridge statement log on the ClickHouse engine embedded in chdb.
 
 Usage: chdb_replay.py LOG OUT
+       chdb_replay.py --parse STATEMENTS OUT
 
 LOG is what `TOKENBRIDGE_SQL_LOG` recorded (src/ch/statement_log.rs): one JSON
 object per statement, in the order tokenbridge sent them. Every statement runs
@@ -16,6 +17,13 @@ format every engine accepts: the rows go to a JSONEachRow file that an
 each installed chdb and compares the results with ClickHouse 18.16's.
 
 The first line of OUT is {"version": "<SELECT version()>"}.
+
+With --parse, STATEMENTS is a JSON object {"statements": [sql, ...],
+"settings": [[name, value], ...]}: statements that need a cluster (ON CLUSTER
+DDL, replicated and Distributed engines), which an embedded engine cannot
+run, are only parsed (EXPLAIN AST), and each setting is sent with a query
+(SELECT 1 SETTINGS name = value), so an unknown name or value fails. OUT
+gets {"i": n, "ok": ..., "error": ...} per statement, then per setting.
 """
 
 import json
@@ -120,5 +128,24 @@ def main():
             out.write(json.dumps(result) + "\n")
 
 
+def parse_main(in_path, out_path):
+    with open(in_path) as f:
+        spec = json.load(f)
+    sess = chdb_session.Session(tempfile.mkdtemp(prefix="chdb-parse-"))
+    with open(out_path, "w") as out:
+        ok, err, text = run(sess, "SELECT version()", "JSONCompact")
+        out.write(json.dumps({"version": json.loads(text)["data"][0][0] if ok else err}) + "\n")
+        checks = [f"EXPLAIN AST {sql}" for sql in spec["statements"]]
+        checks += [
+            f"SELECT 1 SETTINGS {name} = '{value}'" for name, value in spec["settings"]
+        ]
+        for i, sql in enumerate(checks):
+            ok, err, _ = run(sess, sql, "TSV")
+            out.write(json.dumps({"i": i, "ok": ok, "error": err, "sql": sql}) + "\n")
+
+
 if __name__ == "__main__":
-    main()
+    if sys.argv[1] == "--parse":
+        parse_main(sys.argv[2], sys.argv[3])
+    else:
+        main()

@@ -134,15 +134,24 @@ fn replay_on_18(url: &str, log: &[Value]) -> Vec<Outcome> {
         .collect()
 }
 
-/// Replays the log with one chdb: its version and the outcomes.
-fn replay_on_chdb(python: &Path, log: &Path, out: &Path) -> (String, Vec<Outcome>) {
+/// What `scripts/chdb_replay.py` is given.
+enum ChdbInput<'a> {
+    /// A statement log to replay.
+    Log(&'a Path),
+    /// Statements to parse and settings to send (its `--parse` mode).
+    Parse(&'a Path),
+}
+
+/// Runs `scripts/chdb_replay.py` with one chdb: its version and the outcomes.
+fn replay_on_chdb(python: &Path, input: ChdbInput<'_>, out: &Path) -> (String, Vec<Outcome>) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/chdb_replay.py");
-    let st = Command::new(python)
-        .arg(script)
-        .arg(log)
-        .arg(out)
-        .status()
-        .unwrap();
+    let mut cmd = Command::new(python);
+    cmd.arg(script);
+    match input {
+        ChdbInput::Log(log) => cmd.arg(log),
+        ChdbInput::Parse(spec) => cmd.arg("--parse").arg(spec),
+    };
+    let st = cmd.arg(out).status().unwrap();
     assert!(st.success(), "{} failed: {st}", python.display());
     let text = std::fs::read_to_string(out).unwrap();
     let mut lines = text
@@ -369,7 +378,7 @@ fn the_programs_statements_give_the_same_results_on_modern_engines() {
                 let out = work.path().join(format!("{label}.out.jsonl"));
                 let log = &log;
                 s.spawn(move || {
-                    let (version, outcomes) = replay_on_chdb(python, log, &out);
+                    let (version, outcomes) = replay_on_chdb(python, ChdbInput::Log(log), &out);
                     (label.clone(), version, outcomes)
                 })
             })
@@ -416,6 +425,82 @@ fn the_programs_statements_give_the_same_results_on_modern_engines() {
     // The sessions rows (summary statements on each engine) equal 18.16's.
     let sessions = &reference[reference.len() - 2];
     assert!(sessions.rows.len() > 3, "{:?}", sessions.rows);
+}
+
+/// Cluster mode on modern engines: an embedded engine cannot form a cluster
+/// (tests/cluster.rs runs it on real 18.16 servers), so every statement that
+/// only cluster mode sends (`ON CLUSTER` DDL, the replicated local tables,
+/// the Distributed tables, an older cluster schema's migration) must parse
+/// on each engine, and each setting the client adds on a cluster must be
+/// known there with its value. Every other statement is the same in both
+/// modes and replayed above. A broken statement is checked too, so a
+/// replayer that missed errors would fail here.
+#[test]
+fn cluster_statements_parse_and_cluster_settings_are_known_on_modern_engines() {
+    use tokenbridge::ch::schema::{self, ClusterColumns, ClusterSpec, Topology};
+    let engines = engines();
+    if engines.is_empty() && std::env::var_os("TOKENBRIDGE_SKIP_CHDB").is_some() {
+        eprintln!("no chdb engines installed and TOKENBRIDGE_SKIP_CHDB set: skipped");
+        return;
+    }
+    assert!(
+        engines.len() >= 3,
+        "chdb engines missing under .tools/chdb (run scripts/setup.sh): {engines:?}"
+    );
+    let topology = Topology::Cluster(ClusterSpec {
+        name: "tb-fleet".into(),
+        zookeeper_path: schema::DEFAULT_ZOOKEEPER_PATH.into(),
+    });
+    let db = "tb_fleet";
+    let mut statements = vec![schema::create_database(db, &topology)];
+    for table in schema::TABLES {
+        statements.extend(schema::create_table(db, table, &topology));
+        // An older schema with only the first column on both parts: ALTERs
+        // of the local table, the Distributed table dropped and made again.
+        let first = vec![table.columns[0].0.to_string()];
+        statements.extend(schema::cluster_migration(
+            db,
+            table,
+            &topology,
+            ClusterColumns {
+                local: &first,
+                distributed: &first,
+            },
+        ));
+    }
+    assert!(statements.iter().any(|s| s.contains("ALTER TABLE")));
+    assert!(statements.iter().any(|s| s.starts_with("DROP TABLE")));
+    let broken = "CREATE TABLE tb_fleet.x (key String) ENGINE = Log garbage";
+    let settings = tokenbridge::ch::client::CLUSTER_SETTINGS;
+    let work = tempfile::tempdir().unwrap();
+    let spec = work.path().join("cluster.json");
+    let mut checked = statements.clone();
+    checked.push(broken.to_string());
+    std::fs::write(
+        &spec,
+        serde_json::json!({ "statements": checked, "settings": settings }).to_string(),
+    )
+    .unwrap();
+    for (label, python) in &engines {
+        let out = work.path().join(format!("{label}.jsonl"));
+        let (version, outcomes) = replay_on_chdb(python, ChdbInput::Parse(&spec), &out);
+        assert_eq!(outcomes.len(), checked.len() + settings.len(), "{label}");
+        for (i, o) in outcomes.iter().enumerate() {
+            let what = match i.checked_sub(checked.len()) {
+                None => checked[i].clone(),
+                Some(j) => format!("setting {} = {}", settings[j].0, settings[j].1),
+            };
+            if i + 1 == checked.len() {
+                assert!(!o.ok, "{label} ({version}) accepted a broken statement");
+            } else {
+                assert!(o.ok, "{label} ({version}) refused {what}: {}", o.error);
+            }
+        }
+        println!(
+            "{label} ({version}): {} cluster statements parse, settings {settings:?} known",
+            statements.len()
+        );
+    }
 }
 
 /// Session summaries for many sessions with long ids: the `IN` lists are cut

@@ -32,6 +32,25 @@ pub struct ServerInfo {
 /// Exact deduplicated totals.
 pub use crate::record::Totals;
 
+/// Settings every request carries on a cluster
+/// ([`Topology::Cluster`]); `tests/compat.rs` checks that the modern
+/// engines know them too.
+///
+/// - `insert_distributed_sync = 1`: an insert into a Distributed table is
+///   only queued on the receiving node by default; synchronous, its
+///   acknowledgement means every shard has written its rows, which is what
+///   a checkpoint may advance on. Every version has the setting (23.x+ keep
+///   it as an alias of `distributed_foreground_insert`).
+/// - `load_balancing = in_order`: replicas copy each other's parts
+///   asynchronously, so a read through the Distributed table from a random
+///   replica may miss rows just acknowledged by the other, and a session
+///   summary computed from it would stay short. In order, inserts and reads
+///   use each shard's first healthy replica: read-your-writes while it is up.
+pub const CLUSTER_SETTINGS: &[(&str, &str)] = &[
+    ("insert_distributed_sync", "1"),
+    ("load_balancing", "in_order"),
+];
+
 /// Where and as whom to connect.
 #[derive(Debug, Clone)]
 pub struct ConnectOptions {
@@ -163,18 +182,9 @@ impl ChClient {
             base = base.with_setting("async_insert", "0");
         }
         if let Topology::Cluster(_) = opts.topology {
-            // An insert into a Distributed table is only queued on the
-            // receiving node by default; synchronous, its acknowledgement
-            // means every shard has written its rows, which is what a
-            // checkpoint may advance on. Every version has the setting
-            // (23.x+ keep it as an alias of `distributed_foreground_insert`).
-            base = base.with_setting("insert_distributed_sync", "1");
-            // Replicas copy each other's parts asynchronously: a read through
-            // the Distributed table from a random replica may miss rows just
-            // acknowledged by the other, and a session summary computed from
-            // it would stay short. In order, inserts and reads use each
-            // shard's first healthy replica: read-your-writes while it is up.
-            base = base.with_setting("load_balancing", "in_order");
+            for (name, value) in CLUSTER_SETTINGS {
+                base = base.with_setting(*name, *value);
+            }
         }
         Ok(ChClient {
             db_client: base.clone().with_database(opts.database.clone()),
