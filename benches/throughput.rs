@@ -774,7 +774,7 @@ fn live_section(ch: &TestClickHouse) -> String {
     let (cpu1, rss) = proc_cpu_rss(d.id());
     let sustained = sustained_appends(ch, db, &d, &sessions, n + total as u64);
     stop(d);
-    let backfilled = backfill_of_the_same_lines(work.path(), ch, &sessions);
+    let (backfilled_mb, backfilled) = backfill_of_the_same_lines(work.path(), ch, &sessions);
     lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let pct = |p: f64| lat[((lat.len() as f64 - 1.0) * p).round() as usize];
     let cpu = cpu1 - cpu0;
@@ -803,17 +803,17 @@ fn live_section(ch: &TestClickHouse) -> String {
         sustained.landed_s,
         sustained.cpu_s / sustained.landed_s * 100.0,
         sustained.cpu_s * 1000.0 / sustained.mb,
-        backfilled.mb,
-        backfilled.cpu_s * 1000.0 / backfilled.mb,
-        (sustained.cpu_s / sustained.mb) / (backfilled.cpu_s / backfilled.mb),
+        backfilled_mb,
+        backfilled.cpu * 1000.0 / backfilled_mb,
+        (sustained.cpu_s / sustained.mb) / (backfilled.cpu / backfilled_mb),
     )
 }
 
-/// What a phase of appends or a backfill cost.
+/// What a phase of sustained appends cost.
 struct AppendCost {
     /// Lines per write of each session.
     lines_per_write: usize,
-    /// Megabytes appended (or read).
+    /// Megabytes appended.
     mb: f64,
     /// Seconds spent writing.
     writing_s: f64,
@@ -879,12 +879,13 @@ fn sustained_appends(
 }
 
 /// `tokenbridge backfill` of copies of the appending sessions' files into a
-/// new database: a backfill's CPU per MB for the very same lines.
+/// new database: a backfill's CPU per MB for the very same lines. Returns
+/// the megabytes read and the run.
 fn backfill_of_the_same_lines(
     work: &Path,
     ch: &TestClickHouse,
     sessions: &[(PathBuf, String)],
-) -> AppendCost {
+) -> (f64, Run) {
     let root = work.join("copies");
     let mut bytes = 0u64;
     for (path, session) in sessions {
@@ -899,13 +900,7 @@ fn backfill_of_the_same_lines(
             .arg("--config")
             .arg(&cfg),
     );
-    AppendCost {
-        lines_per_write: 0,
-        mb: bytes as f64 / 1e6,
-        writing_s: 0.0,
-        landed_s: r.wall.as_secs_f64(),
-        cpu_s: r.cpu,
-    }
+    (bytes as f64 / 1e6, r)
 }
 
 fn startup_section(out_dir: &Path, ch: &TestClickHouse) -> String {
