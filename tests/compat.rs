@@ -42,6 +42,21 @@ fn engines() -> Vec<(String, PathBuf)> {
     out
 }
 
+/// The installed engines, at least three of them; `None` (the test is
+/// skipped) only when none is installed and `TOKENBRIDGE_SKIP_CHDB` is set.
+fn required_engines() -> Option<Vec<(String, PathBuf)>> {
+    let engines = engines();
+    if engines.is_empty() && std::env::var_os("TOKENBRIDGE_SKIP_CHDB").is_some() {
+        eprintln!("no chdb engines installed and TOKENBRIDGE_SKIP_CHDB set: skipped");
+        return None;
+    }
+    assert!(
+        engines.len() >= 3,
+        "chdb engines missing under .tools/chdb (run scripts/setup.sh): {engines:?}"
+    );
+    Some(engines)
+}
+
 /// One statement's outcome, as both replayers report it.
 #[derive(Debug, Clone)]
 struct Outcome {
@@ -225,15 +240,9 @@ fn environment_specific(sql: &str) -> bool {
 
 #[test]
 fn the_programs_statements_give_the_same_results_on_modern_engines() {
-    let engines = engines();
-    if engines.is_empty() && std::env::var_os("TOKENBRIDGE_SKIP_CHDB").is_some() {
-        eprintln!("no chdb engines installed and TOKENBRIDGE_SKIP_CHDB set: skipped");
+    let Some(engines) = required_engines() else {
         return;
-    }
-    assert!(
-        engines.len() >= 3,
-        "chdb engines missing under .tools/chdb (run scripts/setup.sh): {engines:?}"
-    );
+    };
     let ch = TestClickHouse::start();
     let work = tempfile::tempdir().unwrap();
     let log = work.path().join("statements.jsonl");
@@ -438,15 +447,9 @@ fn the_programs_statements_give_the_same_results_on_modern_engines() {
 #[test]
 fn cluster_statements_parse_and_cluster_settings_are_known_on_modern_engines() {
     use tokenbridge::ch::schema::{self, ClusterColumns, ClusterSpec, Topology};
-    let engines = engines();
-    if engines.is_empty() && std::env::var_os("TOKENBRIDGE_SKIP_CHDB").is_some() {
-        eprintln!("no chdb engines installed and TOKENBRIDGE_SKIP_CHDB set: skipped");
+    let Some(engines) = required_engines() else {
         return;
-    }
-    assert!(
-        engines.len() >= 3,
-        "chdb engines missing under .tools/chdb (run scripts/setup.sh): {engines:?}"
-    );
+    };
     let topology = Topology::Cluster(ClusterSpec {
         name: "tb-fleet".into(),
         zookeeper_path: schema::DEFAULT_ZOOKEEPER_PATH.into(),
