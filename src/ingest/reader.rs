@@ -57,6 +57,17 @@ const RESCAN_CPU_SHARE: f64 = 0.01;
 /// from 1.0 to 1.1-1.2 cores and from 0.54 to 0.39-0.41 s; passes of live
 /// appends name a few files each and stay on the reader's thread.
 const INLINE_BYTES: u64 = 64 << 10;
+/// Unread bytes in a pass below which small reads stay inline (see
+/// [`INLINE_BYTES`]).
+const POOL_BYTES: u64 = 1 << 20;
+/// Files read to their end whose descriptors stay open: a session that is
+/// being written is read at every append, and opening it again each time
+/// cost a path lookup, an open and a close, plus an inotify event for the
+/// open that woke the watcher's thread (see [`Reader::keep_open`]).
+const HOT_FILES: usize = 64;
+/// A kept descriptor unused this long is closed (a deleted file's space is
+/// held until then).
+const HOT_IDLE: Duration = Duration::from_secs(30);
 
 /// When the reader returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,7 +127,8 @@ struct Tracked {
     /// finding its newline. The line started at `offset`.
     long_scan: Option<u64>,
     /// Kept open while the file has unread data, so a file deleted while it is
-    /// being read is still read to the end.
+    /// being read is still read to the end, and after that while it is one
+    /// of the last [`HOT_FILES`] files read (see [`Reader::keep_open`]).
     file: Option<File>,
     /// No longer found by a scan.
     gone: bool,
@@ -238,6 +250,9 @@ pub struct Reader {
     retry_needed: bool,
     /// How long the last full scan took.
     last_scan: Duration,
+    /// Files read to their end whose descriptors stay open for their next
+    /// append, least recently read first, with when that was.
+    hot: std::collections::VecDeque<(FileKey, Instant)>,
 }
 
 #[derive(Debug)]
@@ -305,6 +320,7 @@ impl Reader {
             logged_errors: HashSet::new(),
             retry_needed: false,
             last_scan: Duration::ZERO,
+            hot: std::collections::VecDeque::new(),
         }
     }
 
@@ -345,6 +361,7 @@ impl Reader {
         loop {
             self.health.reader_beat();
             self.drain_pending()?;
+            self.close_idle();
             if self.shutdown.is_triggered() {
                 return Ok(ReaderExit::Shutdown);
             }
@@ -739,6 +756,7 @@ impl Reader {
         let (res_tx, res_rx) = crossbeam_channel::unbounded::<TaskResult>();
         let mut queue: Vec<FileKey> = self.dirty.drain().collect();
         queue.sort_unstable_by(|a, b| b.cmp(a));
+        let mut waiting = self.unread_bytes(&queue);
         let mut busy: HashSet<FileKey> = HashSet::new();
         let mut sent_any = false;
         let limit = max_in_flight();
@@ -755,10 +773,9 @@ impl Reader {
                 let Some(task) = self.plan(key)? else {
                     continue;
                 };
-                if task.size - task.start <= INLINE_BYTES
-                    && task.long_scan.is_none()
-                    && queue.len() < limit
-                {
+                let bytes = task.size - task.start;
+                waiting = waiting.saturating_sub(bytes);
+                if bytes <= INLINE_BYTES && task.long_scan.is_none() && waiting < POOL_BYTES {
                     // A few appended lines: handing them to another thread
                     // costs more than reading them here.
                     let r = run_task(task, chunk_bytes, max_line, mode);
@@ -780,6 +797,7 @@ impl Reader {
                     break;
                 }
                 queue.extend(self.dirty.drain());
+                waiting = self.unread_bytes(&queue);
                 continue;
             }
             let r = res_rx.recv().expect("a task holds a sender");
@@ -796,6 +814,47 @@ impl Reader {
             self.send(SinkMsg::CaughtUp)?;
         }
         Ok(())
+    }
+
+    /// Keeps `key`'s descriptor open as the most recently read file, and
+    /// closes the least recently read one beyond [`HOT_FILES`].
+    fn keep_open(&mut self, key: FileKey) {
+        if let Some(i) = self.hot.iter().position(|(k, _)| *k == key) {
+            self.hot.remove(i);
+        }
+        self.hot.push_back((key, Instant::now()));
+        while self.hot.len() > HOT_FILES {
+            if let Some((k, _)) = self.hot.pop_front() {
+                self.close(k);
+            }
+        }
+    }
+
+    /// Closes the kept descriptors unused for [`HOT_IDLE`].
+    fn close_idle(&mut self) {
+        while let Some(&(k, at)) = self.hot.front() {
+            if at.elapsed() < HOT_IDLE {
+                break;
+            }
+            self.hot.pop_front();
+            self.close(k);
+        }
+    }
+
+    /// Closes a tracked file's descriptor (it is opened again by path when
+    /// it changes).
+    fn close(&mut self, key: FileKey) {
+        if let Some(t) = self.files.get_mut(&key) {
+            t.file = None;
+        }
+    }
+
+    /// Bytes past the read position of `keys`, by their last known size.
+    fn unread_bytes(&self, keys: &[FileKey]) -> u64 {
+        keys.iter()
+            .filter_map(|k| self.files.get(k))
+            .map(|t| t.seen.len.saturating_sub(t.offset))
+            .sum()
     }
 
     /// Decides what to read from one file, handling truncation, in-place
@@ -875,10 +934,12 @@ impl Reader {
             }
         }
         if size <= t.long_scan.unwrap_or(t.offset) {
-            // Caught up. Close the handle; a gone file is done.
-            t.file = None;
+            // Caught up; a gone file is done.
             if t.gone {
+                t.file = None;
                 self.forget(key)?;
+            } else {
+                self.keep_open(key);
             }
             return Ok(None);
         }
@@ -970,14 +1031,14 @@ impl Reader {
             return Ok(false);
         }
         t.long_scan = r.long_scan;
+        let key = r.key;
         if r.more {
-            self.dirty.insert(r.key);
-        } else {
-            // Read to its end for now: release the descriptor. The next
-            // wake-up opens it again by path.
-            t.file = None;
+            self.dirty.insert(key);
         }
         let Some((end, parsed)) = r.chunk else {
+            if !r.more {
+                self.keep_open(key);
+            }
             return Ok(false);
         };
         let ParsedLines {
@@ -1019,6 +1080,10 @@ impl Reader {
             state,
             permit: Permit::none(),
         };
+        if !r.more {
+            // Read to its end for now: likely appended to again soon.
+            self.keep_open(key);
+        }
         chunk.permit = self.reserve(chunk.mem_bytes())?;
         self.send(SinkMsg::Chunk(chunk))?;
         Ok(true)
