@@ -56,15 +56,17 @@ fn kill9_during_backfill_at_random_points_then_exact() {
     );
     let mut kills = 0;
     // Deterministic crash points: right after ClickHouse acknowledged a batch
-    // (before the checkpoint moved), and with the new state file half-done.
+    // (before the checkpoint moved), with the new state file half-done, and
+    // in the middle of an append to the checkpoint journal (a torn line).
     // A run's inserts count only rows not yet in ClickHouse, so `after_insert`
     // always moves on by that many batches; checkpoints are saved about once
-    // a second, so the n-th save comes after about n seconds of inserting.
+    // a second, the first save of a run without a snapshot writes one, and
+    // the next appends to the journal.
     for (fp, n) in [
         ("after_insert", "2"),
         ("checkpoint_temp_written", "1"),
         ("after_insert", "5"),
-        ("checkpoint_temp_written", "2"),
+        ("checkpoint_journal_half_written", "1"),
     ] {
         let spec = format!("{fp}:{n}");
         let st = bin()

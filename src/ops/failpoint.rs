@@ -3,8 +3,10 @@
 //! `name`. Unset, a failpoint costs one relaxed atomic load.
 //!
 //! Failpoints: `after_insert` (ClickHouse acknowledged a batch, checkpoints
-//! not yet advanced) and `checkpoint_temp_written` (the new state file is
-//! written to its temp name, not yet renamed).
+//! not yet advanced), `checkpoint_temp_written` (the new state file is
+//! written to its temp name, not yet renamed) and
+//! `checkpoint_journal_half_written` (half of a checkpoint journal append
+//! is written).
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::OnceLock;

@@ -28,7 +28,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use self::naive::{FileNaiveRow, NaiveSums};
 use crate::ch::{schema, ChClient, ChError};
 use crate::format::claude::content::ContentRow;
-use crate::ingest::checkpoint::CheckpointStore;
+use crate::ingest::checkpoint::{CheckpointStore, SaveKind};
 use crate::ingest::fingerprint::FileKey;
 use crate::ingest::msg::{FileIdentity, SinkMsg};
 use crate::ops::health::Health;
@@ -216,7 +216,26 @@ impl Batch {
     fn is_empty(&self) -> bool {
         self.rows.is_empty() && self.acks.is_empty() && self.content.is_empty()
     }
+
+    /// Empties it, keeping the buffers' capacity.
+    fn clear(&mut self) {
+        self.rows.clear();
+        self.pos.clear();
+        self.bytes = 0;
+        self.acks.clear();
+        self.opened = None;
+        self.superseding = 0;
+        self.content.clear();
+        self.unchecked.clear();
+    }
 }
+
+/// A flushed batch of at most this many rows lends its buffers to the next
+/// one: a daemon with 50 sessions being written flushes a few thousand rows
+/// several times a second, and growing fresh vectors and maps for each
+/// (reallocating, copying, faulting new pages in) was a tenth of the sink's
+/// CPU. A bigger (backfill) batch is freed instead of kept for good.
+const RECYCLE_ROWS: usize = 8192;
 
 /// The sink. Create with [`Sink::new`], then [`Sink::run`] on its own thread.
 pub struct Sink {
@@ -574,12 +593,13 @@ impl Sink {
         if !batch.content.is_empty() && self.insert_content(&batch.content).is_none() {
             return false;
         }
-        let touched = self.apply_acks(batch.acks);
+        let touched = self.apply_acks(std::mem::take(&mut batch.acks));
         if self.write_naive_sums(&touched).is_none() {
             return false;
         }
-        self.save_checkpoints_if_due(reason);
         self.inserted_since_trim += batch.bytes;
+        self.recycle(batch);
+        self.save_checkpoints_if_due(reason);
         if reason.settles() && self.inserted_since_trim >= TRIM_AFTER_BYTES {
             // A catch-up is over: give the rows' freed memory back to the
             // system instead of keeping it in the allocator's free lists
@@ -593,6 +613,19 @@ impl Sink {
             self.summarize();
         }
         true
+    }
+
+    /// Makes the flushed `done` the next batch, emptied, when it is small
+    /// enough to keep (see [`RECYCLE_ROWS`]). Nothing was added to the
+    /// current batch meanwhile: flushing happens on the sink's thread.
+    fn recycle(&mut self, mut done: Batch) {
+        if done.rows.capacity() <= RECYCLE_ROWS
+            && self.batch.is_empty()
+            && self.batch.opened.is_none()
+        {
+            done.clear();
+            self.batch = done;
+        }
     }
 
     /// Prices and inserts a batch's usage rows (retrying), and counts them.
@@ -814,14 +847,17 @@ impl Sink {
     /// past its due time.
     fn save_checkpoints_if_due(&mut self, reason: FlushReason) {
         let due = CHECKPOINT_SAVE_INTERVAL.max(self.last_save_took.div_f64(CHECKPOINT_CPU_SHARE));
-        if reason == FlushReason::Last || self.last_save.elapsed() >= due {
-            self.save_checkpoints();
+        if reason == FlushReason::Last {
+            // A stopped run leaves one file, the journal folded into it.
+            self.save_checkpoints(SaveKind::Snapshot);
+        } else if self.last_save.elapsed() >= due {
+            self.save_checkpoints(SaveKind::Changes);
         }
     }
 
-    fn save_checkpoints(&mut self) {
+    fn save_checkpoints(&mut self, kind: SaveKind) {
         let started = Instant::now();
-        let result = self.store.save();
+        let result = self.store.save(kind);
         if matches!(result, Ok(true)) {
             self.last_save = Instant::now();
             self.last_save_took = started.elapsed();
