@@ -187,10 +187,11 @@ fn context_of(
     Arc::new(ctx)
 }
 
-/// A path opened for a look: done in parallel for a scan's files, then
-/// registered one by one. The handle is dropped after the look: only files
-/// being read hold a descriptor, so a folder with tens of thousands of
-/// transcripts does not run out of them.
+/// A path looked at: opened in parallel for a scan's files that a
+/// checkpoint names, then registered one by one. The handle is dropped after
+/// the look: only files being read and the last [`HOT_FILES`] read hold a
+/// descriptor, so a folder with tens of thousands of transcripts does not run
+/// out of them.
 struct Opened {
     meta: std::fs::Metadata,
     fingerprint: std::io::Result<Fingerprint>,
@@ -546,10 +547,25 @@ impl Reader {
             self.note_known(key, &f.path, &f.meta, origin);
             seen.insert(key, f.meta.len());
         }
+        // A file a checkpoint names is opened now, to compare its first
+        // bytes with the checkpoint's. A file never seen is registered from
+        // its listing alone: its first read opens it and fingerprints it
+        // (see `Reader::plan`), so a backfill starts reading at once and
+        // opens each file once.
         let metrics = &self.metrics;
+        let resume = &self.resume;
         let opened: Vec<std::io::Result<Opened>> = new
             .par_iter()
-            .map(|f| open_path(&f.path, metrics))
+            .map(|f| {
+                if resume.contains_key(&FileKey::of(&f.meta)) {
+                    open_path(&f.path, metrics)
+                } else {
+                    Ok(Opened {
+                        meta: f.meta.clone(),
+                        fingerprint: Ok(Fingerprint::EMPTY),
+                    })
+                }
+            })
             .collect();
         for (f, o) in new.iter().zip(opened) {
             let size = o.as_ref().map(|o| o.meta.len()).unwrap_or(0);
@@ -993,6 +1009,14 @@ impl Reader {
         }
         let t = self.files.get_mut(&key).expect("tracked");
         t.verified = true;
+        if !t.identity.fingerprint.is_complete() && now.len > u64::from(t.identity.fingerprint.len)
+        {
+            if let Some(f) = t.file.as_ref() {
+                if let Ok(fp) = fingerprint::fingerprint_prefix(f, FINGERPRINT_BYTES) {
+                    t.identity.fingerprint = fp;
+                }
+            }
+        }
         let Some(file) = t.file.as_ref().and_then(|f| f.try_clone().ok()) else {
             return Ok(None);
         };
