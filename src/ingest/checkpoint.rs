@@ -100,13 +100,15 @@ struct OnDisk {
 }
 
 /// One journal line: a file's new entry, or a file no longer tracked.
+/// Written borrowing the entry (`F` = `&FileCheckpoint`), read owning it.
 #[derive(serde::Serialize, serde::Deserialize)]
-struct JournalLine {
+struct JournalLine<F> {
     /// The snapshot generation it follows.
     generation: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    file: Option<FileCheckpoint>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    // A missing `Option` field reads as `None` without `default`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    file: Option<F>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     forget: Option<FileKey>,
 }
 
@@ -310,7 +312,7 @@ impl CheckpointStore {
         keys.sort();
         let mut out = Vec::with_capacity(keys.len() * 256);
         for key in keys {
-            let file = self.files.get(key).cloned();
+            let file = self.files.get(key);
             let line = JournalLine {
                 generation: self.generation,
                 forget: file.is_none().then_some(*key),
@@ -401,7 +403,7 @@ fn replay(bytes: &[u8], generation: u64, files: &mut HashMap<FileKey, FileCheckp
         if line.is_empty() {
             continue;
         }
-        let Ok(l) = serde_json::from_slice::<JournalLine>(line) else {
+        let Ok(l) = serde_json::from_slice::<JournalLine<FileCheckpoint>>(line) else {
             return false;
         };
         if l.generation != generation {

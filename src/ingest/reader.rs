@@ -1351,6 +1351,63 @@ mod tests {
         rx.try_iter().collect()
     }
 
+    #[test]
+    fn keeps_the_last_files_read_open_and_no_more() {
+        let d = tempfile::tempdir().unwrap();
+        let n = HOT_FILES + 6;
+        for i in 0..n {
+            std::fs::write(
+                d.path().join(format!("s{i}.jsonl")),
+                usage_line(&format!("m{i}"), 1),
+            )
+            .unwrap();
+        }
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let metrics = Arc::new(Metrics::default());
+        let mut r = Reader::new(
+            opts(d.path()),
+            Vec::new(),
+            tx,
+            Shutdown::new(),
+            metrics.clone(),
+        );
+        r.full_scan().unwrap();
+        r.drain_pending().unwrap();
+        let open = |r: &Reader| r.files.values().filter(|t| t.file.is_some()).count();
+        assert_eq!(
+            rx.try_iter()
+                .filter(|m| matches!(m, SinkMsg::Chunk(_)))
+                .count(),
+            n
+        );
+        assert_eq!(open(&r), HOT_FILES);
+        // Each file was opened once: to be read (found files are not opened).
+        assert_eq!(metrics.file_opens.load(Relaxed), n as u64);
+        // An append to a kept file is read without opening it again.
+        let hot = r.hot.back().unwrap().0;
+        let path = r.files[&hot].identity.path.to_string();
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        std::io::Write::write_all(&mut f, usage_line("again", 2).as_bytes()).unwrap();
+        r.hint(&[PathBuf::from(&path)]).unwrap();
+        r.drain_pending().unwrap();
+        assert_eq!(
+            rx.try_iter()
+                .filter(|m| matches!(m, SinkMsg::Chunk(_)))
+                .count(),
+            1
+        );
+        assert_eq!(metrics.file_opens.load(Relaxed), n as u64);
+        // Unused for HOT_IDLE: closed.
+        for e in r.hot.iter_mut() {
+            e.1 -= HOT_IDLE;
+        }
+        r.close_idle();
+        assert_eq!(open(&r), 0);
+    }
+
     fn chunks(msgs: &[SinkMsg]) -> Vec<&Chunk> {
         msgs.iter()
             .filter_map(|m| match m {
