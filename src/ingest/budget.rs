@@ -10,7 +10,7 @@
 //! drops it (after moving the rows into its batch, or when the channel is
 //! dropped because the sink stopped, so a waiting reader always wakes up).
 
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -22,6 +22,10 @@ pub struct MemoryBudget {
     limit: u64,
     used: Mutex<u64>,
     freed: Condvar,
+    /// Readers waiting on `freed` (changed under the `used` lock). A release
+    /// with nobody waiting, the usual case, then makes no wake-up system call
+    /// (one per chunk under live load).
+    waiting: AtomicUsize,
     /// Where the bytes in use are shown (`tokenbridge_channel_bytes`).
     metrics: Option<Arc<Metrics>>,
 }
@@ -42,6 +46,7 @@ impl MemoryBudget {
             limit: limit.max(1),
             used: Mutex::new(0),
             freed: Condvar::new(),
+            waiting: AtomicUsize::new(0),
             metrics,
         })
     }
@@ -67,11 +72,16 @@ impl MemoryBudget {
     /// chunk cannot block forever. `None`: not granted within `wait` (the
     /// caller keeps its heartbeat and asks again).
     pub fn try_acquire(self: &Arc<Self>, bytes: u64, wait: Duration) -> Option<Permit> {
-        let used = self.used.lock().expect("budget lock");
-        let (mut used, _) = self
-            .freed
-            .wait_timeout_while(used, wait, |u| *u > 0 && *u + bytes > self.limit)
-            .expect("budget lock");
+        let mut used = self.used.lock().expect("budget lock");
+        if *used > 0 && *used + bytes > self.limit && !wait.is_zero() {
+            self.waiting.fetch_add(1, Relaxed);
+            used = self
+                .freed
+                .wait_timeout_while(used, wait, |u| *u > 0 && *u + bytes > self.limit)
+                .expect("budget lock")
+                .0;
+            self.waiting.fetch_sub(1, Relaxed);
+        }
         if *used > 0 && *used + bytes > self.limit {
             return None;
         }
@@ -87,7 +97,9 @@ impl MemoryBudget {
         let mut used = self.used.lock().expect("budget lock");
         *used = used.saturating_sub(bytes);
         self.show(*used);
-        self.freed.notify_all();
+        if self.waiting.load(Relaxed) > 0 {
+            self.freed.notify_all();
+        }
     }
 }
 
