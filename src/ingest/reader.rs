@@ -68,6 +68,14 @@ const HOT_FILES: usize = 64;
 /// A kept descriptor unused this long is closed (a deleted file's space is
 /// held until then).
 const HOT_IDLE: Duration = Duration::from_secs(30);
+/// Least time between two passes started by wake-ups. A wake-up that comes
+/// sooner after the last pass waits out the rest, and what arrives meanwhile
+/// joins it: under a steady flow of appends, one pass reads many of them,
+/// and notify's thread queues wake-ups without waking the reader (it sleeps
+/// on a timer, not on the channel). A lone append, after a quiet spell, is
+/// read at once. Costs at most this much latency; 50 sessions appending
+/// made ~230 passes a second, each a wake-up of the reader and of the sink.
+const MIN_PASS_GAP: Duration = Duration::from_millis(50);
 
 /// When the reader returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,7 +137,8 @@ struct Tracked {
     /// Kept open while the file has unread data, so a file deleted while it is
     /// being read is still read to the end, and after that while it is one
     /// of the last [`HOT_FILES`] files read (see [`Reader::keep_open`]).
-    file: Option<File>,
+    /// Shared with the read task in flight (no `dup` per read).
+    file: Option<Arc<File>>,
     /// No longer found by a scan.
     gone: bool,
     /// Consecutive full scans that did not find it. Two misses confirm it is
@@ -205,14 +214,28 @@ fn open_path(path: &Path, metrics: &Metrics) -> std::io::Result<Opened> {
 }
 
 /// Opens a file for reading, counted in `tokenbridge_file_opens_total`.
+///
+/// Without updating its access time where the kernel allows it (`O_NOATIME`:
+/// the daemon's user owns the file, or it runs as root). A transcript being
+/// written is newer than its access time at every read, so under `relatime`
+/// each read of an append dirtied the inode (an ext4 journal update, ~5 % of
+/// the reader's CPU under live load). Other users' files are opened plainly.
 fn open_counted(path: &Path, metrics: &Metrics) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
     metrics.file_opens.fetch_add(1, Relaxed);
-    File::open(path)
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOATIME)
+        .open(path)
+    {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => File::open(path),
+        other => other,
+    }
 }
 
 struct Task {
     key: FileKey,
-    file: File,
+    file: Arc<File>,
     start: u64,
     size: u64,
     long_scan: Option<u64>,
@@ -359,6 +382,8 @@ impl Reader {
             return Ok(ReaderExit::Drained);
         }
         let mut next_scan = Instant::now() + self.scan_interval();
+        // When the last pass started by wake-ups began.
+        let mut last_woken: Option<Instant> = None;
         loop {
             self.health.reader_beat();
             self.drain_pending()?;
@@ -384,6 +409,13 @@ impl Reader {
                     }
                 }
                 recv(wake_rx) -> w => {
+                    let early = last_woken.map_or(Duration::ZERO, |t| MIN_PASS_GAP.saturating_sub(t.elapsed()));
+                    if !early.is_zero() {
+                        // Gathers the wake-ups of the appends that follow;
+                        // a shutdown ends the wait.
+                        let _ = shutdown.recv_timeout(early);
+                    }
+                    last_woken = Some(Instant::now());
                     let mut wakes: Vec<Wake> = w.into_iter().collect();
                     wakes.extend(wake_rx.try_iter());
                     let lost = self.watcher.as_ref().is_some_and(DirWatcher::take_lost);
@@ -392,13 +424,24 @@ impl Reader {
                         self.full_scan()?;
                         next_scan = Instant::now() + self.scan_interval();
                     } else {
-                        let mut paths: Vec<PathBuf> = wakes
-                            .into_iter()
-                            .flat_map(|w| match w { Wake::Paths(p) => p, Wake::FullScan => Vec::new() })
-                            .collect();
+                        let mut paths: Vec<PathBuf> = Vec::new();
+                        let mut written: Vec<PathBuf> = Vec::new();
+                        for w in wakes {
+                            match w {
+                                Wake::Paths(p) => paths.extend(p),
+                                Wake::Written(p) => written.extend(p),
+                                Wake::FullScan => {}
+                            }
+                        }
+                        written.sort();
+                        written.dedup();
+                        written.retain(|p| !self.read_on(p));
+                        paths.append(&mut written);
                         paths.sort();
                         paths.dedup();
-                        self.hint(&paths)?;
+                        if !paths.is_empty() {
+                            self.hint(&paths)?;
+                        }
                     }
                 }
                 recv(crossbeam_channel::after(wait)) -> _ => {
@@ -452,6 +495,28 @@ impl Reader {
                 Err(crossbeam_channel::SendTimeoutError::Disconnected(_)) => return Err(SinkGone),
             }
         }
+    }
+
+    /// Data was written at `path`: when it names one of the files whose
+    /// descriptors are kept (see [`HOT_FILES`]), that file is marked for
+    /// reading, with no `stat` of the path (the read's `fstat` says what
+    /// changed, and its first bytes are compared again as after any change).
+    /// False when the path is not one of them: it is then looked at.
+    fn read_on(&mut self, path: &Path) -> bool {
+        use std::os::unix::ffi::OsStrExt;
+        let bytes = path.as_os_str().as_bytes();
+        let found = self.hot.iter().rev().map(|(k, _)| *k).find(|k| {
+            self.files
+                .get(k)
+                .is_some_and(|t| t.file.is_some() && t.identity.path.as_bytes() == bytes)
+        });
+        let Some(key) = found else {
+            return false;
+        };
+        let t = self.files.get_mut(&key).expect("tracked");
+        t.verified = false;
+        self.dirty.insert(key);
+        true
     }
 
     /// Looks at the paths wake-ups named: a file is looked at (and read when
@@ -882,7 +947,7 @@ impl Reader {
         if t.file.is_none() {
             match open_counted(Path::new(&*t.identity.path), &self.metrics) {
                 Ok(f) if f.metadata().is_ok_and(|m| FileKey::of(&m) == key) => {
-                    t.file = Some(f);
+                    t.file = Some(Arc::new(f));
                     if std::mem::take(&mut t.retry)
                         && self.logged_errors.remove(Path::new(&*t.identity.path))
                     {
@@ -959,10 +1024,7 @@ impl Reader {
             }
             return Ok(None);
         }
-        let file = match t.file.as_ref().expect("open").try_clone() {
-            Ok(f) => f,
-            Err(_) => return Ok(None),
-        };
+        let file = Arc::clone(t.file.as_ref().expect("open"));
         Ok(Some(Task {
             key,
             file,
@@ -1017,7 +1079,7 @@ impl Reader {
                 }
             }
         }
-        let Some(file) = t.file.as_ref().and_then(|f| f.try_clone().ok()) else {
+        let Some(file) = t.file.clone() else {
             return Ok(None);
         };
         Ok(Some(Task {
@@ -1403,6 +1465,58 @@ mod tests {
         // Unused for HOT_IDLE: closed.
         r.close_idle(Instant::now() + HOT_IDLE);
         assert_eq!(open(&r), 0);
+    }
+
+    #[test]
+    fn a_write_to_a_kept_file_is_read_without_a_look_and_others_are_looked_at() {
+        let d = tempfile::tempdir().unwrap();
+        let a = d.path().join("a.jsonl");
+        std::fs::write(&a, usage_line("a1", 1)).unwrap();
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let mut r = Reader::new(
+            opts(d.path()),
+            Vec::new(),
+            tx,
+            Shutdown::new(),
+            Arc::new(Metrics::default()),
+        );
+        r.full_scan().unwrap();
+        r.drain_pending().unwrap();
+        assert_eq!(chunks(&rx.try_iter().collect::<Vec<_>>()).len(), 1);
+        let mut f = std::fs::OpenOptions::new().append(true).open(&a).unwrap();
+        std::io::Write::write_all(&mut f, usage_line("a2", 2).as_bytes()).unwrap();
+        assert!(r.read_on(&a));
+        r.drain_pending().unwrap();
+        let msgs: Vec<SinkMsg> = rx.try_iter().collect();
+        let c = chunks(&msgs);
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].rows[0].message_id, "ma2");
+        // A path it does not read (new, or not kept open) needs a look.
+        let b = d.path().join("b.jsonl");
+        std::fs::write(&b, usage_line("b1", 1)).unwrap();
+        assert!(!r.read_on(&b));
+        let key = r.hot.back().unwrap().0;
+        r.close(key);
+        assert!(!r.read_on(&a));
+        // A file rewritten in place under its kept descriptor is read again
+        // from the start: the write marks it for a comparison of its first
+        // bytes.
+        std::io::Write::write_all(&mut f, usage_line("a3", 3).as_bytes()).unwrap();
+        r.hint(std::slice::from_ref(&a)).unwrap();
+        r.drain_pending().unwrap();
+        assert_eq!(chunks(&rx.try_iter().collect::<Vec<_>>()).len(), 1);
+        // Longer than before: only its first bytes tell.
+        let rewritten: String = (1..=4).map(|i| usage_line(&format!("c{i}"), i)).collect();
+        std::fs::write(&a, rewritten).unwrap();
+        assert!(r.read_on(&a));
+        r.drain_pending().unwrap();
+        let msgs: Vec<SinkMsg> = rx.try_iter().collect();
+        assert!(msgs.iter().any(|m| matches!(m, SinkMsg::Reset(_))));
+        let ids: Vec<&str> = chunks(&msgs)
+            .iter()
+            .flat_map(|c| c.rows.iter().map(|r| r.message_id.as_str()))
+            .collect();
+        assert_eq!(ids, ["mc1", "mc2", "mc3", "mc4"]);
     }
 
     fn chunks(msgs: &[SinkMsg]) -> Vec<&Chunk> {
