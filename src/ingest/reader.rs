@@ -48,6 +48,17 @@ fn max_in_flight() -> usize {
 /// The share of one core the periodic full scans may use: with 100,000
 /// files a scan takes ~0.4 s, so it runs every ~40 s instead of every 10 s.
 const RESCAN_CPU_SHARE: f64 = 0.01;
+/// While the periodic scans find nothing the watcher had not reported, each
+/// doubles the time to the next one, up to 2^this times `rescan_interval`
+/// (40 s by default). A scan that finds a file the watcher did not name, or
+/// a change to one it has not named lately, brings the period back to
+/// `rescan_interval`; so does any sign that events were lost, and without a
+/// complete watch (no watcher, or a folder it could not watch) there is no
+/// back-off. Under live load the scans of 10,000 files every 10 s were a
+/// tenth of the daemon's CPU; where only scans see changes (network file
+/// systems, folders reached through symlinks) changes are still found within
+/// `rescan_interval` while they keep coming.
+const RESCAN_BACKOFF_STEPS: u32 = 2;
 /// A read of at most this many bytes (an append or two) is done on the
 /// reader's own thread: waking a pool thread for it costs more (a daemon
 /// with 50 sessions appending spent a third of its CPU switching threads).
@@ -156,6 +167,9 @@ struct Tracked {
     /// What the lines before `offset` left for the next ones (formats whose
     /// lines depend on earlier ones; `None` at offset 0).
     state: Option<FileState>,
+    /// The number of full scans started when the watcher last named it (see
+    /// [`RESCAN_BACKOFF_STEPS`]).
+    named_at_scan: u64,
 }
 
 /// Where a found file came from: which agent's folder, and which of the
@@ -274,6 +288,15 @@ pub struct Reader {
     retry_needed: bool,
     /// How long the last full scan took.
     last_scan: Duration,
+    /// Full scans started.
+    scans: u64,
+    /// Changes the current full scan found that the watcher had not named.
+    unreported: u64,
+    /// Consecutive periodic scans that found nothing unreported (see
+    /// [`RESCAN_BACKOFF_STEPS`]).
+    quiet_scans: u32,
+    /// Every configured folder that exists is watched.
+    watch_complete: bool,
     /// Files read to their end whose descriptors stay open for their next
     /// append, least recently read first, with when that was.
     hot: std::collections::VecDeque<(FileKey, Instant)>,
@@ -281,6 +304,16 @@ pub struct Reader {
 
 #[derive(Debug)]
 struct SinkGone;
+
+/// Why a full scan runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ScanKind {
+    /// The periodic safety net.
+    Periodic,
+    /// Start-up, lost events, changed folders, a backfill's retry: the
+    /// rescan period starts over at its shortest.
+    Now,
+}
 
 thread_local! {
     static READ_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
@@ -344,6 +377,10 @@ impl Reader {
             logged_errors: HashSet::new(),
             retry_needed: false,
             last_scan: Duration::ZERO,
+            scans: 0,
+            unreported: 0,
+            quiet_scans: 0,
+            watch_complete: false,
             hot: std::collections::VecDeque::new(),
         }
     }
@@ -357,7 +394,7 @@ impl Reader {
     }
 
     fn run_inner(&mut self) -> Result<ReaderExit, SinkGone> {
-        self.full_scan()?;
+        self.full_scan(ScanKind::Now)?;
         let m = &self.metrics;
         m.initial_backlog_bytes
             .store(m.backlog_bytes.load(Relaxed), Relaxed);
@@ -372,7 +409,7 @@ impl Reader {
                 }
                 self.retry_needed = false;
                 std::thread::sleep(Duration::from_millis(100));
-                self.full_scan()?;
+                self.full_scan(ScanKind::Now)?;
                 self.drain_pending()?;
             }
             if self.shutdown.is_triggered() {
@@ -404,7 +441,7 @@ impl Reader {
                         let dirs: Vec<String> = sources.iter().map(Source::describe).collect();
                         tracing::info!(event = "watch_dirs_changed", dirs = ?dirs, "watched folders changed");
                         self.opts.sources = sources;
-                        self.full_scan()?;
+                        self.full_scan(ScanKind::Now)?;
                         next_scan = Instant::now() + self.scan_interval();
                     }
                 }
@@ -421,7 +458,7 @@ impl Reader {
                     let lost = self.watcher.as_ref().is_some_and(DirWatcher::take_lost);
                     if lost || wakes.contains(&Wake::FullScan) {
                         tracing::info!(event = "watcher_overflow", "file events may have been lost; rescanning");
-                        self.full_scan()?;
+                        self.full_scan(ScanKind::Now)?;
                         next_scan = Instant::now() + self.scan_interval();
                     } else {
                         let mut paths: Vec<PathBuf> = Vec::new();
@@ -446,7 +483,7 @@ impl Reader {
                 }
                 recv(crossbeam_channel::after(wait)) -> _ => {
                     if Instant::now() >= next_scan {
-                        self.full_scan()?;
+                        self.full_scan(ScanKind::Periodic)?;
                         next_scan = Instant::now() + self.scan_interval();
                     }
                 }
@@ -515,6 +552,7 @@ impl Reader {
         };
         let t = self.files.get_mut(&key).expect("tracked");
         t.verified = false;
+        t.named_at_scan = self.scans;
         self.dirty.insert(key);
         true
     }
@@ -539,6 +577,9 @@ impl Reader {
                     self.register_found(scan, &origin)?;
                 }
                 Ok(m) if m.is_file() && origin.agent.owns(p) => {
+                    if let Some(t) = self.files.get_mut(&FileKey::of(&m)) {
+                        t.named_at_scan = self.scans;
+                    }
                     let found = discovery::Found {
                         path: p.clone(),
                         meta: m,
@@ -641,12 +682,20 @@ impl Reader {
         Ok(seen)
     }
 
-    fn full_scan(&mut self) -> Result<(), SinkGone> {
+    /// Walks every folder and registers what it finds; a periodic scan that
+    /// finds nothing the watcher had not reported makes the next one come
+    /// later (see [`RESCAN_BACKOFF_STEPS`]).
+    fn full_scan(&mut self, kind: ScanKind) -> Result<(), SinkGone> {
         let started = Instant::now();
         self.metrics.scans_full.fetch_add(1, Relaxed);
+        self.scans += 1;
+        self.unreported = 0;
+        self.watch_complete = false;
         if let Some(w) = self.watcher.as_mut() {
             let dirs: Vec<PathBuf> = self.opts.sources.iter().map(|s| s.dir.clone()).collect();
-            for (dir, e) in w.sync(&dirs) {
+            let failed = w.sync(&dirs);
+            self.watch_complete = failed.is_empty();
+            for (dir, e) in failed {
                 tracing::warn!(event = "watch_failed", dir = %dir.display(), error = %e, "cannot watch folder; relying on periodic rescans");
             }
         }
@@ -659,6 +708,15 @@ impl Reader {
         // Only a scan of files already known says what the safety-net
         // scans cost; one that registered new files also opened them.
         let steady = self.files.len() == known_before;
+        if !steady {
+            self.unreported += self.files.len().saturating_sub(known_before) as u64;
+        }
+        self.quiet_scans = match kind {
+            ScanKind::Periodic if self.unreported == 0 && self.watch_complete => {
+                self.quiet_scans.saturating_add(1)
+            }
+            _ => 0,
+        };
         let missing: Vec<FileKey> = self
             .files
             .keys()
@@ -691,6 +749,7 @@ impl Reader {
         tracing::debug!(
             event = "scan_completed",
             files = self.files.len(),
+            unreported = self.unreported,
             latency_ms = started.elapsed().as_millis() as u64,
             next_scan_ms = self.scan_interval().as_millis() as u64,
             "full scan done"
@@ -704,7 +763,8 @@ impl Reader {
     /// Wake-ups still look at changed paths at once.
     fn scan_interval(&self) -> Duration {
         let base = self.opts.rescan_interval;
-        base.max(self.last_scan.div_f64(RESCAN_CPU_SHARE).min(base * 10))
+        let quiet = base * (1u32 << self.quiet_scans.min(RESCAN_BACKOFF_STEPS));
+        quiet.max(self.last_scan.div_f64(RESCAN_CPU_SHARE).min(base * 10))
     }
 
     /// A known file seen by a scan at `path`: notes a new name (rotation, a
@@ -730,6 +790,11 @@ impl Reader {
         t.gone = false;
         t.missed_scans = 0;
         let stat = Stat::of(meta);
+        // Named in this scan period or the one before: a change just before
+        // the scan may still have its wake-up queued.
+        if stat != t.seen && t.named_at_scan + 1 < self.scans {
+            self.unreported += 1;
+        }
         if stat != t.seen || t.file.is_some() || t.retry {
             t.seen = stat;
             t.verified = false;
@@ -821,6 +886,7 @@ impl Reader {
                 seen: Stat::of(&meta),
                 retry: false,
                 state,
+                named_at_scan: self.scans,
             },
         );
         self.dirty.insert(key);
@@ -1433,7 +1499,7 @@ mod tests {
             Shutdown::new(),
             metrics.clone(),
         );
-        r.full_scan().unwrap();
+        r.full_scan(ScanKind::Now).unwrap();
         r.drain_pending().unwrap();
         let open = |r: &Reader| r.files.values().filter(|t| t.file.is_some()).count();
         assert_eq!(
@@ -1468,6 +1534,72 @@ mod tests {
     }
 
     #[test]
+    fn rescans_back_off_while_they_find_nothing_the_watcher_missed() {
+        let d = tempfile::tempdir().unwrap();
+        let (a, b) = (d.path().join("a.jsonl"), d.path().join("b.jsonl"));
+        std::fs::write(&a, usage_line("a1", 1)).unwrap();
+        std::fs::write(&b, usage_line("b1", 1)).unwrap();
+        let mut o = opts(d.path());
+        o.until = ReadUntil::Shutdown;
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let mut r = Reader::new(
+            o,
+            Vec::new(),
+            tx,
+            Shutdown::new(),
+            Arc::new(Metrics::default()),
+        );
+        assert!(r.watcher.is_some());
+        let base = Duration::from_secs(10);
+        r.full_scan(ScanKind::Now).unwrap();
+        r.drain_pending().unwrap();
+        assert_eq!(r.scan_interval(), base);
+        // Quiet scans: 2x, then 4x, and no further.
+        for want in [2, 4, 4] {
+            r.full_scan(ScanKind::Periodic).unwrap();
+            assert_eq!(r.scan_interval(), base * want);
+        }
+        // A change the watcher named (a write to a kept file) is no miss.
+        let mut f = std::fs::OpenOptions::new().append(true).open(&a).unwrap();
+        std::io::Write::write_all(&mut f, usage_line("a2", 2).as_bytes()).unwrap();
+        assert!(r.read_on(&a));
+        r.full_scan(ScanKind::Periodic).unwrap();
+        assert_eq!(r.scan_interval(), base * 4);
+        r.drain_pending().unwrap();
+        // A change it never named is: back to the base period.
+        let mut f = std::fs::OpenOptions::new().append(true).open(&b).unwrap();
+        std::io::Write::write_all(&mut f, usage_line("b2", 2).as_bytes()).unwrap();
+        r.full_scan(ScanKind::Periodic).unwrap();
+        assert_eq!(r.scan_interval(), base);
+        r.drain_pending().unwrap();
+        // So is a file it did not report.
+        r.full_scan(ScanKind::Periodic).unwrap();
+        assert_eq!(r.scan_interval(), base * 2);
+        std::fs::write(d.path().join("c.jsonl"), usage_line("c1", 1)).unwrap();
+        r.full_scan(ScanKind::Periodic).unwrap();
+        assert_eq!(r.scan_interval(), base);
+        // A scan for another reason starts over too.
+        r.full_scan(ScanKind::Periodic).unwrap();
+        r.full_scan(ScanKind::Now).unwrap();
+        assert_eq!(r.scan_interval(), base);
+        drop(rx);
+
+        // Without a watcher, scans are all there is: no back-off.
+        let (tx, _rx) = crossbeam_channel::unbounded();
+        let mut r = Reader::new(
+            opts(d.path()),
+            Vec::new(),
+            tx,
+            Shutdown::new(),
+            Arc::new(Metrics::default()),
+        );
+        r.full_scan(ScanKind::Now).unwrap();
+        r.full_scan(ScanKind::Periodic).unwrap();
+        r.full_scan(ScanKind::Periodic).unwrap();
+        assert_eq!(r.scan_interval(), base);
+    }
+
+    #[test]
     fn a_write_to_a_kept_file_is_read_without_a_look_and_others_are_looked_at() {
         let d = tempfile::tempdir().unwrap();
         let a = d.path().join("a.jsonl");
@@ -1480,7 +1612,7 @@ mod tests {
             Shutdown::new(),
             Arc::new(Metrics::default()),
         );
-        r.full_scan().unwrap();
+        r.full_scan(ScanKind::Now).unwrap();
         r.drain_pending().unwrap();
         assert_eq!(chunks(&rx.try_iter().collect::<Vec<_>>()).len(), 1);
         let mut f = std::fs::OpenOptions::new().append(true).open(&a).unwrap();
