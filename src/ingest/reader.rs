@@ -708,9 +708,7 @@ impl Reader {
         // Only a scan of files already known says what the safety-net
         // scans cost; one that registered new files also opened them.
         let steady = self.files.len() == known_before;
-        if !steady {
-            self.unreported += self.files.len().saturating_sub(known_before) as u64;
-        }
+        self.unreported += self.files.len().saturating_sub(known_before) as u64;
         self.quiet_scans = match kind {
             ScanKind::Periodic if self.unreported == 0 && self.watch_complete => {
                 self.quiet_scans.saturating_add(1)
@@ -1459,6 +1457,19 @@ mod tests {
         }
     }
 
+    /// A reader of `o` with no checkpoints, and what it sends.
+    fn reader(o: ReaderOptions) -> (Reader, Receiver<SinkMsg>) {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let r = Reader::new(
+            o,
+            Vec::new(),
+            tx,
+            Shutdown::new(),
+            Arc::new(Metrics::default()),
+        );
+        (r, rx)
+    }
+
     fn usage_line(id: &str, out: u64) -> String {
         format!(
             r#"{{"type":"assistant","sessionId":"s","timestamp":"2025-01-01T00:00:00Z","requestId":"r{id}","message":{{"id":"m{id}","model":"x","usage":{{"input_tokens":1,"output_tokens":{out}}}}}}}"#
@@ -1541,14 +1552,7 @@ mod tests {
         std::fs::write(&b, usage_line("b1", 1)).unwrap();
         let mut o = opts(d.path());
         o.until = ReadUntil::Shutdown;
-        let (tx, rx) = crossbeam_channel::unbounded();
-        let mut r = Reader::new(
-            o,
-            Vec::new(),
-            tx,
-            Shutdown::new(),
-            Arc::new(Metrics::default()),
-        );
+        let (mut r, rx) = reader(o);
         assert!(r.watcher.is_some());
         let base = Duration::from_secs(10);
         r.full_scan(ScanKind::Now).unwrap();
@@ -1585,14 +1589,7 @@ mod tests {
         drop(rx);
 
         // Without a watcher, scans are all there is: no back-off.
-        let (tx, _rx) = crossbeam_channel::unbounded();
-        let mut r = Reader::new(
-            opts(d.path()),
-            Vec::new(),
-            tx,
-            Shutdown::new(),
-            Arc::new(Metrics::default()),
-        );
+        let (mut r, _rx) = reader(opts(d.path()));
         r.full_scan(ScanKind::Now).unwrap();
         r.full_scan(ScanKind::Periodic).unwrap();
         r.full_scan(ScanKind::Periodic).unwrap();
@@ -1604,14 +1601,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let a = d.path().join("a.jsonl");
         std::fs::write(&a, usage_line("a1", 1)).unwrap();
-        let (tx, rx) = crossbeam_channel::unbounded();
-        let mut r = Reader::new(
-            opts(d.path()),
-            Vec::new(),
-            tx,
-            Shutdown::new(),
-            Arc::new(Metrics::default()),
-        );
+        let (mut r, rx) = reader(opts(d.path()));
         r.full_scan(ScanKind::Now).unwrap();
         r.drain_pending().unwrap();
         assert_eq!(chunks(&rx.try_iter().collect::<Vec<_>>()).len(), 1);
