@@ -25,6 +25,8 @@
 //!
 //! Environment: `TB_BENCH_MB` (small corpus size, default 200),
 //! `TB_BENCH_BIG_MB` (default 1000), `TB_BENCH_ROUNDS` (default 5),
+//! `TB_BENCH_IDLE_SECONDS` (the idle window, default 20; a longer one holds
+//! the periodic rescans' steady state, backed off, not only the first),
 //! `TB_BENCH_LIVE_SECONDS` (default 60), `TB_BENCH_LIVE_SUSTAINED_SECONDS`
 //! (default 20), `TB_BENCH_LIVE_SUSTAINED_LINES` (lines per write, default
 //! 20), `TB_BENCH_MIXED_MB` (Claude Code and Codex each; the seven others
@@ -685,7 +687,7 @@ fn idle_section(ch: &TestClickHouse) -> String {
         let ingest = started.elapsed().as_secs_f64();
         // Let summaries and the checkpoint save settle.
         std::thread::sleep(Duration::from_secs(3));
-        let window = 20.0;
+        let window = env_num("TB_BENCH_IDLE_SECONDS", 20) as f64;
         let (cpu0, _) = proc_cpu_rss(d.id());
         std::thread::sleep(Duration::from_secs_f64(window));
         let (cpu1, rss) = proc_cpu_rss(d.id());
