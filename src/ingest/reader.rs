@@ -1545,6 +1545,28 @@ mod tests {
     }
 
     #[test]
+    fn reading_a_file_leaves_its_access_time() {
+        use std::io::Read;
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("a.jsonl");
+        std::fs::write(&p, usage_line("a1", 1)).unwrap();
+        // Older than its modification: under `relatime` a plain read would
+        // move it.
+        let old = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let f = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
+        f.set_times(std::fs::FileTimes::new().set_accessed(old))
+            .unwrap();
+        drop(f);
+        let mut text = String::new();
+        open_counted(&p, &Metrics::default())
+            .unwrap()
+            .read_to_string(&mut text)
+            .unwrap();
+        assert!(text.contains("ma1"));
+        assert_eq!(std::fs::metadata(&p).unwrap().accessed().unwrap(), old);
+    }
+
+    #[test]
     fn rescans_back_off_while_they_find_nothing_the_watcher_missed() {
         let d = tempfile::tempdir().unwrap();
         let (a, b) = (d.path().join("a.jsonl"), d.path().join("b.jsonl"));
