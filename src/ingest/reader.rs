@@ -755,10 +755,12 @@ impl Reader {
         Ok(())
     }
 
-    /// Time until the next periodic full scan: `rescan_interval`, or longer
-    /// (up to ten times) when a scan takes long (many files), so that the
-    /// safety-net scans cost at most [`RESCAN_CPU_SHARE`] of a core.
-    /// Wake-ups still look at changed paths at once.
+    /// Time until the next periodic full scan: `rescan_interval`, up to four
+    /// times that while scans find nothing the watcher missed (see
+    /// [`RESCAN_BACKOFF_STEPS`]), and longer (up to ten times) when a scan
+    /// takes long (many files), so that the safety-net scans cost at most
+    /// [`RESCAN_CPU_SHARE`] of a core. Wake-ups still look at changed paths
+    /// at once.
     fn scan_interval(&self) -> Duration {
         let base = self.opts.rescan_interval;
         let quiet = base * (1u32 << self.quiet_scans.min(RESCAN_BACKOFF_STEPS));
@@ -1542,6 +1544,66 @@ mod tests {
         // Unused for HOT_IDLE: closed.
         r.close_idle(Instant::now() + HOT_IDLE);
         assert_eq!(open(&r), 0);
+    }
+
+    #[test]
+    fn appends_in_quick_succession_are_read_in_passes_at_least_50_ms_apart() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("a.jsonl");
+        std::fs::write(&p, usage_line("a0", 1)).unwrap();
+        let mut o = opts(d.path());
+        o.until = ReadUntil::Shutdown;
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let shutdown = Shutdown::new();
+        let r = Reader::new(
+            o,
+            Vec::new(),
+            tx,
+            shutdown.clone(),
+            Arc::new(Metrics::default()),
+        );
+        let reader = std::thread::spawn(move || r.run());
+        // The first read: the file is then kept open and followed.
+        let caught_up = |rx: &Receiver<SinkMsg>, wait: Duration| {
+            rx.recv_timeout(wait)
+                .into_iter()
+                .chain(rx.try_iter())
+                .filter(|m| matches!(m, SinkMsg::CaughtUp))
+                .count()
+        };
+        assert_eq!(caught_up(&rx, Duration::from_secs(10)), 1);
+        let mut f = std::fs::OpenOptions::new().append(true).open(&p).unwrap();
+        let started = Instant::now();
+        for i in 1..=40 {
+            std::io::Write::write_all(&mut f, usage_line(&format!("a{i}"), i).as_bytes()).unwrap();
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let span = started.elapsed();
+        // Every line arrives; count the passes that sent them.
+        let mut passes = 0;
+        let mut rows = 0;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while rows < 40 && Instant::now() < deadline {
+            if let Ok(m) = rx.recv_timeout(Duration::from_millis(100)) {
+                match m {
+                    SinkMsg::Chunk(c) => rows += c.rows.len(),
+                    SinkMsg::CaughtUp => passes += 1,
+                    _ => {}
+                }
+            }
+        }
+        std::thread::sleep(MIN_PASS_GAP * 2);
+        passes += caught_up(&rx, Duration::ZERO);
+        shutdown.trigger();
+        assert!(matches!(reader.join().unwrap(), ReaderExit::Shutdown));
+        assert_eq!(rows, 40);
+        // One pass at once, then at most one per MIN_PASS_GAP (a pass that
+        // starts while the last lines are written may need one more).
+        let bound = 2 + (span.as_millis() / MIN_PASS_GAP.as_millis()) as usize;
+        assert!(
+            passes <= bound,
+            "{passes} passes for 40 appends in {span:?}"
+        );
     }
 
     #[test]
