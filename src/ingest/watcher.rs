@@ -15,11 +15,17 @@
 //! an append. (A file changed through `mmap`, which raises neither, is found
 //! by the periodic rescan.) [`may_mean_new_data`] still filters what is
 //! delivered, for backends that do not honour the mask.
+//!
+//! A flow of events is gathered ([`Gather`]): the kernel wakes notify's
+//! thread for every queued event it is waiting on, so a second event within
+//! [`GATHER_WINDOW`] of the first makes the thread sleep out the window and
+//! read what queued meanwhile at once.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 use notify::event::{AccessKind, AccessMode, EventKind, EventKindMask, ModifyKind};
@@ -66,6 +72,58 @@ pub fn may_mean_new_data(kind: &EventKind) -> bool {
     }
 }
 
+/// How long a flow of events gathers in the kernel's queue before notify's
+/// thread reads it. 50 sessions appending made the thread wake ~420 times a
+/// second, once per `write`: a tenth of the daemon's CPU under that load
+/// (see [`Gather`]). The reader waits its `MIN_PASS_GAP` (50 ms) between
+/// passes anyway, so events held this long are read by the same pass.
+pub const GATHER_WINDOW: Duration = Duration::from_millis(20);
+
+/// Events handled this soon after a pause are the ones that queued during
+/// it: notify reads them all at once and hands them on one by one, so none
+/// of them may start another pause (that would hold the rest of the read a
+/// window each).
+const DRAIN_SLACK: Duration = Duration::from_millis(2);
+
+/// When notify's thread should pause so that events gather. A lone event is
+/// handed on at once; a second one within [`GATHER_WINDOW`] of it makes the
+/// thread sleep out the rest of that window, and what queued meanwhile is
+/// read in one go and handed on without pausing. Under a steady flow the
+/// thread wakes a few times per window instead of once per event; events
+/// further apart than the window are never held.
+#[derive(Debug, Default)]
+pub struct Gather {
+    /// When the current window began (its first event), if one is open.
+    window_start: Option<Instant>,
+    /// Until when events are the ones read after a pause.
+    draining_until: Option<Instant>,
+}
+
+impl Gather {
+    /// Called after an event was handed on at `now`: how long to pause
+    /// before handling the next one. After pausing, call [`Gather::resumed`].
+    pub fn after_event(&mut self, now: Instant) -> Option<Duration> {
+        if self.draining_until.is_some_and(|t| now < t) {
+            return None;
+        }
+        match self.window_start {
+            Some(start) if now < start + GATHER_WINDOW => {
+                self.window_start = None;
+                Some(start + GATHER_WINDOW - now)
+            }
+            _ => {
+                self.window_start = Some(now);
+                None
+            }
+        }
+    }
+
+    /// The pause ended at `now`: the events handled next are what queued.
+    pub fn resumed(&mut self, now: Instant) {
+        self.draining_until = Some(now + DRAIN_SLACK);
+    }
+}
+
 /// Watches the configured folders that exist.
 pub struct DirWatcher {
     inner: notify::RecommendedWatcher,
@@ -79,6 +137,7 @@ impl DirWatcher {
     pub fn new(tx: Sender<Wake>, metrics: Arc<Metrics>) -> notify::Result<DirWatcher> {
         let lost = Arc::new(AtomicBool::new(false));
         let lost_in_callback = lost.clone();
+        let mut gather = Gather::default();
         let handler = move |res: notify::Result<notify::Event>| {
             let wake = match res {
                 Ok(ev) if ev.need_rescan() => Wake::FullScan,
@@ -100,6 +159,10 @@ impl DirWatcher {
             if tx.try_send(wake).is_err() {
                 metrics.wakeups_dropped.fetch_add(1, Relaxed);
                 lost_in_callback.store(true, Relaxed);
+            }
+            if let Some(pause) = gather.after_event(Instant::now()) {
+                std::thread::sleep(pause);
+                gather.resumed(Instant::now());
             }
         };
         let config = notify::Config::default().with_event_kinds(WATCHED_KINDS);
@@ -172,6 +235,31 @@ mod tests {
         ];
         for k in quiet {
             assert!(!may_mean_new_data(&k), "{k:?}");
+        }
+    }
+
+    #[test]
+    fn a_flow_of_events_pauses_the_thread_once_per_window() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut g = Gather::default();
+        // A lone event: handed on, no pause.
+        assert_eq!(g.after_event(ms(0)), None);
+        // A second one within the window: sleep out its rest.
+        assert_eq!(g.after_event(ms(5)), Some(Duration::from_millis(15)));
+        g.resumed(ms(20));
+        // What queued during the pause is handed on without pausing, however
+        // many events it holds.
+        for _ in 0..100 {
+            assert_eq!(g.after_event(ms(21)), None);
+        }
+        // Later events: a window again, paused again.
+        assert_eq!(g.after_event(ms(30)), None);
+        assert_eq!(g.after_event(ms(31)), Some(Duration::from_millis(19)));
+        g.resumed(ms(50));
+        // Events further apart than the window never pause.
+        for n in [100, 130, 160, 400] {
+            assert_eq!(g.after_event(ms(n)), None, "{n}");
         }
     }
 
