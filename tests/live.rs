@@ -213,5 +213,39 @@ fn steady_appends_from_many_sessions_are_batched_and_never_held_back() {
     // Lines half a second old are in ClickHouse within 2 s more at worst.
     assert!(worst < Duration::from_secs(2), "fell behind by {worst:?}");
     assert_eq!(ch.duplicate_rows("tb_steady"), 0);
+    // Session summaries follow at most `summary_interval_ms` (2 s) behind,
+    // recomputed that often while lines keep coming, not once per insert.
+    let landed = std::time::Instant::now();
+    let summarized = || {
+        let (rt, c) = ch.client("tb_steady");
+        let sql = "SELECT toUInt64(sum(messages)) FROM tb_steady.sessions FINAL";
+        rt.block_on(c.raw().query_raw(sql).fetch_one::<u64>())
+            .unwrap_or(0)
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || summarized() == written),
+        "sessions hold {} of {written} messages",
+        summarized()
+    );
+    println!(
+        "summaries complete {:?} after the last line landed",
+        landed.elapsed()
+    );
+    let runs: Vec<i64> = daemon
+        .events()
+        .iter()
+        .filter(|e| e["event"] == "sessions_summarized")
+        .map(|e| {
+            tokenbridge::timestamp::parse_rfc3339_ms(e["timestamp"].as_str().unwrap()).unwrap()
+        })
+        .collect();
+    // (Logged when done: a slow query shortens the logged gap after it.)
+    let too_close = runs.windows(2).filter(|w| w[1] - w[0] < 1500).count();
+    assert_eq!(too_close, 0, "summaries closer than 1.5 s: {runs:?}");
+    assert!(
+        (runs.len() as u64) * 4 < batches,
+        "{} summaries for {batches} inserts",
+        runs.len()
+    );
     assert!(daemon.stop().success());
 }

@@ -4,9 +4,10 @@
 //!
 //! With the rows go the batch's content estimates (enhanced analysis) and each
 //! committed file's cumulative naive sums (`file_naive`); then the summaries
-//! of the sessions touched are recomputed in ClickHouse, at most every
-//! `summary_interval` while data keeps coming and always once the reader has
-//! caught up.
+//! of the sessions touched are recomputed in ClickHouse: by the daemon at
+//! most every `summary_interval` (at once after a quiet spell, at most that
+//! late while data keeps coming), by a backfill once the reader has caught
+//! up.
 //!
 //! A batch is flushed on rows, bytes, age (`flush_interval`), or as soon as the
 //! reader reports it has caught up, so a freshly appended line does not wait
@@ -69,8 +70,10 @@ pub struct SinkOptions {
 /// When the sink recomputes session summaries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SummaryPolicy {
-    /// The daemon: at most every `summary_interval` while data keeps
-    /// coming, and at once whenever the reader catches up.
+    /// The daemon: at most every `summary_interval`, and no later than that
+    /// after a change. A session being written is caught up with several
+    /// times a second; recomputing its summary at each catch-up made
+    /// ClickHouse run one `INSERT … SELECT` per insert of rows.
     WhileFlowing,
     /// A backfill: once, when everything is read (intermediate summaries
     /// would be recomputed again at the end).
@@ -259,7 +262,8 @@ pub struct Sink {
     price_cache: HashMap<String, Option<Price>>,
     /// Sessions whose summary is out of date.
     stale_sessions: HashSet<String>,
-    last_summary: Instant,
+    /// When summaries were last recomputed (`None`: not yet).
+    last_summary: Option<Instant>,
     /// When the last insert of usage rows was acknowledged.
     last_insert: Option<Instant>,
     /// The reader caught up while the previous insert was younger than
@@ -309,7 +313,7 @@ impl Sink {
             summary,
             price_cache: HashMap::new(),
             stale_sessions: HashSet::new(),
-            last_summary: Instant::now(),
+            last_summary: None,
             last_insert: None,
             caught_up_due: None,
             summary_retry_at: None,
@@ -360,6 +364,15 @@ impl Sink {
                     return SinkExit::Abandoned;
                 }
             }
+            // Summaries held back by `summary_interval` come due here when
+            // no flush brings them.
+            let summary_at = match self.opts.summaries {
+                SummaryPolicy::WhileFlowing => self.next_summary_at(),
+                SummaryPolicy::WhenCaughtUp => None,
+            };
+            if summary_at.is_some_and(|t| Instant::now() >= t) {
+                self.summarize();
+            }
             // At most a second between heartbeats, even when idle.
             let timeout = match self.batch.opened {
                 Some(t) => self.opts.flush_interval.saturating_sub(t.elapsed()),
@@ -368,7 +381,8 @@ impl Sink {
             .min(Duration::from_secs(1))
             .min(self.caught_up_due.map_or(Duration::MAX, |d| {
                 d.saturating_duration_since(Instant::now())
-            }));
+            }))
+            .min(self.next_summary_wait());
             // A batch that waited `flush_interval` goes out even while
             // messages keep arriving (they would otherwise hold it back).
             let aged = self
@@ -569,9 +583,7 @@ impl Sink {
         if self.batch.is_empty() {
             self.batch.opened = None;
             self.save_checkpoints_if_due(reason);
-            if reason.settles() {
-                self.summarize();
-            }
+            self.summarize_if_due(reason);
             return true;
         }
         let mut batch = std::mem::take(&mut self.batch);
@@ -607,12 +619,46 @@ impl Sink {
             self.inserted_since_trim = 0;
             crate::ops::memory::release_free_memory();
         }
-        let interval_due = self.opts.summaries == SummaryPolicy::WhileFlowing
-            && self.last_summary.elapsed() >= self.summary.interval;
-        if reason.settles() || interval_due {
+        self.summarize_if_due(reason);
+        true
+    }
+
+    /// When stale summaries may be recomputed: `summary_interval` after the
+    /// last time, and not before a failed try's retry time. `None`: none
+    /// are stale.
+    fn next_summary_at(&self) -> Option<Instant> {
+        if self.stale_sessions.is_empty() {
+            return None;
+        }
+        let at = self
+            .last_summary
+            .map_or_else(Instant::now, |t| t + self.summary.interval);
+        Some(self.summary_retry_at.map_or(at, |r| r.max(at)))
+    }
+
+    /// How long the daemon's sink may wait for messages before stale
+    /// summaries come due.
+    fn next_summary_wait(&self) -> Duration {
+        match (self.opts.summaries, self.next_summary_at()) {
+            (SummaryPolicy::WhileFlowing, Some(at)) => at.saturating_duration_since(Instant::now()),
+            _ => Duration::MAX,
+        }
+    }
+
+    /// Recomputes stale summaries after a flush for `reason` when the
+    /// policy says they are due (see [`SummaryPolicy`]); the last flush
+    /// always does.
+    fn summarize_if_due(&mut self, reason: FlushReason) {
+        let due = match self.opts.summaries {
+            SummaryPolicy::WhenCaughtUp => reason.settles(),
+            SummaryPolicy::WhileFlowing => {
+                reason == FlushReason::Last
+                    || self.next_summary_at().is_some_and(|t| Instant::now() >= t)
+            }
+        };
+        if due {
             self.summarize();
         }
-        true
     }
 
     /// Makes the flushed `done` the next batch, emptied, when it is small
@@ -790,7 +836,7 @@ impl Sink {
         {
             return;
         }
-        self.last_summary = Instant::now();
+        self.last_summary = Some(Instant::now());
         let mut sessions: Vec<String> = self.stale_sessions.drain().collect();
         sessions.sort();
         let started = Instant::now();
