@@ -32,6 +32,7 @@ use crate::ingest::checkpoint::FileCheckpoint;
 use crate::ingest::discovery;
 use crate::ingest::discovery::Source;
 use crate::ingest::fingerprint::{self, FileKey, Fingerprint, FINGERPRINT_BYTES};
+use crate::ingest::hot::HotFiles;
 use crate::ingest::lines;
 use crate::ingest::msg::{Chunk, FileIdentity, SinkMsg};
 use crate::ingest::watcher::{DirWatcher, Wake};
@@ -298,8 +299,8 @@ pub struct Reader {
     /// Every configured folder that exists is watched.
     watch_complete: bool,
     /// Files read to their end whose descriptors stay open for their next
-    /// append, least recently read first, with when that was.
-    hot: std::collections::VecDeque<(FileKey, Instant)>,
+    /// append.
+    hot: HotFiles,
 }
 
 #[derive(Debug)]
@@ -381,7 +382,7 @@ impl Reader {
             unreported: 0,
             quiet_scans: 0,
             watch_complete: false,
-            hot: std::collections::VecDeque::new(),
+            hot: HotFiles::new(HOT_FILES),
         }
     }
 
@@ -540,17 +541,21 @@ impl Reader {
     /// changed, and its first bytes are compared again as after any change).
     /// False when the path is not one of them: it is then looked at.
     fn read_on(&mut self, path: &Path) -> bool {
-        use std::os::unix::ffi::OsStrExt;
-        let bytes = path.as_os_str().as_bytes();
-        let found = self.hot.iter().rev().map(|(k, _)| *k).find(|k| {
-            self.files
-                .get(k)
-                .is_some_and(|t| t.file.is_some() && t.identity.path.as_bytes() == bytes)
-        });
-        let Some(key) = found else {
+        // (Tracked paths are text: a path that is not was never read.)
+        let Some(path) = path.to_str() else {
             return false;
         };
-        let t = self.files.get_mut(&key).expect("tracked");
+        let Some(key) = self.hot.at_path(path) else {
+            return false;
+        };
+        // Still open, and still read at that path (a rename since moves it).
+        let Some(t) = self
+            .files
+            .get_mut(&key)
+            .filter(|t| t.file.is_some() && &*t.identity.path == path)
+        else {
+            return false;
+        };
         t.verified = false;
         t.named_at_scan = self.scans;
         self.dirty.insert(key);
@@ -966,24 +971,17 @@ impl Reader {
     /// Keeps `key`'s descriptor open as the most recently read file, and
     /// closes the least recently read one beyond [`HOT_FILES`].
     fn keep_open(&mut self, key: FileKey) {
-        if let Some(i) = self.hot.iter().position(|(k, _)| *k == key) {
-            self.hot.remove(i);
-        }
-        self.hot.push_back((key, Instant::now()));
-        while self.hot.len() > HOT_FILES {
-            if let Some((k, _)) = self.hot.pop_front() {
-                self.close(k);
-            }
+        let Some(path) = self.files.get(&key).map(|t| t.identity.path.clone()) else {
+            return;
+        };
+        if let Some(old) = self.hot.touch(key, &path, Instant::now()) {
+            self.close(old);
         }
     }
 
     /// Closes the kept descriptors unused for [`HOT_IDLE`] at `now`.
     fn close_idle(&mut self, now: Instant) {
-        while let Some(&(k, at)) = self.hot.front() {
-            if now.saturating_duration_since(at) < HOT_IDLE {
-                break;
-            }
-            self.hot.pop_front();
+        while let Some(k) = self.hot.pop_idle(now, HOT_IDLE) {
             self.close(k);
         }
     }
@@ -1525,7 +1523,7 @@ mod tests {
         // Each file was opened once: to be read (found files are not opened).
         assert_eq!(metrics.file_opens.load(Relaxed), n as u64);
         // An append to a kept file is read without opening it again.
-        let hot = r.hot.back().unwrap().0;
+        let hot = r.hot.newest().unwrap();
         let path = r.files[&hot].identity.path.to_string();
         let mut f = std::fs::OpenOptions::new()
             .append(true)
@@ -1701,7 +1699,7 @@ mod tests {
         let b = d.path().join("b.jsonl");
         std::fs::write(&b, usage_line("b1", 1)).unwrap();
         assert!(!r.read_on(&b));
-        let key = r.hot.back().unwrap().0;
+        let key = r.hot.newest().unwrap();
         r.close(key);
         assert!(!r.read_on(&a));
         // A file rewritten in place under its kept descriptor is read again
