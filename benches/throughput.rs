@@ -29,7 +29,8 @@
 //! the periodic rescans' steady state, backed off, not only the first),
 //! `TB_BENCH_LIVE_SECONDS` (default 60), `TB_BENCH_LIVE_SUSTAINED_SECONDS`
 //! (default 20), `TB_BENCH_LIVE_SUSTAINED_LINES` (lines per write, default
-//! 20), `TB_BENCH_MIXED_MB` (Claude Code and Codex each; the seven others
+//! 20), `TB_BENCH_LIVE_ROUNDS` (sustained phases, each followed by a backfill
+//! of the same lines, default 3), `TB_BENCH_MIXED_MB` (Claude Code and Codex each; the seven others
 //! get a fifth of it each, default 50), `TB_BENCH_CLUSTER_ROWS_PER_DAEMON`
 //! (default 200,000), `TB_BENCH_CLUSTER_ROWS` (other hosts' rows, default
 //! 5,000,000). Results are printed and written to
@@ -155,6 +156,14 @@ fn measured_scan(
         "scan totals {args:?}"
     );
     (r, v)
+}
+
+/// The least and the greatest of `v`.
+fn spread(v: &[f64]) -> (f64, f64) {
+    (
+        v.iter().cloned().fold(f64::MAX, f64::min),
+        v.iter().cloned().fold(0.0, f64::max),
+    )
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -366,12 +375,6 @@ fn compare_backfills(
             fast.wall[round],
         );
     }
-    let spread = |v: &[f64]| {
-        (
-            v.iter().cloned().fold(f64::MAX, f64::min),
-            v.iter().cloned().fold(0.0, f64::max),
-        )
-    };
     let (lo, hi) = spread(&ratios);
     let ccw = cc.wall();
     let rows = format!(
@@ -774,9 +777,37 @@ fn live_section(ch: &TestClickHouse) -> String {
     }
     let wall = started.elapsed().as_secs_f64();
     let (cpu1, rss) = proc_cpu_rss(d.id());
-    let sustained = sustained_appends(ch, db, &d, &sessions, n + total as u64);
+    // Rounds of sustained appends, each followed by a backfill of the same
+    // files: this host's speed drifts by a third over minutes, and a
+    // ratio of two measures taken back to back is steadier than either.
+    let rounds = env_num("TB_BENCH_LIVE_ROUNDS", 3).max(1);
+    let mut before = n + total as u64;
+    let mut paired = Vec::new();
+    for round in 0..rounds {
+        let starts: Vec<u64> = sessions
+            .iter()
+            .map(|(p, _)| std::fs::metadata(p).unwrap().len())
+            .collect();
+        let sustained = sustained_appends(ch, db, &d, &sessions, round, before);
+        before += sustained.lines;
+        let (mb, run) = backfill_of_the_same_lines(work.path(), ch, &sessions, &starts, round);
+        println!(
+            "live round {round}: sustained {:.1} ms/MB, backfill {:.1} ms/MB",
+            sustained.cpu_s * 1000.0 / sustained.mb,
+            run.cpu * 1000.0 / mb
+        );
+        paired.push((sustained, mb, run));
+    }
     stop(d);
-    let (backfilled_mb, backfilled) = backfill_of_the_same_lines(work.path(), ch, &sessions);
+    let ratios: Vec<f64> = paired
+        .iter()
+        .map(|(s, mb, run)| (s.cpu_s / s.mb) / (run.cpu / mb))
+        .collect();
+    let (ratio_lo, ratio_hi) = spread(&ratios);
+    let ratio = median(ratios.clone());
+    // The round whose ratio is the median is the one shown in full.
+    let mid = ratios.iter().position(|r| *r == ratio).unwrap();
+    let (sustained, backfilled_mb, backfilled) = &paired[mid];
     lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let pct = |p: f64| lat[((lat.len() as f64 - 1.0) * p).round() as usize];
     let cpu = cpu1 - cpu0;
@@ -790,8 +821,8 @@ fn live_section(ch: &TestClickHouse) -> String {
          | CPU per MB appended (lines of ~270 bytes, each its own read, insert and commit) | {:.0} ms/MB |\n\
          | sustained: {} lines per session every 100 ms ({:.1} MB/s), appended → all queryable | {:.1} MB in {:.1} s |\n\
          | sustained: daemon CPU, CPU per MB appended | {:.1} % of a core, {:.1} ms/MB |\n\
-         | `backfill` of copies of the 50 appended files ({:.1} MB), CPU per MB | {:.1} ms/MB |\n\
-         | sustained appends ÷ backfill, CPU per MB | {:.2}x |\n\n",
+         | `backfill` of copies of what that round appended ({:.1} MB), CPU per MB | {:.1} ms/MB |\n\
+         | sustained appends ÷ backfill, CPU per MB: median of {rounds} rounds (min–max) | {ratio:.2}x ({ratio_lo:.2}–{ratio_hi:.2}x) |\n\n",
         pct(0.5),
         pct(0.99),
         lat[lat.len() - 1],
@@ -807,7 +838,6 @@ fn live_section(ch: &TestClickHouse) -> String {
         sustained.cpu_s * 1000.0 / sustained.mb,
         backfilled_mb,
         backfilled.cpu * 1000.0 / backfilled_mb,
-        (sustained.cpu_s / sustained.mb) / (backfilled.cpu / backfilled_mb),
     )
 }
 
@@ -815,6 +845,8 @@ fn live_section(ch: &TestClickHouse) -> String {
 struct AppendCost {
     /// Lines per write of each session.
     lines_per_write: usize,
+    /// Lines appended in all.
+    lines: u64,
     /// Megabytes appended.
     mb: f64,
     /// Seconds spent writing.
@@ -827,13 +859,15 @@ struct AppendCost {
 
 /// Steady appends at volume on the running daemon `d`: every 100 ms each
 /// session appends a block of lines in one write, for
-/// `TB_BENCH_LIVE_SUSTAINED_SECONDS` (default 20). Fixed costs per wake-up
+/// `TB_BENCH_LIVE_SUSTAINED_SECONDS` (default 20), with keys of its own in
+/// each `round`; `before` messages are in `db` already. Fixed costs per wake-up
 /// and per insert are shared by many lines here, unlike one line a second.
 fn sustained_appends(
     ch: &TestClickHouse,
     db: &str,
     d: &std::process::Child,
     sessions: &[(PathBuf, String)],
+    round: u64,
     before: u64,
 ) -> AppendCost {
     let seconds = env_num("TB_BENCH_LIVE_SUSTAINED_SECONDS", 20);
@@ -847,8 +881,12 @@ fn sustained_appends(
         for (path, session) in sessions {
             block.clear();
             for j in 0..per_write as u64 {
-                // Keys apart from the one-line-a-second phase's.
-                block.push_str(&usage_line(session, 1_000_000 + tick * 1_000 + j));
+                // Keys apart from the one-line-a-second phase's and from
+                // the other rounds'.
+                block.push_str(&usage_line(
+                    session,
+                    1_000_000 * (round + 1) + tick * 1_000 + j,
+                ));
             }
             let mut f = std::fs::OpenOptions::new().append(true).open(path).unwrap();
             f.write_all(block.as_bytes()).unwrap();
@@ -873,6 +911,7 @@ fn sustained_appends(
     let (cpu1, _) = proc_cpu_rss(d.id());
     AppendCost {
         lines_per_write: per_write,
+        lines,
         mb: bytes as f64 / 1e6,
         writing_s,
         landed_s,
@@ -880,22 +919,29 @@ fn sustained_appends(
     }
 }
 
-/// `tokenbridge backfill` of copies of the appending sessions' files into a
-/// new database: a backfill's CPU per MB for the very same lines. Returns
-/// the megabytes read and the run.
+/// `tokenbridge backfill` of copies of what a round appended to the
+/// sessions' files (each from its length in `starts` on) into a new
+/// database: a backfill's CPU per MB for the very same lines. Returns the
+/// megabytes read and the run.
 fn backfill_of_the_same_lines(
     work: &Path,
     ch: &TestClickHouse,
     sessions: &[(PathBuf, String)],
+    starts: &[u64],
+    round: u64,
 ) -> (f64, Run) {
-    let root = work.join("copies");
+    let root = work.join(format!("copies{round}"));
     let mut bytes = 0u64;
-    for (path, session) in sessions {
+    for ((path, session), &start) in sessions.iter().zip(starts) {
         let dir = root.join("projects").join(session);
         std::fs::create_dir_all(&dir).unwrap();
-        bytes += std::fs::copy(path, dir.join(format!("{session}.jsonl"))).unwrap();
+        let all = std::fs::read(path).unwrap();
+        let appended = &all[start as usize..];
+        std::fs::write(dir.join(format!("{session}.jsonl")), appended).unwrap();
+        bytes += appended.len() as u64;
     }
-    let cfg = write_config(work, &ch.url(), "bench_live_backfill", &root, "", "");
+    let db = format!("bench_live_backfill{round}");
+    let cfg = write_config(work, &ch.url(), &db, &root, "", "");
     let r = run_measured(
         Command::new(env!("CARGO_BIN_EXE_tokenbridge"))
             .arg("backfill")
