@@ -147,7 +147,12 @@ fn steady_appends_from_many_sessions_are_batched_and_never_held_back() {
         );
     }
     let cfg = write_config(work.path(), &ch, "tb_steady", &[&watch], "");
-    let daemon = Daemon::start(&cfg, &work.path().join("daemon.log"));
+    let sql_log = work.path().join("statements.jsonl");
+    let daemon = Daemon::start_with_env(
+        &cfg,
+        &work.path().join("daemon.log"),
+        &[(tokenbridge::ch::statement_log::ENV, &sql_log)],
+    );
     assert!(wait_until(Duration::from_secs(30), || daemon
         .events()
         .iter()
@@ -246,6 +251,40 @@ fn steady_appends_from_many_sessions_are_batched_and_never_held_back() {
         (runs.len() as u64) * 4 < batches,
         "{} summaries for {batches} inserts",
         runs.len()
+    );
+    // Each file's naive sums go to `file_naive` before a checkpoint save
+    // (at most one a second) or a summary (one per 2 s), not after every
+    // insert. Each write's rows carry its time as their version.
+    let statements: Vec<serde_json::Value> = std::fs::read_to_string(&sql_log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|v: &serde_json::Value| v["kind"] == "insert")
+        .collect();
+    let into = |table: &str| {
+        statements
+            .iter()
+            .filter(|v| {
+                v["table"]
+                    .as_str()
+                    .is_some_and(|t| t == table || t.ends_with(&format!(".{table}")))
+            })
+            .collect::<Vec<_>>()
+    };
+    let (usage_inserts, naive_writes) = (into("messages").len(), into("file_naive"));
+    let times: Vec<u64> = naive_writes
+        .iter()
+        .map(|v| v["rows"][0]["version"].as_u64().unwrap())
+        .collect();
+    let span_s = (times.iter().max().unwrap() - times.iter().min().unwrap()) as f64 / 1000.0;
+    println!(
+        "{usage_inserts} inserts into messages, {} into file_naive over {span_s:.1} s",
+        times.len()
+    );
+    assert!(
+        (times.len() as f64) <= 1.5 * span_s + 2.0,
+        "{} file_naive inserts in {span_s:.1} s ({usage_inserts} usage inserts)",
+        times.len()
     );
     assert!(daemon.stop().success());
 }

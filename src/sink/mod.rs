@@ -2,9 +2,10 @@
 //! batches rows, inserts them into ClickHouse, and only then advances the
 //! checkpoints of the bytes those rows came from.
 //!
-//! With the rows go the batch's content estimates (enhanced analysis) and each
-//! committed file's cumulative naive sums (`file_naive`); then the summaries
-//! of the sessions touched are recomputed in ClickHouse: by the daemon at
+//! With the rows go the batch's content estimates (enhanced analysis); each
+//! committed file's cumulative naive sums (`file_naive`) follow before the
+//! next checkpoint save or summary; the summaries of the sessions touched
+//! are recomputed in ClickHouse: by the daemon at
 //! most every `summary_interval` (at once after a quiet spell, at most that
 //! late while data keeps coming), by a backfill once the reader has caught
 //! up.
@@ -262,6 +263,13 @@ pub struct Sink {
     price_cache: HashMap<String, Option<Price>>,
     /// Sessions whose summary is out of date.
     stale_sessions: HashSet<String>,
+    /// Files whose committed naive sums are not in `file_naive` yet: they
+    /// are written before the checkpoints are saved and before summaries
+    /// are recomputed, not after every insert (a daemon inserting 4-5 times
+    /// a second sent as many `file_naive` inserts).
+    naive_pending: Vec<(FileKey, Arc<str>)>,
+    /// The keys of `naive_pending`.
+    naive_pending_keys: HashSet<FileKey>,
     /// When summaries were last recomputed (`None`: not yet).
     last_summary: Option<Instant>,
     /// When the last insert of usage rows was acknowledged.
@@ -313,6 +321,8 @@ impl Sink {
             summary,
             price_cache: HashMap::new(),
             stale_sessions: HashSet::new(),
+            naive_pending: Vec::new(),
+            naive_pending_keys: HashSet::new(),
             last_summary: None,
             last_insert: None,
             caught_up_due: None,
@@ -582,7 +592,9 @@ impl Sink {
     fn flush(&mut self, reason: FlushReason) -> bool {
         if self.batch.is_empty() {
             self.batch.opened = None;
-            self.save_checkpoints_if_due(reason);
+            if self.save_checkpoints_if_due(reason).is_none() {
+                return false;
+            }
             self.summarize_if_due(reason);
             return true;
         }
@@ -605,13 +617,12 @@ impl Sink {
         if !batch.content.is_empty() && self.insert_content(&batch.content).is_none() {
             return false;
         }
-        let touched = self.apply_acks(std::mem::take(&mut batch.acks));
-        if self.write_naive_sums(&touched).is_none() {
-            return false;
-        }
+        self.apply_acks(std::mem::take(&mut batch.acks));
         self.inserted_since_trim += batch.bytes;
         self.recycle(batch);
-        self.save_checkpoints_if_due(reason);
+        if self.save_checkpoints_if_due(reason).is_none() {
+            return false;
+        }
         if reason.settles() && self.inserted_since_trim >= TRIM_AFTER_BYTES {
             // A catch-up is over: give the rows' freed memory back to the
             // system instead of keeping it in the allocator's free lists
@@ -627,7 +638,7 @@ impl Sink {
     /// last time, and not before a failed try's retry time. `None`: none
     /// are stale.
     fn next_summary_at(&self) -> Option<Instant> {
-        if self.stale_sessions.is_empty() {
+        if self.stale_sessions.is_empty() && self.naive_pending.is_empty() {
             return None;
         }
         let at = self
@@ -725,8 +736,7 @@ impl Sink {
 
     /// Applies a flushed batch's checkpoint changes in order; returns the
     /// files whose naive sums changed, in commit order.
-    fn apply_acks(&mut self, acks: Vec<Ack>) -> Vec<(FileKey, Arc<str>)> {
-        let mut touched: Vec<(FileKey, Arc<str>)> = Vec::new();
+    fn apply_acks(&mut self, acks: Vec<Ack>) {
         for ack in acks {
             match ack {
                 Ack::Commit(id, end, bytes, naive, state) => {
@@ -739,15 +749,30 @@ impl Sink {
                         &naive,
                         state.as_ref(),
                     );
-                    if accepted && !naive.is_empty() && !touched.iter().any(|(k, _)| *k == id.key) {
-                        touched.push((id.key, id.path));
+                    if accepted && !naive.is_empty() && self.naive_pending_keys.insert(id.key) {
+                        self.naive_pending.push((id.key, id.path));
                     }
                 }
                 Ack::Reset(id) => self.store.reset(id.key, id.fingerprint, &id.path),
                 Ack::Forget(key) => self.store.forget(&key),
             }
         }
-        touched
+    }
+
+    /// Writes the naive sums of the files in `naive_pending` (see
+    /// [`Sink::write_naive_sums`]). `None`: the shutdown deadline passed;
+    /// they stay pending and the checkpoints are not saved.
+    fn write_pending_naive(&mut self) -> Option<()> {
+        if self.naive_pending.is_empty() {
+            return Some(());
+        }
+        let pending = std::mem::take(&mut self.naive_pending);
+        if self.write_naive_sums(&pending).is_none() {
+            self.naive_pending = pending;
+            return None;
+        }
+        self.naive_pending_keys.clear();
+        Some(())
     }
 
     /// Writes each touched file's cumulative naive sums, every session of
@@ -831,9 +856,11 @@ impl Sink {
     /// Recomputes the summaries of the sessions changed since the last time.
     /// A failure keeps them stale for the next try; delivery goes on.
     fn summarize(&mut self) {
-        if self.stale_sessions.is_empty()
-            || self.summary_retry_at.is_some_and(|t| Instant::now() < t)
-        {
+        if self.summary_retry_at.is_some_and(|t| Instant::now() < t) {
+            return;
+        }
+        // The sums the summaries join, and the sessions they touch.
+        if self.write_pending_naive().is_none() || self.stale_sessions.is_empty() {
             return;
         }
         self.last_summary = Some(Instant::now());
@@ -890,15 +917,23 @@ impl Sink {
     /// Saves the checkpoints when the run ends, or when the last save is old
     /// enough for its cost (see [`CHECKPOINT_CPU_SHARE`]). An idle sink
     /// flushes every second, so a pending save waits at most that long
-    /// past its due time.
-    fn save_checkpoints_if_due(&mut self, reason: FlushReason) {
+    /// past its due time. The naive sums of the committed files are written
+    /// first: a saved offset is never re-read, so what it counted must be
+    /// in `file_naive` by then. `None`: the shutdown deadline passed before
+    /// they were, and nothing is saved.
+    fn save_checkpoints_if_due(&mut self, reason: FlushReason) -> Option<()> {
         let due = CHECKPOINT_SAVE_INTERVAL.max(self.last_save_took.div_f64(CHECKPOINT_CPU_SHARE));
-        if reason == FlushReason::Last {
+        let kind = if reason == FlushReason::Last {
             // A stopped run leaves one file, the journal folded into it.
-            self.save_checkpoints(SaveKind::Snapshot);
+            SaveKind::Snapshot
         } else if self.last_save.elapsed() >= due {
-            self.save_checkpoints(SaveKind::Changes);
-        }
+            SaveKind::Changes
+        } else {
+            return Some(());
+        };
+        self.write_pending_naive()?;
+        self.save_checkpoints(kind);
+        Some(())
     }
 
     fn save_checkpoints(&mut self, kind: SaveKind) {

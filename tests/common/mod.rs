@@ -289,6 +289,11 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(config: &Path, log: &Path) -> Daemon {
+        Daemon::start_with_env(config, log, &[])
+    }
+
+    /// [`Daemon::start`] with extra environment variables.
+    pub fn start_with_env(config: &Path, log: &Path, env: &[(&str, &Path)]) -> Daemon {
         let f = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -298,6 +303,7 @@ impl Daemon {
             .arg("run")
             .arg("--config")
             .arg(config)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(f)
             .spawn()
