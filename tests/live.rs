@@ -202,14 +202,18 @@ fn steady_appends_from_many_sessions_are_batched_and_never_held_back() {
     );
     // Caught-up inserts keep `batch.min_insert_gap_ms` (200 ms) between
     // them: lines arriving one by one share inserts and ClickHouse parts.
-    let committed: Vec<i64> = daemon
-        .events()
-        .iter()
-        .filter(|e| e["event"] == "batch_committed")
-        .map(|e| {
-            tokenbridge::timestamp::parse_rfc3339_ms(e["timestamp"].as_str().unwrap()).unwrap()
-        })
-        .collect();
+    // When each event of a kind was logged, ms.
+    let logged_at = |event: &str| -> Vec<i64> {
+        daemon
+            .events()
+            .iter()
+            .filter(|e| e["event"] == event)
+            .map(|e| {
+                tokenbridge::timestamp::parse_rfc3339_ms(e["timestamp"].as_str().unwrap()).unwrap()
+            })
+            .collect()
+    };
+    let committed = logged_at("batch_committed");
     let too_close = committed.windows(2).filter(|w| w[1] - w[0] < 150).count();
     assert_eq!(
         too_close, 0,
@@ -236,14 +240,7 @@ fn steady_appends_from_many_sessions_are_batched_and_never_held_back() {
         "summaries complete {:?} after the last line landed",
         landed.elapsed()
     );
-    let runs: Vec<i64> = daemon
-        .events()
-        .iter()
-        .filter(|e| e["event"] == "sessions_summarized")
-        .map(|e| {
-            tokenbridge::timestamp::parse_rfc3339_ms(e["timestamp"].as_str().unwrap()).unwrap()
-        })
-        .collect();
+    let runs = logged_at("sessions_summarized");
     // (Logged when done: a slow query shortens the logged gap after it.)
     let too_close = runs.windows(2).filter(|w| w[1] - w[0] < 1500).count();
     assert_eq!(too_close, 0, "summaries closer than 1.5 s: {runs:?}");

@@ -266,10 +266,9 @@ pub struct Sink {
     /// Files whose committed naive sums are not in `file_naive` yet: they
     /// are written before the checkpoints are saved and before summaries
     /// are recomputed, not after every insert (a daemon inserting 4-5 times
-    /// a second sent as many `file_naive` inserts).
-    naive_pending: Vec<(FileKey, Arc<str>)>,
-    /// The keys of `naive_pending`.
-    naive_pending_keys: HashSet<FileKey>,
+    /// a second sent as many `file_naive` inserts). With the path each was
+    /// last committed at.
+    naive_pending: HashMap<FileKey, Arc<str>>,
     /// When summaries were last recomputed (`None`: not yet).
     last_summary: Option<Instant>,
     /// When the last insert of usage rows was acknowledged.
@@ -321,8 +320,7 @@ impl Sink {
             summary,
             price_cache: HashMap::new(),
             stale_sessions: HashSet::new(),
-            naive_pending: Vec::new(),
-            naive_pending_keys: HashSet::new(),
+            naive_pending: HashMap::new(),
             last_summary: None,
             last_insert: None,
             caught_up_due: None,
@@ -734,8 +732,8 @@ impl Sink {
         Some(())
     }
 
-    /// Applies a flushed batch's checkpoint changes in order; returns the
-    /// files whose naive sums changed, in commit order.
+    /// Applies a flushed batch's checkpoint changes in order; the files
+    /// whose naive sums changed join [`Sink::naive_pending`].
     fn apply_acks(&mut self, acks: Vec<Ack>) {
         for ack in acks {
             match ack {
@@ -749,8 +747,8 @@ impl Sink {
                         &naive,
                         state.as_ref(),
                     );
-                    if accepted && !naive.is_empty() && self.naive_pending_keys.insert(id.key) {
-                        self.naive_pending.push((id.key, id.path));
+                    if accepted && !naive.is_empty() {
+                        self.naive_pending.insert(id.key, id.path);
                     }
                 }
                 Ack::Reset(id) => self.store.reset(id.key, id.fingerprint, &id.path),
@@ -766,12 +764,11 @@ impl Sink {
         if self.naive_pending.is_empty() {
             return Some(());
         }
-        let pending = std::mem::take(&mut self.naive_pending);
+        let pending: Vec<(FileKey, Arc<str>)> = self.naive_pending.drain().collect();
         if self.write_naive_sums(&pending).is_none() {
-            self.naive_pending = pending;
+            self.naive_pending.extend(pending);
             return None;
         }
-        self.naive_pending_keys.clear();
         Some(())
     }
 
