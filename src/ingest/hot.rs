@@ -40,13 +40,23 @@ impl HotFiles {
     /// file. Returns the least recently read one if the set outgrew its
     /// capacity (its descriptor is to be closed).
     pub fn touch(&mut self, key: FileKey, path: &Arc<str>, now: Instant) -> Option<FileKey> {
-        if let Some(i) = self.order.iter().position(|(k, _, _)| *k == key) {
-            if let Some(old) = self.order.remove(i) {
-                self.unlink(&old);
+        let old = self
+            .order
+            .iter()
+            .position(|(k, _, _)| *k == key)
+            .and_then(|i| self.order.remove(i));
+        match old {
+            // Read again at the path it is found by (every append): only
+            // its place moves.
+            Some(old) if old.2 == *path && self.by_path.get(path) == Some(&key) => {}
+            old => {
+                if let Some(old) = old {
+                    self.unlink(&old);
+                }
+                self.by_path.insert(path.clone(), key);
             }
         }
         self.order.push_back((key, now, path.clone()));
-        self.by_path.insert(path.clone(), key);
         if self.order.len() > self.capacity {
             return self.pop_oldest();
         }

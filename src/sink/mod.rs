@@ -374,11 +374,7 @@ impl Sink {
             }
             // Summaries held back by `summary_interval` come due here when
             // no flush brings them.
-            let summary_at = match self.opts.summaries {
-                SummaryPolicy::WhileFlowing => self.next_summary_at(),
-                SummaryPolicy::WhenCaughtUp => None,
-            };
-            if summary_at.is_some_and(|t| Instant::now() >= t) {
+            if self.summary_due_at().is_some_and(|t| Instant::now() >= t) {
                 self.summarize();
             }
             // At most a second between heartbeats, even when idle.
@@ -390,7 +386,9 @@ impl Sink {
             .min(self.caught_up_due.map_or(Duration::MAX, |d| {
                 d.saturating_duration_since(Instant::now())
             }))
-            .min(self.next_summary_wait());
+            .min(self.summary_due_at().map_or(Duration::MAX, |t| {
+                t.saturating_duration_since(Instant::now())
+            }));
             // A batch that waited `flush_interval` goes out even while
             // messages keep arriving (they would otherwise hold it back).
             let aged = self
@@ -632,26 +630,19 @@ impl Sink {
         true
     }
 
-    /// When stale summaries may be recomputed: `summary_interval` after the
-    /// last time, and not before a failed try's retry time. `None`: none
-    /// are stale.
-    fn next_summary_at(&self) -> Option<Instant> {
-        if self.stale_sessions.is_empty() && self.naive_pending.is_empty() {
+    /// When the daemon's stale summaries come due: `summary_interval` after
+    /// the last time, and not before a failed try's retry time. `None`:
+    /// none are stale, or a backfill (it summarizes when caught up).
+    fn summary_due_at(&self) -> Option<Instant> {
+        if self.opts.summaries == SummaryPolicy::WhenCaughtUp
+            || (self.stale_sessions.is_empty() && self.naive_pending.is_empty())
+        {
             return None;
         }
         let at = self
             .last_summary
             .map_or_else(Instant::now, |t| t + self.summary.interval);
         Some(self.summary_retry_at.map_or(at, |r| r.max(at)))
-    }
-
-    /// How long the daemon's sink may wait for messages before stale
-    /// summaries come due.
-    fn next_summary_wait(&self) -> Duration {
-        match (self.opts.summaries, self.next_summary_at()) {
-            (SummaryPolicy::WhileFlowing, Some(at)) => at.saturating_duration_since(Instant::now()),
-            _ => Duration::MAX,
-        }
     }
 
     /// Recomputes stale summaries after a flush for `reason` when the
@@ -662,7 +653,7 @@ impl Sink {
             SummaryPolicy::WhenCaughtUp => reason.settles(),
             SummaryPolicy::WhileFlowing => {
                 reason == FlushReason::Last
-                    || self.next_summary_at().is_some_and(|t| Instant::now() >= t)
+                    || self.summary_due_at().is_some_and(|t| Instant::now() >= t)
             }
         };
         if due {
