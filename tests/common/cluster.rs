@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tokenbridge::ch::client::{ConnectOptions, Totals};
-use tokenbridge::ch::managed::{ManagedOptions, ManagedServer};
+use tokenbridge::ch::managed::{ManagedError, ManagedOptions, ManagedServer};
 use tokenbridge::ch::schema::{ClusterSpec, Topology};
 use tokenbridge::ch::ChClient;
 use tokenbridge::secret::Secret;
@@ -141,9 +141,43 @@ pub struct TestCluster {
 
 impl TestCluster {
     /// Starts ZooKeeper, then the four nodes together.
+    ///
+    /// Ports are chosen outside the ephemeral range (see [`free_port`]); if
+    /// a node still finds one taken ("Address already in use", another
+    /// process's server), all four start again on fresh ports, up to three
+    /// times. Any other failure panics at once.
     pub fn start() -> TestCluster {
         let dir = tempfile::tempdir().unwrap();
         let zk = TestZooKeeper::start(&dir.path().join("zk"));
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match Self::start_nodes(dir.path(), zk.port) {
+                Ok((nodes, options)) => {
+                    return TestCluster {
+                        nodes,
+                        options,
+                        zk,
+                        dir,
+                    }
+                }
+                Err(e) if attempt < 3 && e.to_string().contains("Address already in use") => {
+                    eprintln!("cluster start attempt {attempt}: a port was taken, retrying: {e}");
+                    for i in 0..4 {
+                        let _ = std::fs::remove_dir_all(dir.path().join(format!("node{i}")));
+                    }
+                }
+                Err(e) => panic!("cluster node did not answer: {e}"),
+            }
+        }
+    }
+
+    /// Writes four nodes' configs on fresh ports under `dir` and starts
+    /// them; on an error every node started is stopped (dropped).
+    fn start_nodes(
+        dir: &Path,
+        zk_port: u16,
+    ) -> Result<(Vec<Option<ManagedServer>>, Vec<ManagedOptions>), ManagedError> {
         let ports: Vec<NodePorts> = (0..4)
             .map(|_| NodePorts {
                 http: free_port(),
@@ -153,11 +187,11 @@ impl TestCluster {
             .collect();
         let options: Vec<ManagedOptions> = (0..4)
             .map(|i| {
-                let node_dir = dir.path().join(format!("node{i}"));
+                let node_dir = dir.join(format!("node{i}"));
                 std::fs::create_dir_all(node_dir.join("config.d")).unwrap();
                 std::fs::write(
                     node_dir.join("config.d/cluster.xml"),
-                    node_config(i, &ports, zk.port),
+                    node_config(i, &ports, zk_port),
                 )
                 .unwrap();
                 ManagedOptions {
@@ -171,19 +205,14 @@ impl TestCluster {
             .collect();
         // Spawned from this thread (a server dies with the thread that
         // spawned it), all four before waiting for any.
-        let mut nodes: Vec<Option<ManagedServer>> = options
-            .iter()
-            .map(|o| Some(ManagedServer::spawn(o.clone()).expect("cluster node did not start")))
-            .collect();
+        let mut nodes = Vec::with_capacity(4);
+        for o in &options {
+            nodes.push(Some(ManagedServer::spawn(o.clone())?));
+        }
         for n in nodes.iter_mut().flatten() {
-            n.wait_ready().expect("cluster node did not answer");
+            n.wait_ready()?;
         }
-        TestCluster {
-            nodes,
-            options,
-            zk,
-            dir,
-        }
+        Ok((nodes, options))
     }
 
     /// HTTP URL of node `i`.

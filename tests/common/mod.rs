@@ -18,13 +18,64 @@ use tokenbridge::ch::ChClient;
 use tokenbridge::secret::Secret;
 use tokenbridge::testkit::corpus::Tokens;
 
-/// A free TCP port on 127.0.0.1 (released before return; good enough for tests).
+/// A free TCP port on 127.0.0.1 for a server a test starts later.
+///
+/// Chosen outside the kernel's ephemeral range
+/// (`net.ipv4.ip_local_port_range`): a port from `bind(":0")` is released
+/// before the server binds it, and in that gap any outgoing connection (a
+/// ClickHouse node to ZooKeeper or to another node, a client) may be given
+/// it as its local port; CI saw a cluster node fail with "Address already
+/// in use" that way. Below the range only explicit binds take a port, so a
+/// process-wide counter (no two calls here return the same port) and a
+/// bind check (another process's server) are enough. Falls back to
+/// `bind(":0")` when the range leaves no room.
 pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let (low, high) = ephemeral_range();
+    // The room outside the ephemeral range, from 10000 up (below that
+    // sit well-known services' ports).
+    let room: Vec<(u32, u32)> = [(10_000, low), (high + 1, 65_536)]
+        .into_iter()
+        .filter(|(a, b)| b > a && b - a >= 1_000)
+        .collect();
+    let total: u32 = room.iter().map(|(a, b)| b - a).sum();
+    if total > 0 {
+        // Each test binary starts at its own place (by pid), so that two
+        // binaries run at once rarely probe the same ports.
+        let start = std::process::id().wrapping_mul(7919) % total;
+        for _ in 0..total.min(5_000) {
+            let mut i = (start + NEXT.fetch_add(1, Ordering::Relaxed)) % total;
+            let mut port = 0;
+            for (a, b) in &room {
+                if i < b - a {
+                    port = a + i;
+                    break;
+                }
+                i -= b - a;
+            }
+            let port = port as u16;
+            if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return port;
+            }
+        }
+    }
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// The kernel's ephemeral port range (the Linux default if unreadable).
+fn ephemeral_range() -> (u32, u32) {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| {
+            let mut it = s.split_whitespace().map(|v| v.parse::<u32>().ok());
+            Some((it.next()??, it.next()??))
+        })
+        .unwrap_or((32_768, 60_999))
 }
 
 /// A real ClickHouse for one test.
