@@ -10,18 +10,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// A counter or gauge from the Prometheus text (`name` with its labels as
-/// written, e.g. `tokenbridge_scans_total{kind="full"}`).
-fn metric(body: &str, name: &str) -> f64 {
-    body.lines()
-        .find_map(|l| {
-            l.strip_prefix(name)
-                .and_then(|rest| rest.strip_prefix(' '))
-                .and_then(|v| v.trim().parse().ok())
-        })
-        .unwrap_or_else(|| panic!("{name} not in /metrics:\n{body}"))
-}
-
 /// CPU seconds (user + system) a process has used.
 fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();

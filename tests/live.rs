@@ -157,6 +157,14 @@ fn steady_appends_from_many_sessions_are_batched_and_never_held_back() {
         .events()
         .iter()
         .any(|e| e["event"] == "pipeline_started")));
+    let addr = http_addr(&daemon).expect("http endpoint");
+    let passes = || {
+        metric(
+            &http_get(&addr, "/metrics").1,
+            "tokenbridge_wake_passes_total",
+        )
+    };
+    let passes_before = passes();
     // 20 sessions, one line each every 50 ms: 400 lines a second for 5 s.
     let started = std::time::Instant::now();
     let mut written = 0u64;
@@ -180,6 +188,16 @@ fn steady_appends_from_many_sessions_are_batched_and_never_held_back() {
             worst = worst.max(probe.elapsed());
         }
     }
+    // Passes started by wake-ups keep `batch.min_insert_gap_ms` (200 ms)
+    // between them: each reads what 20 sessions appended meanwhile (with
+    // 50 ms between passes there were ~4 times as many).
+    let span = started.elapsed();
+    let passes = passes() - passes_before;
+    let bound = 3.0 + span.as_secs_f64() / 0.2;
+    assert!(
+        (1.0..=bound).contains(&passes),
+        "{passes} reader passes in {span:?} (at most {bound:.0})"
+    );
     assert!(
         wait_until(Duration::from_secs(30), || ch.totals("tb_steady").messages
             == written),
@@ -193,8 +211,8 @@ fn steady_appends_from_many_sessions_are_batched_and_never_held_back() {
         .filter(|e| e["event"] == "batch_committed")
         .count() as u64;
     println!(
-        "{written} lines in {:.1} s: {batches} batches; lines 10 rounds old were visible within {worst:?}",
-        started.elapsed().as_secs_f64()
+        "{written} lines in {:.1} s: {passes} reader passes, {batches} batches; lines 10 rounds old were visible within {worst:?}",
+        span.as_secs_f64()
     );
     assert!(
         batches * 5 < written,

@@ -389,7 +389,9 @@ pub struct BatchConfig {
     /// Flush a non-empty batch at least this often.
     pub flush_interval: Duration,
     /// A caught-up batch waits until this long after the previous insert
-    /// (see [`crate::sink::SinkOptions::min_insert_gap`]).
+    /// (see [`crate::sink::SinkOptions::min_insert_gap`]); the reader's
+    /// passes started by file events are as far apart (see
+    /// [`crate::ingest::reader::ReaderOptions::pass_gap`]).
     pub min_insert_gap: Duration,
     /// Parsed chunks waiting for the sink; when full, reading stops.
     pub channel_capacity: usize,

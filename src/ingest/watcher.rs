@@ -75,8 +75,9 @@ pub fn may_mean_new_data(kind: &EventKind) -> bool {
 /// How long a flow of events gathers in the kernel's queue before notify's
 /// thread reads it. 50 sessions appending made the thread wake ~420 times a
 /// second, once per `write`: a tenth of the daemon's CPU under that load
-/// (see [`Gather`]). The reader waits its `MIN_PASS_GAP` (50 ms) between
-/// passes anyway, so events held this long are read by the same pass.
+/// (see [`Gather`]). The reader waits its pass gap (`batch.min_insert_gap_ms`,
+/// 200 ms) between passes anyway, so events held this long are read by the
+/// same pass.
 pub const GATHER_WINDOW: Duration = Duration::from_millis(20);
 
 /// Events handled this soon after a pause are the ones that queued during

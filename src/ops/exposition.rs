@@ -73,6 +73,11 @@ const COUNTERS: &[(&str, &str, ReadU64)] = &[
         |m| m.wakeups.load(Relaxed),
     ),
     (
+        "wake_passes",
+        "Reader passes started by wake-ups (at most one per batch.min_insert_gap_ms)",
+        |m| m.wake_passes.load(Relaxed),
+    ),
+    (
         "wakeups_dropped",
         "Wake-ups not queued because the queue was full (rescans cover them)",
         |m| m.wakeups_dropped.load(Relaxed),

@@ -45,6 +45,9 @@ pub struct Metrics {
     pub scans_paths: AtomicU64,
     /// Wake-ups the watcher sent the reader.
     pub wakeups: AtomicU64,
+    /// Reader passes started by wake-ups: at most one per pass gap
+    /// (`batch.min_insert_gap_ms`) while files keep changing.
+    pub wake_passes: AtomicU64,
     /// Wake-ups not queued because the queue was full (the paths already
     /// queued and the periodic rescan cover them).
     pub wakeups_dropped: AtomicU64,
@@ -129,6 +132,7 @@ impl Default for Metrics {
             scans_full: AtomicU64::default(),
             scans_paths: AtomicU64::default(),
             wakeups: AtomicU64::default(),
+            wake_passes: AtomicU64::default(),
             wakeups_dropped: AtomicU64::default(),
             watch_events_ignored: AtomicU64::default(),
             file_errors: AtomicU64::default(),

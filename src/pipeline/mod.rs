@@ -393,6 +393,7 @@ fn reader_options(
         } else {
             ParseMode::UsageOnly
         },
+        pass_gap: config.batch.min_insert_gap,
     }
 }
 

@@ -511,3 +511,15 @@ pub fn backfill_killed_after(config: &Path, delay: Duration) -> bool {
     let _ = child.wait();
     killed
 }
+
+/// A counter or gauge from the Prometheus text (`name` with its labels as
+/// written, e.g. `tokenbridge_scans_total{kind="full"}`).
+pub fn metric(body: &str, name: &str) -> f64 {
+    body.lines()
+        .find_map(|l| {
+            l.strip_prefix(name)
+                .and_then(|rest| rest.strip_prefix(' '))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or_else(|| panic!("{name} not in /metrics:\n{body}"))
+}
