@@ -10,6 +10,52 @@ use std::time::Duration;
 use common::*;
 use tokenbridge::testkit::corpus::{self, Spec};
 
+/// When each `event` line of the daemon's log was written, ms since the epoch.
+fn logged_at(daemon: &Daemon, event: &str) -> Vec<i64> {
+    daemon
+        .events()
+        .iter()
+        .filter(|e| e["event"] == event)
+        .map(|e| {
+            tokenbridge::timestamp::parse_rfc3339_ms(e["timestamp"].as_str().unwrap()).unwrap()
+        })
+        .collect()
+}
+
+/// A daemon writing to `db`, started over 20 session files named
+/// `{prefix}{i}` (one user line each) and ready, its statements logged to
+/// `statements.jsonl` in its work folder; with that folder, the watched
+/// folder and the session names.
+fn daemon_over_sessions(
+    ch: &TestClickHouse,
+    db: &str,
+    prefix: &str,
+) -> (Daemon, tempfile::TempDir, std::path::PathBuf, Vec<String>) {
+    let work = tempfile::tempdir().unwrap();
+    let watch = work.path().join("claude");
+    let sessions: Vec<String> = (0..20).map(|i| format!("{prefix}{i}")).collect();
+    for s in &sessions {
+        append(
+            &watch.join(format!("projects/p/{s}.jsonl")),
+            "{\"type\":\"user\"}\n",
+        );
+    }
+    let cfg = write_config(work.path(), ch, db, &[&watch], "");
+    let daemon = Daemon::start_with_env(
+        &cfg,
+        &work.path().join("daemon.log"),
+        &[(
+            tokenbridge::ch::statement_log::ENV,
+            &work.path().join("statements.jsonl"),
+        )],
+    );
+    assert!(wait_until(Duration::from_secs(30), || daemon
+        .events()
+        .iter()
+        .any(|e| e["event"] == "pipeline_started")));
+    (daemon, work, watch, sessions)
+}
+
 #[test]
 fn growing_files_converge_to_exact_totals() {
     let ch = TestClickHouse::start();
@@ -137,26 +183,8 @@ fn graceful_stop_and_restart_mid_ingestion_loses_and_duplicates_nothing() {
 #[test]
 fn steady_appends_from_many_sessions_are_batched_and_never_held_back() {
     let ch = TestClickHouse::start();
-    let work = tempfile::tempdir().unwrap();
-    let watch = work.path().join("claude");
-    let sessions: Vec<String> = (0..20).map(|i| format!("steady{i}")).collect();
-    for s in &sessions {
-        append(
-            &watch.join(format!("projects/p/{s}.jsonl")),
-            "{\"type\":\"user\"}\n",
-        );
-    }
-    let cfg = write_config(work.path(), &ch, "tb_steady", &[&watch], "");
+    let (daemon, work, watch, sessions) = daemon_over_sessions(&ch, "tb_steady", "steady");
     let sql_log = work.path().join("statements.jsonl");
-    let daemon = Daemon::start_with_env(
-        &cfg,
-        &work.path().join("daemon.log"),
-        &[(tokenbridge::ch::statement_log::ENV, &sql_log)],
-    );
-    assert!(wait_until(Duration::from_secs(30), || daemon
-        .events()
-        .iter()
-        .any(|e| e["event"] == "pipeline_started")));
     let addr = http_addr(&daemon).expect("http endpoint");
     let passes = || {
         metric(
@@ -221,17 +249,7 @@ fn steady_appends_from_many_sessions_are_batched_and_never_held_back() {
     // Caught-up inserts keep `batch.min_insert_gap_ms` (200 ms) between
     // them: lines arriving one by one share inserts and ClickHouse parts.
     // When each event of a kind was logged, ms.
-    let logged_at = |event: &str| -> Vec<i64> {
-        daemon
-            .events()
-            .iter()
-            .filter(|e| e["event"] == event)
-            .map(|e| {
-                tokenbridge::timestamp::parse_rfc3339_ms(e["timestamp"].as_str().unwrap()).unwrap()
-            })
-            .collect()
-    };
-    let committed = logged_at("batch_committed");
+    let committed = logged_at(&daemon, "batch_committed");
     let too_close = committed.windows(2).filter(|w| w[1] - w[0] < 150).count();
     assert_eq!(
         too_close, 0,
@@ -258,7 +276,7 @@ fn steady_appends_from_many_sessions_are_batched_and_never_held_back() {
         "summaries complete {:?} after the last line landed",
         landed.elapsed()
     );
-    let runs = logged_at("sessions_summarized");
+    let runs = logged_at(&daemon, "sessions_summarized");
     // (Logged when done: a slow query shortens the logged gap after it.)
     let too_close = runs.windows(2).filter(|w| w[1] - w[0] < 1500).count();
     assert_eq!(too_close, 0, "summaries closer than 1.5 s: {runs:?}");
@@ -311,21 +329,7 @@ fn steady_appends_from_many_sessions_are_batched_and_never_held_back() {
 #[test]
 fn freed_memory_is_given_back_when_the_flow_pauses_not_during_it() {
     let ch = TestClickHouse::start();
-    let work = tempfile::tempdir().unwrap();
-    let watch = work.path().join("claude");
-    let sessions: Vec<String> = (0..20).map(|i| format!("flow{i}")).collect();
-    for s in &sessions {
-        append(
-            &watch.join(format!("projects/p/{s}.jsonl")),
-            "{\"type\":\"user\"}\n",
-        );
-    }
-    let cfg = write_config(work.path(), &ch, "tb_trim", &[&watch], "");
-    let daemon = Daemon::start(&cfg, &work.path().join("daemon.log"));
-    assert!(wait_until(Duration::from_secs(30), || daemon
-        .events()
-        .iter()
-        .any(|e| e["event"] == "pipeline_started")));
+    let (daemon, _work, watch, sessions) = daemon_over_sessions(&ch, "tb_trim", "flow");
     // 20 sessions, 20 lines each every 50 ms, for 5 s: 40,000 rows, several
     // times the 8 MB of rows after which memory is given back.
     let mut written = 0u64;
@@ -345,16 +349,7 @@ fn freed_memory_is_given_back_when_the_flow_pauses_not_during_it() {
         "{:?} of {written}",
         ch.totals("tb_trim")
     );
-    let released = || -> Vec<i64> {
-        daemon
-            .events()
-            .iter()
-            .filter(|e| e["event"] == "memory_released")
-            .map(|e| {
-                tokenbridge::timestamp::parse_rfc3339_ms(e["timestamp"].as_str().unwrap()).unwrap()
-            })
-            .collect()
-    };
+    let released = || logged_at(&daemon, "memory_released");
     assert!(
         wait_until(Duration::from_secs(10), || !released().is_empty()),
         "memory never given back after the flow"
@@ -367,14 +362,7 @@ fn freed_memory_is_given_back_when_the_flow_pauses_not_during_it() {
         assert!(e["inserted_bytes"].as_u64().unwrap() >= 8 << 20, "{e}");
         assert!(e["latency_ms"].is_u64(), "{e}");
     }
-    let commits: Vec<i64> = daemon
-        .events()
-        .iter()
-        .filter(|e| e["event"] == "batch_committed")
-        .map(|e| {
-            tokenbridge::timestamp::parse_rfc3339_ms(e["timestamp"].as_str().unwrap()).unwrap()
-        })
-        .collect();
+    let commits = logged_at(&daemon, "batch_committed");
     // Each release comes at least a second after the insert before it (a
     // pause), never with an insert as a catch-up's last step.
     for at in released() {

@@ -107,7 +107,8 @@ impl FlushReason {
 /// memory is returned to the system (see [`Sink::release_memory_if_quiet`]).
 const TRIM_AFTER_BYTES: usize = 8 << 20;
 
-/// ... once no insert went out for this long: the catch-up is over.
+/// How long inserts must have paused before that memory is returned: the
+/// catch-up is over, not between two inserts of a steady flow.
 const TRIM_WHEN_QUIET: Duration = Duration::from_secs(1);
 
 /// Checkpoints are saved at most this often (and at the end of a run).
