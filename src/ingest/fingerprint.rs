@@ -69,10 +69,18 @@ pub fn fingerprint_prefix(file: &File, len: usize) -> std::io::Result<Fingerprin
         }
         got += n;
     }
-    Ok(Fingerprint {
-        len: got as u32,
-        hash: xxhash_rust::xxh3::xxh3_64(&buf[..got]),
-    })
+    Ok(of_prefix(&buf[..got]))
+}
+
+/// The fingerprint of a file whose first bytes are `head` (only its first
+/// [`FINGERPRINT_BYTES`] count): what [`fingerprint_prefix`] gives, from
+/// bytes already read.
+pub fn of_prefix(head: &[u8]) -> Fingerprint {
+    let head = &head[..head.len().min(FINGERPRINT_BYTES)];
+    Fingerprint {
+        len: head.len() as u32,
+        hash: xxhash_rust::xxh3::xxh3_64(head),
+    }
 }
 
 /// True when `file` still starts with the bytes `fp` was computed from.
@@ -104,6 +112,7 @@ mod tests {
         assert!(still_matches(&f, &fp).unwrap());
         let full = fingerprint_prefix(&f, FINGERPRINT_BYTES).unwrap();
         assert!(full.is_complete());
+        assert_eq!(full, of_prefix(&std::fs::read(&p).unwrap()));
         std::fs::write(&p, b"{\"b\":2}\n").unwrap();
         assert!(!still_matches(&File::open(&p).unwrap(), &fp).unwrap());
     }

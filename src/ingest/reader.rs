@@ -264,6 +264,20 @@ struct Task {
     /// Read the file whole (it is rewritten, not appended); its stat when
     /// planned.
     whole: Option<Stat>,
+    /// Whether the read also fingerprints the file.
+    head: Head,
+}
+
+/// Whether a read task fingerprints the file it reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Head {
+    /// The fingerprint is complete, or was taken when planning.
+    Known,
+    /// The read starts at offset 0 of a file whose fingerprint is short:
+    /// it fingerprints the bytes it reads (see [`fingerprint::of_prefix`]),
+    /// instead of a separate 1 KiB read on the reader's thread, which for a
+    /// backfill of thousands of new files was one more serial `pread` each.
+    FromRead,
 }
 
 struct TaskResult {
@@ -273,6 +287,8 @@ struct TaskResult {
     long_scan: Option<u64>,
     more: bool,
     error: Option<std::io::Error>,
+    /// The file's fingerprint from the bytes read ([`Head::FromRead`]).
+    fingerprint: Option<Fingerprint>,
 }
 
 /// The reader. Create with [`Reader::new`], then [`Reader::run`] on its own thread.
@@ -1017,10 +1033,15 @@ impl Reader {
         let Some(t) = self.files.get_mut(&key) else {
             return Ok(None);
         };
+        // A file opened here is `fstat`ed once: for its key and its size.
+        let mut opened_meta = None;
         if t.file.is_none() {
-            match open_counted(Path::new(&*t.identity.path), &self.metrics) {
-                Ok(f) if f.metadata().is_ok_and(|m| FileKey::of(&m) == key) => {
+            let opened = open_counted(Path::new(&*t.identity.path), &self.metrics)
+                .and_then(|f| f.metadata().map(|m| (f, m)));
+            match opened {
+                Ok((f, m)) if FileKey::of(&m) == key => {
                     t.file = Some(Arc::new(f));
+                    opened_meta = Some(m);
                     if std::mem::take(&mut t.retry)
                         && self.logged_errors.remove(Path::new(&*t.identity.path))
                     {
@@ -1050,7 +1071,7 @@ impl Reader {
         let Some(file) = t.file.as_ref() else {
             return self.forget(key).map(|_| None);
         };
-        let size = match file.metadata() {
+        let size = match opened_meta.map_or_else(|| file.metadata(), Ok) {
             Ok(m) => {
                 t.seen = Stat::of(&m);
                 m.len()
@@ -1082,8 +1103,11 @@ impl Reader {
         let t = self.files.get_mut(&key).expect("tracked");
         t.verified = true;
         let file = t.file.as_ref().expect("open");
+        let mut head = Head::Known;
         if !t.identity.fingerprint.is_complete() && size > u64::from(t.identity.fingerprint.len) {
-            if let Ok(fp) = fingerprint::fingerprint_prefix(file, FINGERPRINT_BYTES) {
+            if t.offset == 0 && t.long_scan.is_none() {
+                head = Head::FromRead;
+            } else if let Ok(fp) = fingerprint::fingerprint_prefix(file, FINGERPRINT_BYTES) {
                 t.identity.fingerprint = fp;
             }
         }
@@ -1107,6 +1131,7 @@ impl Reader {
             ctx: t.ctx.clone(),
             state: t.state.clone(),
             whole: None,
+            head,
         }))
     }
 
@@ -1164,6 +1189,7 @@ impl Reader {
             ctx: t.ctx.clone(),
             state: None,
             whole: Some(now),
+            head: Head::Known,
         }))
     }
 
@@ -1190,6 +1216,12 @@ impl Reader {
             return Ok(false);
         }
         t.long_scan = r.long_scan;
+        if let Some(fp) = r
+            .fingerprint
+            .filter(|fp| fp.len > t.identity.fingerprint.len)
+        {
+            t.identity.fingerprint = fp;
+        }
         let key = r.key;
         if r.more {
             self.dirty.insert(key);
@@ -1305,6 +1337,7 @@ fn run_task(task: Task, chunk_bytes: usize, max_line: usize, mode: ParseMode) ->
             long_scan: task.long_scan,
             more: false,
             error: Some(e),
+            fingerprint: None,
         },
     }
 }
@@ -1322,6 +1355,7 @@ fn read_task(
         long_scan: None,
         more: false,
         error: None,
+        fingerprint: None,
     };
     let too_long = |end: u64| {
         let parsed = ParsedLines {
@@ -1358,6 +1392,9 @@ fn read_task(
     let available = task.size - task.start;
     let len = (available as usize).min(chunk_bytes);
     let mut n = read_at(&task.file, task.start, len, buf)?;
+    if task.head == Head::FromRead {
+        result.fingerprint = Some(fingerprint::of_prefix(&buf[..n]));
+    }
     let mut complete = lines::complete_prefix_len(&buf[..n]);
     if complete == 0 && (n as u64) < available {
         // One line longer than a chunk: read up to the line limit.
