@@ -41,6 +41,17 @@ use crate::record::UsageRow;
 use crate::sink::deadletter::DeadLetter;
 use crate::sink::dedup::{key_hash, DedupIndex, KeyHash, Offer};
 
+/// A summary statement sent by [`Sink::start_summary`], running in
+/// ClickHouse.
+struct SummaryRun {
+    /// The sessions it recomputes (stale again if it fails).
+    sessions: Vec<String>,
+    /// When it was sent.
+    started: Instant,
+    /// The statement, on the runtime.
+    task: tokio::task::JoinHandle<Result<(), ChError>>,
+}
+
 /// Batching and retry settings.
 #[derive(Debug, Clone)]
 pub struct SinkOptions {
@@ -592,11 +603,10 @@ impl Sink {
     fn flush(&mut self, reason: FlushReason) -> bool {
         if self.batch.is_empty() {
             self.batch.opened = None;
-            if self.save_checkpoints_if_due(reason).is_none() {
+            if !self.save_and_summarize(reason) {
                 return false;
             }
             self.release_memory_if_quiet();
-            self.summarize_if_due(reason);
             return true;
         }
         let mut batch = std::mem::take(&mut self.batch);
@@ -621,11 +631,23 @@ impl Sink {
         self.apply_acks(std::mem::take(&mut batch.acks));
         self.inserted_since_trim += batch.bytes;
         self.recycle(batch);
-        if self.save_checkpoints_if_due(reason).is_none() {
-            return false;
+        self.save_and_summarize(reason)
+    }
+
+    /// Saves the checkpoints and recomputes stale summaries, as far as each
+    /// is due after a flush for `reason`, at the same time: the summary
+    /// statement runs in ClickHouse while the checkpoints are written and
+    /// synced here (at the end of a backfill of 4,500 files, 35–70 ms for
+    /// each, one after the other before). False when the shutdown deadline
+    /// passed before the naive sums were written (nothing is saved then).
+    fn save_and_summarize(&mut self, reason: FlushReason) -> bool {
+        // Writes the naive sums first, which both need.
+        let summary = self.start_summary_if_due(reason);
+        let saved = self.save_checkpoints_if_due(reason);
+        if let Some(run) = summary {
+            self.finish_summary(run);
         }
-        self.summarize_if_due(reason);
-        true
+        saved.is_some()
     }
 
     /// Gives the rows' freed memory back to the system once a catch-up is
@@ -669,10 +691,10 @@ impl Sink {
         Some(self.summary_retry_at.map_or(at, |r| r.max(at)))
     }
 
-    /// Recomputes stale summaries after a flush for `reason` when the
-    /// policy says they are due (see [`SummaryPolicy`]); the last flush
+    /// Starts recomputing stale summaries after a flush for `reason` when
+    /// the policy says they are due (see [`SummaryPolicy`]); the last flush
     /// always does.
-    fn summarize_if_due(&mut self, reason: FlushReason) {
+    fn start_summary_if_due(&mut self, reason: FlushReason) -> Option<SummaryRun> {
         let due = match self.opts.summaries {
             SummaryPolicy::WhenCaughtUp => reason.settles(),
             SummaryPolicy::WhileFlowing => {
@@ -681,7 +703,9 @@ impl Sink {
             }
         };
         if due {
-            self.summarize();
+            self.start_summary()
+        } else {
+            None
         }
     }
 
@@ -868,23 +892,61 @@ impl Sink {
     /// Recomputes the summaries of the sessions changed since the last time.
     /// A failure keeps them stale for the next try; delivery goes on.
     fn summarize(&mut self) {
+        if let Some(run) = self.start_summary() {
+            self.finish_summary(run);
+        }
+    }
+
+    /// Writes the pending naive sums and sends the statement that recomputes
+    /// the stale summaries; it runs on the runtime until
+    /// [`Sink::finish_summary`]. `None`: nothing to do, or not yet.
+    fn start_summary(&mut self) -> Option<SummaryRun> {
         if self.summary_retry_at.is_some_and(|t| Instant::now() < t) {
-            return;
+            return None;
         }
         // The sums the summaries join, and the sessions they touch.
         if self.write_pending_naive().is_none() || self.stale_sessions.is_empty() {
-            return;
+            return None;
         }
         self.last_summary = Some(Instant::now());
         let mut sessions: Vec<String> = self.stale_sessions.drain().collect();
         sessions.sort();
-        let started = Instant::now();
+        let client = self.client.clone();
+        let scope = (!self.summarize_all).then(|| sessions.clone());
+        let with_content = self.summary.with_content;
+        let task = self.runtime.spawn(async move {
+            client
+                .summarize_sessions(scope.as_deref(), with_content)
+                .await
+        });
+        Some(SummaryRun {
+            sessions,
+            started: Instant::now(),
+            task,
+        })
+    }
+
+    /// Waits for a summary statement [`Sink::start_summary`] sent, retries
+    /// it once after a recoverable failure, and logs and counts the outcome.
+    fn finish_summary(&mut self, run: SummaryRun) {
+        let SummaryRun {
+            sessions,
+            started,
+            task,
+        } = run;
         let run = |s: &Self| {
             let scope = (!s.summarize_all).then_some(sessions.as_slice());
             s.runtime
                 .block_on(s.client.summarize_sessions(scope, s.summary.with_content))
         };
-        let mut result = run(self);
+        let mut result = self.runtime.block_on(task).unwrap_or_else(|e| {
+            // Panicked or cancelled with the runtime: retried as any
+            // failure is.
+            Err(ChError::Server {
+                code: 0,
+                message: format!("summary task failed: {e}"),
+            })
+        });
         // One retry, as for inserts: after dropping a refused token, or after
         // creating dropped tables again.
         let recovered = match &result {
