@@ -1848,6 +1848,28 @@ mod tests {
     }
 
     #[test]
+    fn a_new_files_first_read_fingerprints_it() {
+        let d = tempfile::tempdir().unwrap();
+        let long = d.path().join("long.jsonl");
+        let short = d.path().join("short.jsonl");
+        let lines: String = (0..20).map(|i| usage_line(&i.to_string(), i)).collect();
+        assert!(lines.len() > FINGERPRINT_BYTES);
+        std::fs::write(&long, &lines).unwrap();
+        std::fs::write(&short, usage_line("s", 1)).unwrap();
+        let msgs = collect(d.path(), Vec::new(), opts(d.path()));
+        for p in [&long, &short] {
+            let want = fingerprint::fingerprint_prefix(&File::open(p).unwrap(), FINGERPRINT_BYTES)
+                .unwrap();
+            let c = chunks(&msgs)
+                .into_iter()
+                .find(|c| *c.file.path == *p.to_string_lossy())
+                .expect("read");
+            assert_eq!(c.start, 0);
+            assert_eq!(c.file.fingerprint, want, "{}", p.display());
+        }
+    }
+
+    #[test]
     fn resumes_from_a_matching_checkpoint_and_restarts_a_replaced_file() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("a.jsonl");
